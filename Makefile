@@ -1,0 +1,38 @@
+# The two commands of the README:
+#   make repro   set up .venv, generate the embedded cohort if missing, run the DVC pipeline
+#   make test    set up .venv, run the whole test suite
+# Only Python 3.11 and pip are needed beforehand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: repro test env data lock clean-env
+
+repro: $(STAMP) data
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+env: $(STAMP)
+
+# Recreated whenever a pin changes. The torch pin takes the CPU wheel; envcheck fails on a CUDA
+# build installed on a machine without a GPU.
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m anatcl_core.envcheck
+	touch $(STAMP)
+
+# The embedded cohort: deterministic, so a fresh clone regenerates exactly what data.dvc records.
+data: $(STAMP)
+	$(BIN)/python -m anatcl_core.synth.ensure --params params.yaml --data data --dvc-file data.dvc
+
+# Re-pin every transitive dependency after editing requirements.txt.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v -E '^pip==' | sed 's/+cpu//' > constraints.txt
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,105 @@
+"""Where things live on disk: OpenBHB's per-subject layout and the downstream manifest contract.
+
+The embedded synthetic cohort is written in exactly these layouts, so the readers that serve it
+serve a local OpenBHB copy and a user's CAT12 outputs unchanged.
+
+Pretraining cohort (OpenBHB, Hugging Face ``benoit-dufumier/openBHB`` layout)::
+
+    <root>/participants.tsv
+    <root>/{train,val}/derivatives/sub-<id>/ses-1/sub-<id>_preproc-<kind>.npy
+
+``train`` holds the ``train`` split; ``val`` holds ``internal_test`` and ``external_test`` (the
+``split`` column of ``participants.tsv`` tells which). Kinds: :data:`VBM_KIND` (modulated GM map,
+``(1, 121, 145, 121)`` at 1.5 mm) and :data:`DESIKAN_KIND` (FreeSurfer table ``(7, 68)``).
+
+Downstream cohort (what a CAT12 user has)::
+
+    <root>/manifest.tsv     participant_id, image, age, sex, site, roi, dx_<task>..., score_<name>...
+
+``image`` and ``roi`` are paths relative to the manifest's folder (or absolute). ``dx_<task>`` is
+1 for a case, 0 for a control and empty when the subject is not in that task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: Columns of OpenBHB's ``participants.tsv``, in its order.
+PARTICIPANTS_COLUMNS: tuple[str, ...] = (
+    "participant_id", "study", "sex", "age", "site", "siteXacq", "diagnosis", "tiv", "csfv",
+    "gmv", "wmv", "magnetic_field_strength", "acquisition_setting", "split",
+)  # fmt: skip
+
+SPLITS: tuple[str, ...] = ("train", "internal_test", "external_test")
+SPLIT_FOLDER: dict[str, str] = {"train": "train", "internal_test": "val", "external_test": "val"}
+
+VBM_KIND = "cat12vbm_desc-gm_T1w"
+DESIKAN_KIND = "freesurfer_desc-desikan_ROI"
+DESTRIEUX_KIND = "freesurfer_desc-destrieux_ROI"
+
+#: CAT12's 1.5 mm MNI152 grid (OpenBHB's VBM geometry) and its affine (voxel -> mm).
+CAT12_SHAPE: tuple[int, int, int] = (121, 145, 121)
+CAT12_VOXEL_MM = 1.5
+CAT12_AFFINE = np.array(
+    [
+        [-1.5, 0.0, 0.0, 90.0],
+        [0.0, 1.5, 0.0, -126.0],
+        [0.0, 0.0, 1.5, -72.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+#: Upstream AnatCL's input: OpenBHB's grid cropped along the second spatial axis.
+UPSTREAM_INPUT_SHAPE: tuple[int, int, int] = (121, 128, 121)
+
+PARTICIPANTS_FILE = "participants.tsv"
+MANIFEST_FILE = "manifest.tsv"
+DX_PREFIX = "dx_"
+SCORE_PREFIX = "score_"
+MANIFEST_COLUMNS: tuple[str, ...] = ("participant_id", "image", "age", "sex", "site", "roi")
+
+
+def subject_dir(root: str | Path, split: str, participant_id: str) -> Path:
+    """Folder of one subject of the pretraining cohort.
+
+    Raises:
+        ValueError: if ``split`` is not one of :data:`SPLITS`.
+    """
+    if split not in SPLIT_FOLDER:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return Path(root) / SPLIT_FOLDER[split] / "derivatives" / f"sub-{participant_id}" / "ses-1"
+
+
+def subject_file(root: str | Path, split: str, participant_id: str, kind: str) -> Path:
+    """Path of one derivative, e.g. ``.../sub-1/ses-1/sub-1_preproc-cat12vbm_desc-gm_T1w.npy``."""
+    return subject_dir(root, split, participant_id) / f"sub-{participant_id}_preproc-{kind}.npy"
+
+
+def grid_shape(voxel_mm: float) -> tuple[int, int, int]:
+    """Shape of CAT12's field of view sampled at ``voxel_mm`` (121x145x121 at 1.5 mm).
+
+    Coarser grids keep the same field of view and origin corner, so their affine is
+    :func:`grid_affine` of the same voxel size.
+    """
+    if voxel_mm <= 0:
+        raise ValueError(f"voxel size must be positive, got {voxel_mm} mm")
+    scale = CAT12_VOXEL_MM / voxel_mm
+    return tuple(int(round((n - 1) * scale)) + 1 for n in CAT12_SHAPE)  # type: ignore[return-value]
+
+
+def grid_affine(voxel_mm: float) -> np.ndarray:
+    """Affine of :func:`grid_shape`'s grid: CAT12's axes and first-voxel centre, ``voxel_mm`` steps."""
+    affine = CAT12_AFFINE.copy()
+    affine[:3, :3] *= voxel_mm / CAT12_VOXEL_MM
+    return affine
+
+
+def crop_shape(voxel_mm: float) -> tuple[int, int, int]:
+    """Upstream's (121, 128, 121) input crop expressed at ``voxel_mm``.
+
+    The crop keeps the first and third axes whole and the fraction 128/145 of the second.
+    """
+    full = grid_shape(voxel_mm)
+    second = int(round(full[1] * UPSTREAM_INPUT_SHAPE[1] / CAT12_SHAPE[1]))
+    return (full[0], second, full[2])
