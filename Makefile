@@ -5,9 +5,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# DVC's site cache (repo index, locks) stays inside the repo wherever dvc is started from.
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test env data lock clean-env
+.PHONY: repro test env data data-update lock clean-env
 
 repro: $(STAMP) data
 	$(BIN)/dvc repro
@@ -29,6 +31,10 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 # The embedded cohort: deterministic, so a fresh clone regenerates exactly what data.dvc records.
 data: $(STAMP)
 	$(BIN)/python -m anatcl_core.synth.ensure --params params.yaml --data data --dvc-file data.dvc
+
+# After changing params.yaml `synth:` or the generator: regenerate data/ and re-record data.dvc.
+data-update: $(STAMP)
+	$(BIN)/python -m anatcl_core.synth.ensure --params params.yaml --data data --dvc-file data.dvc --update
 
 # Re-pin every transitive dependency after editing requirements.txt.
 lock: $(STAMP)

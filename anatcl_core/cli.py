@@ -1,0 +1,56 @@
+"""The ``anatcl`` command: one entry point, one sub-command per task.
+
+    anatcl validate PATH...          check files, OpenBHB roots or manifests against the CAT12-VBM contract
+    anatcl synthesize --out DIR      write the embedded synthetic cohort (params.yaml ``synth:``)
+
+Sub-commands import their module only when chosen, so ``anatcl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _validate(argv: Sequence[str]) -> int:
+    from anatcl_core import validate
+
+    return validate.main(list(argv))
+
+
+def _synthesize(argv: Sequence[str]) -> int:
+    from anatcl_core.synth.__main__ import main as synth_main
+
+    return synth_main(list(argv))
+
+
+COMMANDS = {
+    "validate": (_validate, "check images, ROI tables, OpenBHB roots or manifests"),
+    "synthesize": (_synthesize, "write the embedded synthetic cohort"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``anatcl <command> [args...]``; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="anatcl",
+        description="AnatCL compendium tools.",
+        epilog="\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), help="see the list below")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command (try: anatcl COMMAND --help)")
+    if not argv:
+        parser.print_help()
+        return 2
+    ns = parser.parse_args(argv[:1])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler, _ = COMMANDS[ns.command]
+    return handler(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
