@@ -1,0 +1,180 @@
+"""Reading and writing single volumes without ever reshaping spatial data.
+
+A public loader once transposed and then *reshaped* every volume, shearing each slice
+(REFERENCE §4). Here the spatial axes ``(X, Y, Z)`` of a file are returned in the file's own order:
+only singleton channel axes are dropped (``np.squeeze`` on named axes) and crops are slices.
+
+Also here, because the OpenBHB reader, the manifest reader and the validator share them: the
+CAT12 grids a shape can belong to (:func:`infer_voxel_mm`) and the crop to upstream's input
+(:func:`resolve_crop`, :func:`center_crop`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from anatcl_core.data import layout
+
+log = logging.getLogger(__name__)
+
+#: Voxel sizes (mm) whose CAT12 grid a bare ``.npy`` shape is matched against.
+KNOWN_VOXEL_MM: tuple[float, ...] = (1.5, 2.0, 2.25, 2.5, 3.0, 3.75, 4.0, 4.5, 5.0, 6.0, 7.5, 9.0)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class VolumeError(ValueError):
+    """A volume file cannot be read, or its array is not a single 3D volume."""
+
+
+def is_volume_file(path: str | Path) -> bool:
+    """True for ``.nii``, ``.nii.gz`` and ``.npy`` names."""
+    name = Path(path).name.lower()
+    return name.endswith(NIFTI_SUFFIXES) or name.endswith(".npy")
+
+
+def as_spatial(array: np.ndarray, where: str | Path = "array") -> np.ndarray:
+    """View of ``array`` with its singleton channel axes dropped: ``(X, Y, Z)``.
+
+    Accepted: ``(X, Y, Z)``, ``(1, X, Y, Z)`` (OpenBHB), ``(1, 1, X, Y, Z)``, ``(X, Y, Z, 1)`` and
+    ``(X, Y, Z, 1, 1)`` (NIfTI's time / vector axes). Nothing is transposed or reshaped.
+
+    Raises:
+        VolumeError: for any other shape, e.g. a true 4D ``(X, Y, Z, 3)`` series.
+    """
+    shape = array.shape
+    lead = 0
+    while array.ndim - lead > 3 and shape[lead] == 1:
+        lead += 1
+    trail = array.ndim
+    while trail - lead > 3 and shape[trail - 1] == 1:
+        trail -= 1
+    if trail - lead != 3 or lead > 2 or array.ndim - trail > 2:
+        raise VolumeError(
+            f"{where}: expected one 3D volume (X, Y, Z), optionally with singleton channel axes "
+            f"such as (1, X, Y, Z); got shape {shape}"
+        )
+    axes = tuple(range(lead)) + tuple(range(trail, array.ndim))
+    return np.squeeze(array, axis=axes) if axes else array
+
+
+def load_volume(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read one volume from ``.nii``, ``.nii.gz`` or ``.npy``.
+
+    Args:
+        path: the file.
+        mmap: for ``.npy``, return a read-only memory map (its stored dtype) instead of a float32
+            copy; NIfTI is always read into memory as float32.
+
+    Returns:
+        ``(array (X, Y, Z), affine (4, 4) or None)`` - the affine is None for ``.npy``.
+
+    Raises:
+        VolumeError: unknown suffix, unreadable / truncated file, or not a single 3D volume.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if name.endswith(".npy"):
+            raw = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = as_spatial(raw, path)
+            return (array if mmap else np.asarray(array, dtype=np.float32)), None
+        if name.endswith(NIFTI_SUFFIXES):
+            image = nib.load(path)
+            array = as_spatial(np.asanyarray(image.dataobj), path)
+            return np.asarray(array, dtype=np.float32), np.asarray(image.affine, dtype=np.float64)
+    except VolumeError:
+        raise
+    except FileNotFoundError:
+        raise VolumeError(f"{path}: file not found") from None
+    except Exception as err:  # nibabel / numpy raise many types for corrupt files
+        raise VolumeError(f"{path}: cannot read volume ({type(err).__name__}: {err})") from None
+    raise VolumeError(f"{path}: unknown volume format; expected .nii, .nii.gz or .npy")
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write a float32 ``(X, Y, Z)`` volume with ``affine`` as its sform and qform (code 1).
+
+    Raises:
+        VolumeError: if ``array`` is not 3D or ``affine`` is not ``(4, 4)``.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 3:
+        raise VolumeError(f"{path}: save_nifti expects a 3D array, got shape {array.shape}")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise VolumeError(f"{path}: affine must be (4, 4), got {affine.shape}")
+    image = nib.Nifti1Image(array, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    path = Path(path)
+    nib.save(image, path)
+    return path
+
+
+def infer_voxel_mm(shape: Sequence[int]) -> float | None:
+    """Voxel size whose CAT12 grid (:func:`layout.grid_shape`) is ``shape``, or None."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or shape[0] < 2:
+        return None
+    candidates = list(KNOWN_VOXEL_MM) + [
+        round((layout.CAT12_SHAPE[0] - 1) * layout.CAT12_VOXEL_MM / (shape[0] - 1), 6)
+    ]
+    for voxel_mm in candidates:
+        if layout.grid_shape(voxel_mm) == shape:
+            return float(voxel_mm)
+    return None
+
+
+def resolve_crop(
+    crop: str | Sequence[int] | None, shape: Sequence[int]
+) -> tuple[int, int, int] | None:
+    """The ``(x, y, z)`` a volume of ``shape`` is centre-cropped to, or None for no crop.
+
+    Args:
+        crop: ``"upstream"`` (upstream AnatCL's 121x128x121 input at the grid's voxel size,
+            :func:`layout.crop_shape`, the grid inferred from ``shape``), an explicit ``(x, y, z)``,
+            or None.
+        shape: spatial shape ``(X, Y, Z)`` of the volume.
+
+    Raises:
+        ValueError: unknown crop, ``"upstream"`` on a shape that is no CAT12 grid (nor already its
+            crop), or a crop larger than the volume.
+    """
+    shape = tuple(int(n) for n in shape)
+    if crop is None:
+        return None
+    if isinstance(crop, str):
+        if crop != "upstream":
+            raise ValueError(f"crop must be 'upstream', None or (x, y, z), got {crop!r}")
+        voxel_mm = infer_voxel_mm(shape)
+        if voxel_mm is None:
+            if any(layout.crop_shape(v) == shape for v in KNOWN_VOXEL_MM):
+                return shape  # already at upstream's crop
+            raise ValueError(
+                f"crop='upstream' needs a CAT12 grid shape (e.g. {layout.CAT12_SHAPE} at 1.5 mm, "
+                f"{layout.grid_shape(4.5)} at 4.5 mm); got {shape}"
+            )
+        return layout.crop_shape(voxel_mm)
+    target = tuple(int(n) for n in crop)
+    if len(target) != 3 or any(t < 1 or t > s for t, s in zip(target, shape)):
+        raise ValueError(f"crop {tuple(crop)} does not fit in a volume of shape {shape}")
+    return target  # type: ignore[return-value]
+
+
+def crop_slices(shape: Sequence[int], target: Sequence[int]) -> tuple[slice, slice, slice]:
+    """Centre-crop slices: start ``(n - t) // 2`` on each axis (145 -> 128 keeps 8..135)."""
+    starts = [(int(n) - int(t)) // 2 for n, t in zip(shape, target)]
+    return tuple(slice(s, s + int(t)) for s, t in zip(starts, target))  # type: ignore[return-value]
+
+
+def center_crop(array: np.ndarray, target: Sequence[int] | None) -> np.ndarray:
+    """Centre-crop the last three axes of ``(..., X, Y, Z)`` to ``target`` (a view; None: as is)."""
+    if target is None:
+        return array
+    return array[(Ellipsis, *crop_slices(array.shape[-3:], target))]

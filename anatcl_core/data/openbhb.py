@@ -1,0 +1,201 @@
+"""OpenBHB reader for the per-subject layout (a local OpenBHB copy or the synthetic cohort).
+
+Layout and file kinds: :mod:`anatcl_core.data.layout`. Images are memory-mapped
+(``np.load(mmap_mode="r")``) and read lazily in ``__getitem__`` (torchio's pattern), or stacked once
+into a compact in-memory array with :meth:`OpenBHB.images` for fast CPU training. Images are raw
+modulated GM values (upstream applies no intensity rescaling), centre-cropped along the second
+axis to upstream's ``(121, 128, 121)`` (at the grid's voxel size) by default.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from anatcl_core.data import io, layout
+from anatcl_core.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
+
+log = logging.getLogger(__name__)
+
+#: Columns the readers need from ``participants.tsv`` (the others are kept, not required).
+REQUIRED_PARTICIPANT_COLUMNS: tuple[str, ...] = ("participant_id", "age", "sex", "site", "split")
+#: Text sex labels -> code. Numeric 0/1 columns are used as they are.
+SEX_CODES: dict[str, int] = {"0": 0, "1": 1, "m": 0, "male": 0, "f": 1, "female": 1}
+
+
+def encode_sex(values: pd.Series, where: str) -> np.ndarray:
+    """Sex as int codes 0/1 (text: m/male -> 0, f/female -> 1; numbers 0/1 kept).
+
+    Raises:
+        ValueError: naming ``where`` and the first unknown value.
+    """
+    text = values.astype(str).str.strip().str.lower().str.replace(r"\.0$", "", regex=True)
+    codes = text.map(SEX_CODES)
+    bad = codes.isna()
+    if bad.any():
+        raise ValueError(f"{where}: unknown sex value {values[bad].iloc[0]!r}; expected 0/1, M/F")
+    return codes.to_numpy(dtype=np.int64)
+
+
+def read_participants(root: str | Path) -> pd.DataFrame:
+    """``<root>/participants.tsv`` with ``participant_id`` as str (leading zeros kept).
+
+    Raises:
+        FileNotFoundError: if the file is missing.
+        ValueError: if a required column is missing or a split value is unknown.
+    """
+    path = Path(root) / layout.PARTICIPANTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: participants.tsv not found (expected an OpenBHB root)")
+    frame = pd.read_csv(path, sep="\t", dtype={"participant_id": str, "split": str})
+    missing = [c for c in REQUIRED_PARTICIPANT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {layout.PARTICIPANTS_COLUMNS}")
+    unknown = sorted(set(frame["split"].dropna()) - set(layout.SPLITS))
+    if unknown or frame["split"].isna().any():
+        raise ValueError(f"{path}: unknown split value(s) {unknown or ['<empty>']}; expected {layout.SPLITS}")
+    return frame
+
+
+def read_roi_csv(path: str | Path, n_channels: int = len(CHANNELS)) -> tuple[list[str], np.ndarray]:
+    """OpenBHB's per-split ROI CSV as ``(participant_ids, tables (N, n_channels, R))``.
+
+    Assumed flattening: every column other than ``participant_id`` / ``session`` (and an unnamed
+    index) is a value, in file order, and each row is the **channel-major** flattening of the
+    ``(7, R)`` table, i.e. ``row.reshape(7, R)`` in C order (all regions of channel 0, then channel
+    1, ...), the order ``np.ndarray.ravel`` of the ``.npy`` table gives.
+
+    Raises:
+        ValueError: no ``participant_id`` column, a value count not divisible by ``n_channels``,
+            or duplicate ids.
+    """
+    frame = pd.read_csv(path, sep=None, engine="python", dtype={"participant_id": str})
+    if "participant_id" not in frame.columns:
+        raise ValueError(f"{path}: expected a 'participant_id' column, got {list(frame.columns)[:5]}")
+    meta = {"participant_id", "session"} | {c for c in frame.columns if str(c).startswith("Unnamed")}
+    values = frame[[c for c in frame.columns if c not in meta]].to_numpy(dtype=np.float32)
+    if values.shape[1] == 0 or values.shape[1] % n_channels:
+        raise ValueError(f"{path}: {values.shape[1]} value columns; expected a multiple of {n_channels}")
+    ids = frame["participant_id"].tolist()
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate participant_id values")
+    return ids, values.reshape(len(ids), n_channels, -1)  # (N, 7, R), C order = channel-major
+
+
+class OpenBHB(Dataset):
+    """OpenBHB (per-subject layout) as a PyTorch dataset.
+
+    Args:
+        root: folder holding ``participants.tsv`` and ``train/`` / ``val/``.
+        split: ``"train"``, ``"internal_test"``, ``"external_test"`` or a sequence of them.
+        crop: ``"upstream"`` (:func:`io.resolve_crop`), an explicit ``(x, y, z)`` or None.
+        channels: FreeSurfer descriptors returned per item, by name (``("CT", "GMV", "SA")``).
+        in_memory: stack every image once (:meth:`images`) instead of reading lazily.
+        roi_csv: optional OpenBHB per-split ROI CSV(s) used instead of the per-subject ``.npy``.
+        dtype: in-memory dtype (``np.float32`` or ``np.float16``); items are always float32.
+
+    An item is ``dict(image (1, X, Y, Z) float32, age float, sex int, site, descriptors (C, 68)
+    float32 raw, participant_id str)``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | Sequence[str] = "train",
+        crop: str | Sequence[int] | None = "upstream",
+        channels: Sequence[str] = DEFAULT_CHANNELS,
+        in_memory: bool = False,
+        roi_csv: str | Path | Sequence[str | Path] | None = None,
+        dtype: type = np.float32,
+    ) -> None:
+        self.root = Path(root)
+        splits = (split,) if isinstance(split, str) else tuple(split)
+        if not splits or any(s not in layout.SPLITS for s in splits):
+            raise ValueError(f"split must be one or more of {layout.SPLITS}, got {split!r}")
+        frame = read_participants(self.root)
+        self.participants = frame[frame["split"].isin(splits)].reset_index(drop=True)
+        if self.participants.empty:
+            raise ValueError(f"{self.root}: no participant in split(s) {splits}")
+        self.splits = splits
+        self.crop = crop
+        self.channels = tuple(channels)
+        select_channels(np.zeros((len(CHANNELS), 1)), self.channels)  # fail early on a bad name
+        self.sex = encode_sex(self.participants["sex"], f"{self.root / layout.PARTICIPANTS_FILE}")
+        self._roi_csv = self._read_roi_csvs(roi_csv) if roi_csv is not None else None
+        self._images = self.images(dtype=dtype) if in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.participants)
+
+    def path(self, index: int, kind: str = layout.VBM_KIND) -> Path:
+        """File of subject ``index`` for a derivative ``kind``."""
+        row = self.participants.iloc[index]
+        return layout.subject_file(self.root, row["split"], row["participant_id"], kind)
+
+    def _volume(self, index: int) -> np.ndarray:
+        volume, _ = io.load_volume(self.path(index), mmap=True)  # (X, Y, Z) memory map
+        return io.center_crop(volume, io.resolve_crop(self.crop, volume.shape))
+
+    def descriptor_table(self, index: int) -> np.ndarray:
+        """Full ``(7, 68)`` FreeSurfer table of subject ``index`` (float32, raw)."""
+        if self._roi_csv is not None:
+            pid = self.participants["participant_id"].iloc[index]
+            if pid not in self._roi_csv:
+                raise KeyError(f"participant {pid} not in the ROI CSV(s)")
+            return self._roi_csv[pid]
+        path = self.path(index, layout.DESIKAN_KIND)
+        table = np.load(path, allow_pickle=False)
+        if table.ndim == 3 and table.shape[0] == 1:
+            table = table[0]
+        if table.ndim != 2 or table.shape[0] != len(CHANNELS):
+            raise ValueError(f"{path}: ROI table of shape {table.shape}; expected (7, R)")
+        return np.asarray(table, dtype=np.float32)
+
+    def descriptor_tables(self) -> np.ndarray:
+        """``(N, 7, 68)`` tables of the selected split(s), for fitting the descriptor normaliser."""
+        return np.stack([self.descriptor_table(i) for i in range(len(self))])
+
+    def images(self, dtype: type = np.float32, progress: bool = True) -> np.ndarray:
+        """Every selected image, cropped, stacked: ``(N, 1, X, Y, Z)`` of ``dtype``."""
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
+            raise ValueError(f"images dtype must be float32 or float16, got {dtype}")
+        first = self._volume(0)
+        out = np.empty((len(self), 1, *first.shape), dtype=dtype)
+        for i in tqdm(range(len(self)), desc="load images", disable=not progress, leave=False):
+            volume = first if i == 0 else self._volume(i)
+            if volume.shape != first.shape:
+                raise ValueError(f"{self.path(i)}: shape {volume.shape}; expected {first.shape}")
+            out[i, 0] = volume
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.participants.iloc[index]
+        if self._images is not None:
+            image = torch.from_numpy(self._images[index].astype(np.float32))
+        else:
+            image = torch.from_numpy(np.array(self._volume(index), dtype=np.float32)[None])
+        site = row["site"]
+        return {
+            "image": image,  # (1, X, Y, Z)
+            "age": float(row["age"]),
+            "sex": int(self.sex[index]),
+            "site": site.item() if hasattr(site, "item") else site,
+            "descriptors": torch.from_numpy(select_channels(self.descriptor_table(index), self.channels)),
+            "participant_id": str(row["participant_id"]),
+        }
+
+    @staticmethod
+    def _read_roi_csvs(paths: str | Path | Sequence[str | Path]) -> dict[str, np.ndarray]:
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        tables: dict[str, np.ndarray] = {}
+        for path in paths:
+            ids, values = read_roi_csv(path)
+            tables.update(zip(ids, values))
+        return tables
