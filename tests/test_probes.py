@@ -1,0 +1,168 @@
+"""Linear probes: metrics against scikit-learn, signal versus noise, and no test-fold leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import balanced_accuracy_score, r2_score, roc_auc_score
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from anatcl_core import probes
+
+FAST = dict(n_splits=3, n_repeats=2, inner_splits=3, n_bootstrap=200)
+
+
+def _cohort(n=120, f=8, signal=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 3 == 0).astype(float)  # imbalanced: a third are cases
+    x = rng.normal(size=(n, f))
+    x[:, 0] += signal * y
+    return x, y
+
+
+def test_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, size=(4, 50))
+    pred = rng.integers(0, 2, size=(4, 50))
+    score = np.round(rng.normal(size=(4, 50)), 1)  # ties on purpose
+    for r in range(4):
+        assert probes.balanced_accuracy_rows(y[r], pred[r]) == pytest.approx(
+            balanced_accuracy_score(y[r], pred[r]))
+        assert probes.roc_auc_rows(y[r], score[r]) == pytest.approx(roc_auc_score(y[r], score[r]))
+    t, p = rng.normal(size=30), rng.normal(size=30)
+    rows = probes.regression_rows(t, p)
+    assert rows["mae"] == pytest.approx(np.abs(t - p).mean())
+    assert rows["pearson_r"] == pytest.approx(pearsonr(t, p)[0])
+    assert rows["r2"] == pytest.approx(r2_score(t, p))
+
+
+def test_metrics_single_class_is_nan():
+    assert np.isnan(probes.balanced_accuracy_rows(np.ones(5), np.ones(5)))
+    assert np.isnan(probes.roc_auc_rows(np.zeros(5), np.arange(5)))
+
+
+def test_diagnosis_signal_versus_noise():
+    x, y = _cohort(signal=3.0)
+    good = probes.diagnosis_probe(x, y, **FAST)
+    assert good["balanced_accuracy"] > 0.85 and good["roc_auc"] > 0.9
+    lo, hi = good["balanced_accuracy_ci"]
+    assert lo <= good["balanced_accuracy"] <= hi
+    noise = probes.diagnosis_probe(x[:, 1:], y, **FAST)
+    assert abs(noise["balanced_accuracy"] - 0.5) < 0.15
+    assert noise["roc_auc_ci"][0] < 0.5 + 0.1
+    assert len(good["C"]) == FAST["n_splits"] * FAST["n_repeats"]
+
+
+def test_diagnosis_drops_subjects_outside_task_and_is_deterministic():
+    x, y = _cohort()
+    y_nan = y.copy()
+    y_nan[::7] = np.nan
+    a = probes.diagnosis_probe(x, y_nan, **FAST, seed=3)
+    b = probes.diagnosis_probe(x, y_nan, **FAST, seed=3)
+    assert a == b
+    assert a["n"] == int(np.isfinite(y_nan).sum())
+    c = probes.diagnosis_probe(x, y_nan, **FAST, seed=4)
+    assert c["C"] != a["C"] or c["balanced_accuracy"] != a["balanced_accuracy"]
+
+
+def test_diagnosis_refuses_bad_input():
+    x, y = _cohort(n=12)
+    with pytest.raises(ValueError, match="smaller class"):
+        probes.diagnosis_probe(x, y, n_splits=5, n_repeats=1, inner_splits=3, n_bootstrap=0)
+    with pytest.raises(ValueError, match="0/1"):
+        probes.diagnosis_probe(*_cohort()[:1], _cohort()[1] * 2, **FAST)
+    with pytest.raises(ValueError, match=r"\(N, F\)"):
+        probes.diagnosis_probe(x[:, 0], y, **FAST)
+
+
+def test_probes_never_tune_on_the_rows_they_predict(monkeypatch):
+    """The hyper-parameter search sees only the outer training fold (nested CV)."""
+    x, y = _cohort(n=60)
+    x = np.column_stack([x, np.arange(len(y)) + 0.5])  # a row id, unique per subject
+    score = x[:, 0] + np.random.default_rng(0).normal(size=len(y))
+    for selector, probe, target in (("select_c", probes.diagnosis_probe, y),
+                                    ("select_alpha", probes.score_probe, score)):
+        seen = []
+        real = getattr(probes, selector)
+
+        def spy(xs, *args, real=real, **kwargs):
+            seen.append(set(xs[:, -1]))
+            return real(xs, *args, **kwargs)
+
+        monkeypatch.setattr(probes, selector, spy)
+        probe(x, target, n_splits=3, n_repeats=2, inner_splits=3, n_bootstrap=0)
+        assert len(seen) == 6
+        for r in range(2):
+            # every subject is missing from exactly one of the three searches of a repeat
+            counts = [sum(i + 0.5 in s for s in seen[3 * r: 3 * r + 3]) for i in range(len(y))]
+            assert set(counts) == {2}
+        monkeypatch.undo()
+
+
+def test_ridge_path_matches_sklearn_pipeline():
+    rng = np.random.default_rng(5)
+    x, xt = rng.normal(size=(40, 6)) * [1, 2, 3, 4, 5, 6], rng.normal(size=(10, 6))
+    y = x @ rng.normal(size=6) + 3 + rng.normal(size=40)
+    alphas = [0.01, 1.0, 100.0]
+    path = probes.ridge_path(x, y, xt, alphas)
+    for a, pred in zip(alphas, path):
+        ref = make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(x, y).predict(xt)
+        np.testing.assert_allclose(pred, ref, rtol=1e-8, atol=1e-8)
+
+
+def test_selection_matches_grid_search():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(60, 10))
+    y = x[:, 0] + 2 * rng.normal(size=60)
+    grid = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+    cv = KFold(3, shuffle=True, random_state=0)
+    ref = GridSearchCV(make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": grid},
+                       cv=cv, scoring="neg_mean_absolute_error").fit(x, y)
+    assert probes.select_alpha(x, y, grid, cv, "mae") == ref.best_params_["ridge__alpha"]
+    labels = (x[:, 0] + rng.normal(size=60) > 0).astype(int)
+    cgrid = [1e-3, 1e-2, 1e-1, 1.0]
+    scv = StratifiedKFold(3, shuffle=True, random_state=0)
+    ref = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced")),
+                       {"logisticregression__C": cgrid}, cv=scv, scoring="balanced_accuracy").fit(x, labels)
+    assert probes.select_c(x, labels, cgrid, scv, balanced=True) == ref.best_params_["logisticregression__C"]
+
+
+def test_score_probe_recovers_a_linear_score():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(100, 6))
+    target = 2 * x[:, 0] - x[:, 1] + 0.1 * rng.normal(size=100)
+    target[::10] = np.nan
+    out = probes.score_probe(x, target, **FAST)
+    assert out["n"] == 90
+    assert out["pearson_r"] > 0.95 and out["r2"] > 0.9 and out["mae"] < 0.3
+    noise = probes.score_probe(rng.normal(size=(100, 6)), target, **FAST)
+    assert noise["r2"] < 0.1
+
+
+def test_brain_age_protocol():
+    rng = np.random.default_rng(3)
+
+    def split(n, sites):
+        age = rng.uniform(20, 80, n)
+        site = rng.integers(0, sites, n)
+        x = np.column_stack([age / 10 + 0.05 * rng.normal(size=n), rng.normal(size=(n, 4))])
+        return x, age, site
+
+    train, internal = split(200, 4), split(80, 4)
+    external = split(80, 4)[:2]
+    out = probes.brain_age_probe(train, internal, external, cv_splits=3)
+    assert out["mae_internal"] < 2.0 and out["mae_external"] < 2.0
+    # no site information in the features: the classifier is near chance
+    assert out["site_chance"] == 0.25
+    assert out["site_bacc_internal"] < 0.45
+    assert out["challenge_score"] == pytest.approx(
+        out["mae_external"] * out["site_bacc_internal"] ** 0.3)
+    # site written into the features: leakage is detected
+    leaky = [(np.column_stack([x, np.eye(4)[s] * 3]), a, s) for x, a, s in (train, internal)]
+    out2 = probes.brain_age_probe(leaky[0], leaky[1], (np.column_stack([external[0], np.zeros((80, 4))]),
+                                                       external[1]), cv_splits=3)
+    assert out2["site_bacc_internal"] > 0.9
