@@ -29,15 +29,16 @@ GROUP_NORM_GROUPS = 32  # upper bound; reduced to a divisor of the channel count
 def make_norm(norm: str, channels: int) -> nn.Module:
     """Return the normalisation layer named ``norm`` for ``channels`` feature maps.
 
-    "batch" = BatchNorm3d, "instance" = InstanceNorm3d (affine), "group" = GroupNorm with
-    gcd(32, channels) groups, "none" = identity.
+    "batch" = BatchNorm3d, "instance" = InstanceNorm3d (affine), "group" = GroupNorm with up to
+    32 groups of at least 4 channels (narrow nets), "none" = identity. Instance and group norm
+    need more than one voxel per map at the last stage (inputs of ~40^3 voxels or more).
     """
     if norm == "batch":
         return nn.BatchNorm3d(channels)
     if norm == "instance":
         return nn.InstanceNorm3d(channels, affine=True)
     if norm == "group":
-        return nn.GroupNorm(math.gcd(GROUP_NORM_GROUPS, channels), channels)
+        return nn.GroupNorm(math.gcd(GROUP_NORM_GROUPS, max(1, channels // 4)), channels)
     if norm == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
