@@ -104,8 +104,8 @@ def _check_geometry(
         return None
     expected = layout.grid_affine(found)
     if not np.allclose(affine, expected, atol=1e-3 * found):
-        add(f"affine origin {tuple(np.round(affine[:3, 3], 2))} mm; expected "
-            f"{tuple(expected[:3, 3])} (CAT12's grid at {found:g} mm)")  # fmt: skip
+        add(f"affine origin {tuple(round(float(o), 2) for o in affine[:3, 3])} mm; expected "
+            f"{tuple(float(o) for o in expected[:3, 3])} (CAT12's grid at {found:g} mm)")  # fmt: skip
         return None
     return found
 
@@ -117,7 +117,7 @@ def _check_values(volume: np.ndarray, add) -> None:
     if n_bad:
         add(f"{n_bad} NaN/Inf voxel(s); expected finite modulated GM values")
         return
-    low, high = float(volume.min()), float(volume.max())
+    low, high = float(volume.min()) + 0.0, float(volume.max()) + 0.0  # + 0.0 prints -0 as 0
     if low == 0.0 and high == 0.0:
         add("all voxels are zero: empty GM map")
         return

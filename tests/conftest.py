@@ -29,7 +29,7 @@ def brain_volume(shape: tuple[int, int, int], rng: np.random.Generator) -> np.nd
     radius = np.sqrt((x / 0.85) ** 2 + (y / 0.9) ** 2 + (z / 0.8) ** 2)
     shell = 0.85 * np.exp(-(((radius - 0.7) / 0.25) ** 2))
     volume = (shell + 0.05 * rng.standard_normal(shape)) * (radius < 1.0)
-    return np.clip(volume, 0.0, 1.0).astype(np.float32)
+    return (np.clip(volume, 0.0, 1.0) + 0.0).astype(np.float32)  # + 0.0: no negative zeros
 
 
 def roi_table(rng: np.random.Generator) -> np.ndarray:
