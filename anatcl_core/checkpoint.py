@@ -216,7 +216,8 @@ _DENIED_MODULES = frozenset("""
     multiprocessing signal io _io pathlib tempfile operator _operator functools inspect pdb bdb
     timeit asyncio threading _thread platform gc site sysconfig zipimport glob urllib http ftplib
     smtplib xmlrpc shelve dbm sqlite3 logging unittest doctest trace cProfile profile distutils
-    setuptools pip venv ensurepip zipfile tarfile copyreg codecs _codecs dill cloudpickle joblib
+    setuptools pip venv ensurepip zipfile tarfile copyreg copy_reg codecs _codecs dill cloudpickle
+    joblib
     yaml torch.hub torch.jit torch.serialization torch.utils.cpp_extension numpy.testing
     numpy.lib.npyio numpy.f2py numpy.distutils
 """.split())
@@ -227,6 +228,9 @@ def _is_denied(module: str) -> bool:
     return any(".".join(parts[:i]) in _DENIED_MODULES for i in range(1, len(parts) + 1))
 
 
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def __init__(self, file, source: str, read_record):
         super().__init__(file)
@@ -235,6 +239,7 @@ class _SafeUnpickler(pickle.Unpickler):
         self._storages: dict[str, _LoadedStorage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        module = _PY2_MODULES.get(module, module)  # protocol-2 pickles name Python 2 modules
         key = (module, name)
         if key in _ALLOWED:
             return _ALLOWED[key]
