@@ -1,0 +1,87 @@
+"""The synthetic cohort's knobs: params.yaml ``synth:`` (field = yaml key = keyword argument)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Every parameter of the synthetic benchmark (params.yaml ``synth:``).
+
+    Default (CPU) profile: 4.5 mm grid (41x49x41), 480 pretraining subjects, 2,100 downstream
+    subjects in four tasks of 600 each (AD and MCI share their 300 controls), 10 travelling heads.
+
+    Paper-scale profile (documented, not the default; ~40 GB on disk)::
+
+        voxel_mm: 1.5            # CAT12's 121x145x121 grid
+        n_pretrain: 3984         # OpenBHB's size
+        n_sites: 70
+        n_external_sites: 10
+        n_per_group: 500
+
+    Attributes:
+        seed: master seed; every random draw derives from it (same seed -> byte-identical files).
+        voxel_mm: grid spacing of the rendered maps; CAT12's field of view is kept
+            (:func:`anatcl_core.data.layout.grid_shape`).
+        n_pretrain: healthy subjects of the OpenBHB-like pretraining cohort (all splits).
+        n_sites: acquisition sites of the pretraining cohort, external ones included.
+        n_external_sites: sites seen only in the ``external_test`` split.
+        internal_test_fraction: share of the train sites' subjects held out as ``internal_test``.
+        n_per_group: subjects per diagnostic group of each downstream task; AD and MCI share one
+            control group, so tasks hold ``2 * n_per_group`` subjects each.
+        n_downstream_sites: sites per downstream study (AD/MCI, SCZ, ASD each recruit at their own).
+        n_travelling: subjects scanned at every pretraining site (travelling heads).
+        latent_sd: log-scale amplitude of one latent anatomical pattern (1 SD of its factor).
+        region_sd: log-scale idiosyncratic variation of each region and measure.
+        head_size_sd: log-scale SD of total intracranial volume.
+        age_effect: multiplier of the lifespan trajectories (1 = nominal).
+        ad_effect: shift of AD at full severity along its anatomical patterns, in latent SDs.
+        scz_effect: same for schizophrenia.
+        asd_effect: same for autism.
+        site_intensity_sd: log-scale SD of a site's global intensity (scanner/segmentation gain).
+        site_bias: amplitude of a site's smooth multiplicative bias field (log scale).
+        site_noise_max: largest voxel noise SD of a site (modulated GM units); sites draw below it.
+        site_fwhm_max_mm: largest extra smoothing FWHM of a site; sites draw below it.
+        transition_mm: FWHM of the smoothing between neighbouring regions' modulations.
+        deformation_mm: scale of the local deformation carrying surface-area differences.
+    """
+
+    seed: int = 0
+    voxel_mm: float = 4.5
+    n_pretrain: int = 480
+    n_sites: int = 8
+    n_external_sites: int = 2
+    internal_test_fraction: float = 0.1
+    n_per_group: int = 300
+    n_downstream_sites: int = 3
+    n_travelling: int = 10
+    latent_sd: float = 0.08
+    region_sd: float = 0.03
+    head_size_sd: float = 0.08
+    age_effect: float = 1.0
+    ad_effect: float = 2.5
+    scz_effect: float = 1.8
+    asd_effect: float = 1.8
+    site_intensity_sd: float = 0.08
+    site_bias: float = 0.15
+    site_noise_max: float = 0.04
+    site_fwhm_max_mm: float = 6.0
+    transition_mm: float = 4.0
+    deformation_mm: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.voxel_mm <= 0:
+            raise ValueError(f"voxel_mm must be positive, got {self.voxel_mm}")
+        if self.n_sites < 2 or not 1 <= self.n_external_sites < self.n_sites:
+            raise ValueError(
+                f"need >= 2 sites with 1 <= n_external_sites < n_sites, got "
+                f"n_sites={self.n_sites}, n_external_sites={self.n_external_sites}"
+            )
+        if not 0.0 <= self.internal_test_fraction < 1.0:
+            raise ValueError(f"internal_test_fraction must be in [0, 1), got {self.internal_test_fraction}")
+        for name in ("n_pretrain", "n_per_group", "n_downstream_sites"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_travelling < 0:
+            raise ValueError(f"n_travelling must be >= 0, got {self.n_travelling}")

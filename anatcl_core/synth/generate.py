@@ -1,0 +1,166 @@
+"""Write the synthetic benchmark to disk: OpenBHB-like pretraining cohort, downstream, travelling heads."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from anatcl_core.data import layout
+from anatcl_core.synth import cohorts
+from anatcl_core.synth.anatomy import CONDITIONS, make_population, sample_anatomy
+from anatcl_core.synth.base import load_base
+from anatcl_core.synth.config import SynthConfig
+from anatcl_core.synth.render import render
+
+logger = logging.getLogger(__name__)
+
+_STUDY_NAMES = ("synth-paediatric", "synth-young", "synth-lifespan", "synth-elderly", "synth-youth")
+
+
+def write_nifti_gz(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Save a float32 NIfTI-1 ``.nii.gz`` byte-for-byte reproducibly (gzip mtime 0, no file name)."""
+    image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine)
+    image.header.set_xyzt_units("mm")
+    image.set_sform(affine, code=4)  # MNI152
+    image.set_qform(affine, code=4)
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=6, mtime=0) as stream:
+        stream.write(image.to_bytes())
+    path.write_bytes(buffer.getvalue())
+
+
+class _Writer:
+    """Renders and writes subjects; holds the grid, the population and one progress bar."""
+
+    def __init__(self, config: SynthConfig, total: int, progress: bool):
+        self.config = config
+        self.base = load_base(config.voxel_mm)
+        self.population = make_population(cohorts.generator(config.seed, "population", 0))
+        self.bar = tqdm(total=total, desc="synthetic subjects", unit="subj", disable=not progress)
+
+    def subject(self, anat_rng, render_rng, site, age, sex, condition=None, severity=0.0):
+        anatomy = sample_anatomy(self.config, self.population, anat_rng, age, sex, site.fs_ct, site.fs_sa,
+                                 condition=condition, severity=severity)  # fmt: skip
+        image = render(self.base, anatomy, site, render_rng, self.config)
+        self.bar.update(1)
+        return anatomy, image
+
+
+def _write_pretraining(writer: _Writer, root: Path) -> None:
+    config = writer.config
+    sites = cohorts.pretraining_sites(config)
+    table = cohorts.pretraining_table(config, sites)
+    rows = []
+    for index, row in enumerate(table.itertuples(index=False)):
+        site = sites[row.site]
+        anatomy, image = writer.subject(cohorts.generator(config.seed, "pretrain", 1, index),
+                                        cohorts.generator(config.seed, "render", 1, index),
+                                        site, row.age, row.sex)  # fmt: skip
+        folder = layout.subject_dir(root, row.split, row.participant_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(layout.subject_file(root, row.split, row.participant_id, layout.VBM_KIND), image[None])
+        np.save(layout.subject_file(root, row.split, row.participant_id, layout.DESIKAN_KIND), anatomy.table)
+        volumes = {k: round(v, 2) for k, v in anatomy.volumes_cm3.items()}
+        rows.append(dict(participant_id=row.participant_id, study=_STUDY_NAMES[row.site % len(_STUDY_NAMES)],
+                         sex=row.sex, age=row.age, site=row.site, siteXacq=row.site * 10 + int(site.field_t > 2),
+                         diagnosis="control", **volumes, magnetic_field_strength=site.field_t,
+                         acquisition_setting=1, split=row.split))  # fmt: skip
+    participants = pd.DataFrame(rows)[list(layout.PARTICIPANTS_COLUMNS)]
+    participants.to_csv(root / layout.PARTICIPANTS_FILE, sep="\t", index=False)
+
+
+def _write_manifest_subject(root: Path, pid: str, anatomy, image, affine) -> dict:
+    image_path = Path("mri") / f"mwp1sub-{pid}.nii.gz"
+    roi_path = Path("roi") / f"sub-{pid}_desikan.npy"
+    write_nifti_gz(image, affine, root / image_path)
+    np.save(root / roi_path, anatomy.table)
+    return dict(image=image_path.as_posix(), roi=roi_path.as_posix())
+
+
+def _prepare(root: Path) -> None:
+    for folder in ("mri", "roi"):
+        (root / folder).mkdir(parents=True)
+
+
+def _write_downstream(writer: _Writer, root: Path) -> None:
+    config = writer.config
+    _prepare(root)
+    sites = {s.code: s for study in cohorts.downstream_sites(config).values() for s in study}
+    table = cohorts.downstream_table(config, cohorts.downstream_sites(config))
+    rows = []
+    for index, row in enumerate(table.itertuples(index=False)):
+        condition = row.group if row.group in CONDITIONS else ("ad" if row.group == "mci" else None)
+        anatomy, image = writer.subject(cohorts.generator(config.seed, "downstream", 1, index),
+                                        cohorts.generator(config.seed, "render", 2, index),
+                                        sites[row.site], row.age, row.sex, condition, row.severity)  # fmt: skip
+        paths = _write_manifest_subject(root, row.participant_id, anatomy, image, writer.base.affine)
+        rows.append(dict(participant_id=row.participant_id, image=paths["image"], age=row.age, sex=row.sex,
+                         site=row.site, roi=paths["roi"]))  # fmt: skip
+    manifest = pd.concat([pd.DataFrame(rows), cohorts.clinical_scores(table, config.seed)], axis=1)
+    manifest.to_csv(root / layout.MANIFEST_FILE, sep="\t", index=False)
+
+
+def _write_travelling(writer: _Writer, root: Path) -> None:
+    config = writer.config
+    _prepare(root)
+    rows = []
+    for subject in range(config.n_travelling):
+        draw = cohorts.generator(config.seed, "travelling", 0, subject)
+        age, sex = float(np.round(draw.uniform(20.0, 60.0), 2)), int(draw.random() < 0.5)
+        subject_id = str(400001 + subject)
+        for site in cohorts.pretraining_sites(config):
+            # the same anatomy generator at every site: only the site's measurement offsets differ
+            anatomy, image = writer.subject(cohorts.generator(config.seed, "travelling", 1, subject),
+                                            cohorts.generator(config.seed, "render", 3, subject, site.code),
+                                            site, age, sex)  # fmt: skip
+            pid = f"{subject_id}-{site.code}"
+            paths = _write_manifest_subject(root, pid, anatomy, image, writer.base.affine)
+            rows.append(dict(participant_id=pid, image=paths["image"], age=age, sex=sex, site=site.code,
+                             roi=paths["roi"], subject=subject_id))  # fmt: skip
+    columns = list(layout.MANIFEST_COLUMNS) + ["subject"]
+    pd.DataFrame(rows, columns=columns).to_csv(root / layout.MANIFEST_FILE, sep="\t", index=False)
+
+
+def synthesize(config: SynthConfig, out_dir: str | Path, progress: bool = True) -> None:
+    """Generate the whole synthetic benchmark into ``out_dir`` (see the package docstring).
+
+    Writes ``out_dir/openbhb`` (OpenBHB layout), ``out_dir/downstream`` and ``out_dir/travelling``
+    (manifests with NIfTI maps and ROI tables). Everything is first written to a temporary sibling
+    folder and renamed at the end, so a crash never leaves a half-written cohort.
+
+    Args:
+        config: the ``synth:`` parameters. out_dir: destination, which must not exist.
+        progress: show a tqdm bar over subjects.
+
+    Raises:
+        FileExistsError: if ``out_dir`` exists.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir}: output folder already exists; remove it or choose another")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    n_down = config.n_per_group * sum(len(s["groups"]) for s in cohorts.STUDIES.values())
+    writer = _Writer(config, config.n_pretrain + n_down + config.n_travelling * config.n_sites, progress)
+    try:
+        _write_pretraining(writer, temporary / "openbhb")
+        _write_downstream(writer, temporary / "downstream")
+        _write_travelling(writer, temporary / "travelling")
+        os.replace(temporary, out_dir)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    finally:
+        writer.bar.close()
+    logger.info("synthetic benchmark written to %s", out_dir)
