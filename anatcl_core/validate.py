@@ -171,7 +171,7 @@ def check_roi(path: str | Path, participant_id: str | None = None) -> list[Probl
     if table.ndim == 3 and table.shape[0] == 1:
         table = table[0]
     if table.shape != ROI_SHAPE:
-        add(f"ROI table of shape {table.shape}; expected {ROI_SHAPE} (7 FreeSurfer channels x 68 regions)")
+        add(f"ROI table of shape {table.shape}; expected {ROI_SHAPE} (FreeSurfer channels x regions)")
         return problems
     table = table.astype(np.float64)
     for row, (name, upper) in enumerate(zip(CHANNELS, ROI_MAX)):
@@ -208,32 +208,49 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
         return None, [Problem(str(path), None, f"cannot read table ({type(err).__name__}: {err})")]
 
 
+def _number(text: str) -> float:
+    """The cell as a float, NaN if it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _missing_columns(frame: pd.DataFrame, path: Path, required, documented) -> list[Problem]:
+    missing = [c for c in required if c not in frame.columns]
+    if not missing:
+        return []
+    return [Problem(str(path), None, f"missing column(s) {missing}; expected {list(documented)}")]
+
+
 def _check_rows(frame: pd.DataFrame, path: Path) -> list[Problem]:
     """Ids present and unique; age a number in [0, 120]; sex 0/1 or M/F; site not empty."""
     problems = []
+
+    def add(pid: str | None, message: str) -> None:
+        problems.append(Problem(str(path), pid, message))
+
     ids = frame["participant_id"].str.strip()
-    for line in np.flatnonzero(ids == "") + 2:  # header is line 1
-        problems.append(Problem(str(path), None, f"line {line}: empty participant_id"))
+    for line in np.flatnonzero(ids == "") + 2:  # the header is line 1
+        add(None, f"line {line}: empty participant_id")
     for pid, rows in ids[ids != ""].groupby(ids).groups.items():
         if len(rows) > 1:
-            lines = [int(r) + 2 for r in rows]
-            problems.append(Problem(str(path), pid, f"duplicate participant_id (lines {lines}); expected unique ids"))
-    for i, pid in enumerate(ids):
-        row = frame.iloc[i]
-        if "age" in frame:
-            age = pd.to_numeric(pd.Series([row["age"]]), errors="coerce").iloc[0]
-            if not np.isfinite(age) or not 0 <= age <= 120:
-                problems.append(Problem(str(path), pid, f"age {row['age']!r}; expected a number in [0, 120] years"))
-        if "sex" in frame:
-            code = row["sex"].strip().lower().removesuffix(".0")
-            if code not in SEX_CODES:
-                problems.append(Problem(str(path), pid, f"sex {row['sex']!r}; expected 0/1 or M/F"))
-        if "site" in frame and not row["site"].strip():
-            problems.append(Problem(str(path), pid, "empty site; expected a site name or code"))
+            add(pid, f"duplicate participant_id (lines {[int(r) + 2 for r in rows]}); expected unique ids")
+    empty = pd.Series([""] * len(frame), index=frame.index)
+    columns = (frame.get(c, empty) for c in ("age", "sex", "site"))
+    for pid, age, sex, site in zip(ids, *columns):
+        if "age" in frame and not 0 <= _number(age) <= 120:  # False for NaN too
+            add(pid, f"age {age!r}; expected a number in [0, 120] years")
+        if "sex" in frame and sex.strip().lower().removesuffix(".0") not in SEX_CODES:
+            add(pid, f"sex {sex!r}; expected 0/1 or M/F")
+        if "site" in frame and not site.strip():
+            add(pid, "empty site; expected a site name or code")
     return problems
 
 
-def validate_openbhb(root: str | Path, voxel_mm: float | None = None, progress: bool = True) -> list[Problem]:
+def validate_openbhb(
+    root: str | Path, voxel_mm: float | None = None, progress: bool = True
+) -> list[Problem]:
     """Every check on an OpenBHB-layout root: participants.tsv, then each subject's files."""
     root = Path(root)
     tsv = root / layout.PARTICIPANTS_FILE
@@ -242,9 +259,7 @@ def validate_openbhb(root: str | Path, voxel_mm: float | None = None, progress: 
     frame, problems = _read_table(tsv)
     if frame is None:
         return problems
-    missing = [c for c in REQUIRED_PARTICIPANT_COLUMNS if c not in frame.columns]
-    if missing:
-        problems.append(Problem(str(tsv), None, f"missing column(s) {missing}; expected {list(layout.PARTICIPANTS_COLUMNS)}"))
+    problems += _missing_columns(frame, tsv, REQUIRED_PARTICIPANT_COLUMNS, layout.PARTICIPANTS_COLUMNS)
     if "participant_id" not in frame.columns:
         return problems
     problems += _check_rows(frame, tsv)
@@ -252,7 +267,8 @@ def validate_openbhb(root: str | Path, voxel_mm: float | None = None, progress: 
     if "split" in frame.columns:
         for pid, split in zip(frame["participant_id"].str.strip(), frame["split"].str.strip()):
             if split not in layout.SPLITS:
-                problems.append(Problem(str(tsv), pid, f"unknown split {split!r}; expected one of {list(layout.SPLITS)}"))
+                message = f"unknown split {split!r}; expected one of {list(layout.SPLITS)}"
+                problems.append(Problem(str(tsv), pid, message))
             elif pid:
                 subjects.append((pid, split))
     found = []
@@ -265,95 +281,109 @@ def validate_openbhb(root: str | Path, voxel_mm: float | None = None, progress: 
     return problems + _cohort_voxel_size(found)
 
 
+def _check_labels(frame: pd.DataFrame, path: Path) -> list[Problem]:
+    """``dx_*`` in {1, 0, empty}; ``score_*`` numeric or empty."""
+    problems = []
+    ids = frame["participant_id"].str.strip()
+    for column in task_columns(frame):
+        for pid, value in zip(ids, frame[column].str.strip()):
+            if value not in ("", "0", "1", "0.0", "1.0"):
+                message = f"{column} {value!r}; expected 1 (case), 0 (control) or empty"
+                problems.append(Problem(str(path), pid, message))
+    for column in score_columns(frame):
+        for pid, value in zip(ids, frame[column].str.strip()):
+            if value and not np.isfinite(_number(value)):
+                problems.append(Problem(str(path), pid, f"{column} {value!r}; expected a number or empty"))
+    return problems
+
+
 def _resolve(value: str, folder: Path) -> Path:
     path = Path(value.strip())
     return path if path.is_absolute() else folder / path
 
 
-def validate_manifest(path: str | Path, voxel_mm: float | None = None, progress: bool = True) -> list[Problem]:
-    """Every check on a downstream cohort: manifest columns and labels, then each image and table."""
+def validate_manifest(
+    path: str | Path, voxel_mm: float | None = None, progress: bool = True
+) -> list[Problem]:
+    """Every check on a downstream cohort: columns and labels, then each image and ROI table."""
     path = manifest_file(path)
     if not path.is_file():
         return [Problem(str(path), None, "missing file (expected a manifest.tsv)")]
     frame, problems = _read_table(path)
     if frame is None:
         return problems
-    missing = [c for c in layout.MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        problems.append(Problem(str(path), None, f"missing column(s) {missing}; expected {list(layout.MANIFEST_COLUMNS)}"))
+    problems += _missing_columns(frame, path, layout.MANIFEST_COLUMNS, layout.MANIFEST_COLUMNS)
     if "participant_id" not in frame.columns:
         return problems
-    problems += _check_rows(frame, path)
-    ids = frame["participant_id"].str.strip()
-    for column in task_columns(frame):
-        for pid, value in zip(ids, frame[column].str.strip()):
-            if value not in ("", "0", "1", "0.0", "1.0"):
-                problems.append(Problem(str(path), pid, f"{column} {value!r}; expected 1 (case), 0 (control) or empty"))
-    for column in score_columns(frame):
-        for pid, value in zip(ids, frame[column].str.strip()):
-            if value and not np.isfinite(pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]):
-                problems.append(Problem(str(path), pid, f"{column} {value!r}; expected a number or empty"))
-    folder = path.parent
+    problems += _check_rows(frame, path) + _check_labels(frame, path)
+    empty = pd.Series([""] * len(frame), index=frame.index)
+    rows = list(zip(frame["participant_id"].str.strip(), frame.get("image", empty), frame.get("roi", empty)))
     found = []
-    rows = list(zip(ids, frame.get("image", pd.Series([""] * len(frame))), frame.get("roi", pd.Series([""] * len(frame)))))
     for pid, image, roi in tqdm(rows, desc=f"validate {path.parent.name}", disable=not progress, leave=False):
-        if "image" in frame.columns:
-            if not image.strip():
-                problems.append(Problem(str(path), pid, "empty image path; expected a CAT12 GM map"))
-            else:
-                image_path = _resolve(image, folder)
-                volume_problems, voxel = check_volume(image_path, pid, voxel_mm)
-                problems += volume_problems
-                found.append((str(image_path), pid, voxel))
+        if "image" in frame.columns and not image.strip():
+            problems.append(Problem(str(path), pid, "empty image path; expected a CAT12 GM map"))
+        elif image.strip():
+            image_path = _resolve(image, path.parent)
+            volume_problems, voxel = check_volume(image_path, pid, voxel_mm)
+            problems += volume_problems
+            found.append((str(image_path), pid, voxel))
         if roi.strip():
-            problems += check_roi(_resolve(roi, folder), pid)
+            problems += check_roi(_resolve(roi, path.parent), pid)
     return problems + _cohort_voxel_size(found)
 
 
-def _ids(table: Path) -> set[str]:
-    frame, _ = _read_table(table)
+def _ids(table: Path) -> list[str]:
+    frame, _ = _read_table(table) if table.is_file() else (None, [])
     if frame is None or "participant_id" not in frame.columns:
-        return set()
-    return {pid.strip().removeprefix("sub-") for pid in frame["participant_id"] if pid.strip()}
+        return []
+    return [pid for pid in frame["participant_id"].str.strip() if pid]
 
 
 def check_overlap(roots: Sequence[str | Path], manifests: Sequence[str | Path]) -> list[Problem]:
-    """Downstream subjects that are also in a pretraining cohort (ids compared without ``sub-``)."""
+    """Downstream subjects also in a pretraining cohort (ids compared without a ``sub-`` prefix)."""
     problems = []
     for root in roots:
-        pretraining = _ids(Path(root) / layout.PARTICIPANTS_FILE)
-        for manifest in manifests:
-            manifest = manifest_file(manifest)
-            frame, _ = _read_table(manifest) if manifest.is_file() else (None, [])
-            if frame is None or "participant_id" not in frame.columns:
-                continue
-            for pid in frame["participant_id"].str.strip():
-                if pid and pid.removeprefix("sub-") in pretraining:
-                    problems.append(Problem(str(manifest), pid, f"also in the pretraining cohort {root}: "
-                                            "pretraining/downstream overlap (the encoder saw this subject)"))  # fmt: skip
+        pretraining = {pid.removeprefix("sub-") for pid in _ids(Path(root) / layout.PARTICIPANTS_FILE)}
+        for manifest in map(manifest_file, manifests):
+            for pid in _ids(manifest):
+                if pid.removeprefix("sub-") in pretraining:
+                    message = (f"also in the pretraining cohort {root}: pretraining/downstream overlap "
+                               "(the encoder saw this subject)")  # fmt: skip
+                    problems.append(Problem(str(manifest), pid, message))
     return problems
 
 
-def validate_paths(paths: Iterable[str | Path], voxel_mm: float | None = None, progress: bool = True) -> list[Problem]:
+def _is_roi_file(path: Path) -> bool:
+    if not (path.name.lower().endswith(".npy") and path.is_file()):
+        return False
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 2
+    except Exception:
+        return False  # unreadable: reported by the volume checks
+
+
+def validate_paths(
+    paths: Iterable[str | Path], voxel_mm: float | None = None, progress: bool = True
+) -> list[Problem]:
     """Validate OpenBHB roots, manifests (or their folders) and single files, then their overlap."""
     problems: list[Problem] = []
     roots, manifests = [], []
     for path in map(Path, paths):
-        if path.is_dir() and (path / layout.PARTICIPANTS_FILE).is_file() or path.name == layout.PARTICIPANTS_FILE:
-            root = path if path.is_dir() else path.parent
-            roots.append(root)
-            problems += validate_openbhb(root, voxel_mm, progress)
-        elif path.is_dir() and (path / layout.MANIFEST_FILE).is_file() or path.suffix == ".tsv":
+        if path.name == layout.PARTICIPANTS_FILE or (path / layout.PARTICIPANTS_FILE).is_file():
+            roots.append(path if path.is_dir() else path.parent)
+            problems += validate_openbhb(roots[-1], voxel_mm, progress)
+        elif path.suffix == ".tsv" or (path / layout.MANIFEST_FILE).is_file():
             manifests.append(path)
             problems += validate_manifest(path, voxel_mm, progress)
         elif path.is_dir():
             problems.append(Problem(str(path), None, "folder holds neither participants.tsv nor manifest.tsv"))
-        elif path.name.lower().endswith(".npy") and path.is_file() and np.load(path, mmap_mode="r").ndim == 2:
+        elif _is_roi_file(path):
             problems += check_roi(path)
         elif io.is_volume_file(path) or not path.exists():
             problems += check_volume(path, None, voxel_mm)[0]
         else:
-            problems.append(Problem(str(path), None, "unknown file type; expected .nii, .nii.gz, .npy or .tsv"))
+            message = "unknown file type; expected .nii, .nii.gz, .npy, participants.tsv or manifest.tsv"
+            problems.append(Problem(str(path), None, message))
     return problems + check_overlap(roots, manifests)
 
 
@@ -362,7 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="anatcl validate", description="Check cohorts against the CAT12-VBM contract (reads only)."
     )
-    parser.add_argument("paths", nargs="+", help="OpenBHB roots, manifest.tsv (or folders), .nii/.nii.gz/.npy")
+    parser.add_argument(
+        "paths", nargs="+", help="OpenBHB roots, manifest.tsv files or folders, .nii/.nii.gz/.npy files"
+    )
     parser.add_argument("--voxel-mm", type=float, default=None, help="expected voxel size (default: inferred)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
