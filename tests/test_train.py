@@ -1,0 +1,146 @@
+"""Pretraining: determinism, resume-after-interrupt, NaN stop, train-only normaliser, configs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_openbhb
+
+from anatcl_core import train
+from anatcl_core.checkpoint import load_model, safe_load
+from anatcl_core.config import ConfigError, from_mapping
+from anatcl_core.data.openbhb import OpenBHB
+from anatcl_core.freesurfer import select_channels
+from anatcl_core.objectives import MethodConfig
+
+METHODS = {
+    "anatcl_global": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "mode": "global"},
+    "anatcl_local": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "mode": "local"},
+    "expw": {"objective": "anatcl", "lambda_age": 1.0, "method": "expw"},
+    "simclr": {"objective": "simclr", "augmentation": ["crop", "cutout"]},
+    "supervised": {"objective": "supervised"},
+    "random": {"objective": "random"},
+}
+
+
+def tiny_config(**overrides) -> train.PretrainConfig:
+    mapping = dict(methods=METHODS, run=list(METHODS), seeds=[0], base_width=4, epochs=3,
+                   batch_size=4, learning_rate=1e-3, lr_step_epochs=2, num_threads=1)
+    mapping.update(overrides)
+    return from_mapping(train.PretrainConfig, mapping, "test:pretrain")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return write_openbhb(tmp_path_factory.mktemp("pretrain") / "openbhb", split_sizes=(10, 3, 3))
+
+
+@pytest.fixture(scope="module")
+def data(cohort):
+    return train.load_train_data(cohort, tiny_config(), progress=False)
+
+
+def _weights(path):
+    return safe_load(path)["model"]
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["anatcl_local", "simclr", "supervised"])
+def test_resume_after_interrupt_gives_identical_weights(tmp_path, data, method):
+    config = tiny_config()
+    train.pretrain(config, method, 0, data, tmp_path / "full", progress=False)
+
+    def interrupt(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.pretrain(config, method, 0, data, tmp_path / "cut", progress=False, on_epoch_end=interrupt)
+    assert safe_load(tmp_path / "cut" / train.CHECKPOINT_FILE)["epoch"] == 2
+    history = train.pretrain(config, method, 0, data, tmp_path / "cut", progress=False)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    full, cut = (safe_load(tmp_path / d / train.CHECKPOINT_FILE) for d in ("full", "cut"))
+    assert _same(full["model"], cut["model"])
+    assert full["epoch"] == cut["epoch"] == 3 and cut["complete"]
+    assert [r["loss"] for r in full["history"]] == [r["loss"] for r in cut["history"]]
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path, data):
+    config = tiny_config(epochs=1)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train.pretrain(config, "anatcl_global", seed, data, tmp_path / name, progress=False)
+    a, b, c = (_weights(tmp_path / n / train.CHECKPOINT_FILE) for n in "abc")
+    assert _same(a, b)
+    assert not _same(a, c)
+    assert (tmp_path / "a" / train.CURVES_FILE).read_text() .count("\n") == 2  # header + 1 epoch
+
+
+def test_training_changes_weights_and_random_does_not_train(tmp_path, data):
+    config = tiny_config(epochs=1)
+    train.pretrain(config, "random", 0, data, tmp_path / "random", progress=False)
+    train.pretrain(config, "anatcl_global", 0, data, tmp_path / "trained", progress=False)
+    rnd = safe_load(tmp_path / "random" / train.CHECKPOINT_FILE)
+    assert rnd["epoch"] == 0 and rnd["complete"] and rnd["history"] == []
+    # same seed -> same initialisation; one epoch of training moves it
+    assert not _same(rnd["model"], _weights(tmp_path / "trained" / train.CHECKPOINT_FILE))
+
+
+def test_stale_checkpoint_of_another_config_is_not_resumed(tmp_path, data):
+    train.pretrain(tiny_config(epochs=1), "anatcl_global", 0, data, tmp_path / "x", progress=False)
+    fresh = train.pretrain(tiny_config(epochs=1, temperature=0.5), "anatcl_global", 0, data,
+                           tmp_path / "y", progress=False)
+    stale = train.pretrain(tiny_config(epochs=1, temperature=0.5), "anatcl_global", 0, data,
+                           tmp_path / "x", progress=False)
+    assert [r["loss"] for r in fresh] == [r["loss"] for r in stale]
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, data, monkeypatch):
+    real = train.Objective.forward
+
+    def diverging(self, *args):
+        loss, parts = real(self, *args)
+        return loss * float("nan"), parts  # what an exploding learning rate ends in
+
+    monkeypatch.setattr(train.Objective, "forward", diverging)
+    with pytest.raises(FloatingPointError, match="loss is nan at epoch 1, step 1"):
+        train.pretrain(tiny_config(), "anatcl_global", 0, data, tmp_path, progress=False)
+
+
+def test_normaliser_is_fitted_on_the_train_split_only(tmp_path, cohort, data):
+    train.pretrain(tiny_config(epochs=1), "anatcl_global", 0, data, tmp_path, progress=False)
+    state = safe_load(tmp_path / train.CHECKPOINT_FILE)
+    norm = state["normalizer"]
+    assert norm["n_subjects"] == 10 == len(data.participant_ids)
+    tables = OpenBHB(cohort, split="train").descriptor_tables()
+    np.testing.assert_allclose(np.asarray(norm["mean"]), select_channels(tables, ["CT", "GMV", "SA"]).mean(0),
+                               rtol=1e-6)
+    assert state["config"]["method"] == "anatcl_global" and state["config"]["seed"] == 0
+    summary = json.loads((tmp_path / train.SUMMARY_FILE).read_text())
+    assert summary["epochs"] == 1
+    model = load_model(tmp_path / train.CHECKPOINT_FILE)  # rebuilt from the checkpoint alone
+    assert model.encoder.feature_dim == 32
+
+
+def test_supervised_baseline_fits_a_tiny_cohort(tmp_path, data):
+    history = train.pretrain(tiny_config(epochs=30, batch_size=5, learning_rate=1e-2, lr_step_epochs=100),
+                             "supervised", 0, data, tmp_path, progress=False)
+    assert history[-1]["train_mae_years"] < 0.5 * history[0]["train_mae_years"], [r["train_mae_years"] for r in history]
+
+
+def test_method_config_is_checked():
+    with pytest.raises(ValueError, match="learns nothing"):
+        MethodConfig(objective="simclr")
+    with pytest.raises(ValueError, match="lambda"):
+        MethodConfig(objective="anatcl")
+    with pytest.raises(ValueError, match="only apply"):
+        MethodConfig(objective="supervised", lambda_age=1.0)
+    with pytest.raises(ConfigError, match="not defined"):
+        tiny_config(run=["anatcl_global", "nope"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        tiny_config(methods={"x": {"objective": "random", "lamda_age": 1.0}})
