@@ -257,3 +257,15 @@ def test_cli_exit_status_and_reads_only(openbhb_root, manifest_path, capsys):
     assert snapshot(openbhb_root.parent) == before  # nothing written, on success or failure
     with pytest.raises(SystemExit):
         validate.main([])
+
+
+@pytest.mark.slow
+def test_synthetic_cohort_passes(tmp_path):
+    """The embedded generator's three cohorts meet the contract, and do not overlap."""
+    from anatcl_core.synth.config import SynthConfig
+    from anatcl_core.synth.generate import synthesize
+
+    config = SynthConfig(voxel_mm=VOXEL_MM, n_pretrain=30, n_per_group=4, n_travelling=2)
+    synthesize(config, tmp_path / "data", progress=False)
+    cohorts = [tmp_path / "data" / name for name in ("openbhb", "downstream", "travelling")]
+    assert validate.validate_paths(cohorts, progress=False) == []
