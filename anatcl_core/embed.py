@@ -1,0 +1,262 @@
+"""``anatcl embed``: frozen AnatCL features for CAT12 grey-matter maps, one row per subject.
+
+    anatcl embed INPUT... --weights FILE --out FEATURES.{csv,parquet}
+                 [--head] [--batch-size N] [--device cpu|cuda] [--bf16] [--skip-invalid]
+
+INPUT: ``.nii`` / ``.nii.gz`` / ``.npy`` files, folders of them, or manifests (``manifest.tsv`` or
+a folder holding one). Ids: ``participant_id`` from a manifest, else the file name without
+``.nii`` / ``.nii.gz`` / ``.npy``. Every image is checked by the validator
+(:func:`anatcl_core.validate.check_volume`) before the model is loaded; a bad one stops the run
+before anything is written, unless ``--skip-invalid`` (bad files reported, the others embedded).
+
+Each image is centre-cropped as the data readers do (``crop="upstream"``:
+:func:`anatcl_core.data.io.resolve_crop`), then encoded: the 512-d encoder output (Barbano et al.:
+the representation probed downstream), or with ``--head`` the 128-d L2-normalised projection.
+The numbers are those of the Python API on the same cropped input, ``AnatCL(weights=...).eval()(x)``
+for an upstream-format file and ``load_model(...).encode(x)`` for our checkpoints. ``--bf16``
+runs under bfloat16 autocast: faster on recent hardware, approximate (differences ~1e-2).
+The table is written to a temp file in the output's folder and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from anatcl_core.checkpoint import load_model
+from anatcl_core.data import io, layout
+from anatcl_core.data.manifest import manifest_file, read_manifest
+from anatcl_core.models import AnatCL
+from anatcl_core.validate import Problem, check_volume
+from anatcl_core.weights import WeightsError, inspect_checkpoint
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+
+
+class EmbedError(ValueError):
+    """Inputs, weights or output that ``embed`` cannot use; the message names the culprit."""
+
+
+def file_id(path: str | Path) -> str:
+    """``sub-01_mwp1.nii.gz`` -> ``sub-01_mwp1``: the name without .nii / .nii.gz / .npy."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".npy"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def gather_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
+    """``(participant_id, image path)`` for every input, in order.
+
+    A manifest (``.tsv`` or a folder with ``manifest.tsv``) gives its rows; any other folder gives
+    its volume files (sorted, not recursive); a file is itself.
+
+    Raises:
+        EmbedError: a missing input, a folder without volumes, or one id twice.
+    """
+    subjects: list[tuple[str, Path]] = []
+    for item in map(Path, inputs):
+        if item.suffix == ".tsv" or (item.is_dir() and manifest_file(item).is_file()):
+            frame = read_manifest(item)  # FileNotFoundError / ManifestError name the file
+            subjects += [(pid, Path(p)) for pid, p in zip(frame["participant_id"], frame["image"])]
+        elif item.is_dir():
+            files = sorted(p for p in item.iterdir() if p.is_file() and io.is_volume_file(p))
+            if not files:
+                raise EmbedError(f"{item}: folder holds no .nii/.nii.gz/.npy files and no {layout.MANIFEST_FILE}")
+            subjects += [(file_id(p), p) for p in files]
+        elif item.exists() or io.is_volume_file(item):
+            subjects.append((file_id(item), item))  # a missing volume is reported by the validator
+        else:
+            raise EmbedError(f"{item}: no such file or folder")
+    repeated = sorted(pid for pid, n in Counter(pid for pid, _ in subjects).items() if n > 1)
+    if repeated:
+        raise EmbedError(f"participant id(s) {repeated} appear more than once among the inputs")
+    return subjects
+
+
+def cropped_volume(path: str | Path) -> np.ndarray:
+    """The float32 ``(X, Y, Z)`` model input: the volume centre-cropped as the readers do."""
+    volume, _ = io.load_volume(path, mmap=True)
+    return np.array(io.center_crop(volume, io.resolve_crop("upstream", volume.shape)), dtype=np.float32)
+
+
+def check_inputs(subjects: Sequence[tuple[str, Path]], progress: bool = True) -> list[Problem]:
+    """Validator problems of every image, plus images whose model input shape differs from the rest."""
+    problems: list[Problem] = []
+    shapes: dict[int, tuple[int, ...]] = {}
+    for index, (pid, path) in enumerate(tqdm(subjects, desc="validate", disable=not progress, leave=False)):
+        found, voxel_mm = check_volume(path, pid)
+        problems += found
+        if not found and voxel_mm is not None:  # a valid map is on a CAT12 grid
+            shapes[index] = io.resolve_crop("upstream", layout.grid_shape(voxel_mm))
+    majority = Counter(shapes.values()).most_common(1)
+    for index, shape in shapes.items():
+        if shape != majority[0][0]:
+            pid, path = subjects[index]
+            problems.append(Problem(str(path), pid, f"model input shape {shape}; the other inputs give "
+                                    f"{majority[0][0]} (one grid per run)"))
+    return problems
+
+
+class _Encoder(nn.Module):
+    """``model.encode(x)``: the encoder features of a ContrastiveModel."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x)
+
+
+class _Projection(nn.Module):
+    """``model(x)[1]``: the normalised projection of a ContrastiveModel."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[1]
+
+
+def load_encoder(weights: str | Path, head: bool = False) -> tuple[nn.Module, str]:
+    """A module mapping ``(B, 1, X, Y, Z)`` to features ``(B, F)`` (``head``: ``(B, 128)``), eval mode.
+
+    Our checkpoints (a ``"config"`` entry) load through :func:`load_model`; upstream-format files
+    (``{"model": state dict}``) through :class:`anatcl_core.models.AnatCL`, the depth read from the
+    state dict (:func:`anatcl_core.weights.inspect_checkpoint`).
+
+    Returns:
+        ``(module, format)`` with format "anatcl" or "upstream".
+    """
+    info = inspect_checkpoint(weights)  # safe_load + architecture check
+    if info.format == "anatcl":
+        model = load_model(weights)
+        module: nn.Module = _Projection(model) if head else _Encoder(model)
+    else:
+        module = AnatCL(model=info.depth, use_head=head, weights=weights)
+    logger.info("loaded %s (%s format, %s, sha256 %s)", weights, info.format, info.depth, info.sha256[:12])
+    return module.eval(), info.format
+
+
+@torch.no_grad()
+def embed_subjects(module: nn.Module, subjects: Sequence[tuple[str, Path]], batch_size: int = 4,
+                   device: str | torch.device = "cpu", bf16: bool = False,
+                   progress: bool = True) -> np.ndarray:
+    """Features ``(N, F)`` float32 of the subjects' cropped images, in order."""
+    device = torch.device(device)
+    module = module.to(device).eval()
+    rows = []
+    starts = range(0, len(subjects), batch_size)
+    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
+        batch = [cropped_volume(path) for _, path in subjects[start:start + batch_size]]
+        x = torch.from_numpy(np.stack(batch)[:, None]).to(device)  # (B, 1, X, Y, Z)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            rows.append(module(x).float().cpu().numpy())  # (B, F)
+    return np.concatenate(rows)
+
+
+def features_frame(ids: Sequence[str], features: np.ndarray, prefix: str = "feature") -> pd.DataFrame:
+    """``participant_id`` then ``<prefix>_000 ...`` columns, one row per subject."""
+    columns = [f"{prefix}_{j:03d}" for j in range(features.shape[1])]
+    frame = pd.DataFrame(features.astype(np.float64), columns=columns)
+    frame.insert(0, "participant_id", list(ids))
+    return frame
+
+
+def write_table(frame: pd.DataFrame, out: str | Path) -> Path:
+    """Write ``frame`` as CSV or Parquet (by suffix), atomically: temp file + rename."""
+    out = Path(out)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise EmbedError(f"{out}: unknown output format; expected one of {OUTPUT_SUFFIXES}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if out.suffix.lower() == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def embed(inputs: Sequence[str | Path], weights: str | Path, out: str | Path, head: bool = False,
+          batch_size: int = 4, device: str = "cpu", bf16: bool = False, skip_invalid: bool = False,
+          progress: bool = True) -> tuple[pd.DataFrame, list[Problem]]:
+    """Validate, encode and write; returns ``(table written, problems skipped)``.
+
+    Raises:
+        EmbedError: invalid inputs (without ``skip_invalid``; nothing is written), nothing left
+            to embed, or a bad output name.
+    """
+    if Path(out).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise EmbedError(f"{out}: unknown output format; expected one of {OUTPUT_SUFFIXES}")
+    if batch_size < 1:
+        raise EmbedError(f"batch_size must be >= 1, got {batch_size}")
+    subjects = gather_inputs(inputs)
+    problems = check_inputs(subjects, progress)
+    if problems and not skip_invalid:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise EmbedError(f"{len(problems)} invalid input(s); nothing written (use --skip-invalid to "
+                         f"embed the others):\n{lines}")
+    bad = {p.path for p in problems}
+    subjects = [(pid, path) for pid, path in subjects if str(path) not in bad]
+    if not subjects:
+        raise EmbedError("no valid input left to embed; nothing written")
+    module, _ = load_encoder(weights, head=head)
+    features = embed_subjects(module, subjects, batch_size, device, bf16, progress)
+    frame = features_frame([pid for pid, _ in subjects], features, "projection" if head else "feature")
+    write_table(frame, out)
+    logger.info("wrote %d x %d features to %s", *features.shape, out)
+    return frame, problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``anatcl embed``; 0 on success (skipped files reported on stdout), 1 on an error."""
+    parser = argparse.ArgumentParser(prog="anatcl embed", description="Frozen AnatCL features per subject.")
+    parser.add_argument("inputs", nargs="+", help=".nii/.nii.gz/.npy files, folders, manifest.tsv files")
+    parser.add_argument("--weights", required=True, help="upstream-format .pth or our checkpoint")
+    parser.add_argument("--out", required=True, help="output table, .csv or .parquet")
+    parser.add_argument("--head", action="store_true", help="write the 128-d projection, not the encoder features")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (approximate)")
+    parser.add_argument("--skip-invalid", action="store_true", help="report bad inputs and embed the rest")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        _, problems = embed(args.inputs, args.weights, args.out, args.head, args.batch_size, args.device,
+                            args.bf16, args.skip_invalid, not args.no_progress)
+    except (EmbedError, WeightsError, ValueError, OSError, KeyError, pickle.UnpicklingError) as err:
+        logger.error("%s", err)  # UnsafeCheckpointError is an UnpicklingError
+        return 1
+    if problems:
+        logger.warning("skipped %d invalid input(s)", len(problems))
+    for problem in problems:
+        sys.stdout.write(f"skipped {problem}\n")  # the command's report
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
