@@ -145,6 +145,7 @@ class Anatomy:
         log_area: ``(68,)`` log surface-area change relative to the reference (drives deformation).
         log_ventricles: lateral-ventricle log-enlargement relative to a 20-year-old.
         volumes_cm3: dict with ``tiv``, ``gmv``, ``wmv``, ``csfv``.
+        factors: ``(L,)`` the latent pattern factors ``z`` (after any condition's shift).
     """
 
     table: np.ndarray
@@ -152,6 +153,7 @@ class Anatomy:
     log_area: np.ndarray
     log_ventricles: float
     volumes_cm3: dict
+    factors: np.ndarray
 
 
 def sample_anatomy(config, population: Population, rng: np.random.Generator, age: float, sex: int,
@@ -223,4 +225,5 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
     volumes = dict(tiv=float(np.exp(log_tiv)), gmv=float(gmv), wmv=float(wmv),
                    csfv=float(np.exp(log_tiv) - gmv - wmv))  # fmt: skip
     return Anatomy(table=table.astype(np.float32), log_modulation=log_modulation,
-                   log_area=log_area, log_ventricles=float(log_vent), volumes_cm3=volumes)  # fmt: skip
+                   log_area=log_area, log_ventricles=float(log_vent), volumes_cm3=volumes,
+                   factors=z)  # fmt: skip

@@ -22,7 +22,7 @@ STUDIES: dict[str, dict] = {
 }  # fmt: skip
 #: Severity ranges of each diagnostic group (0 for controls).
 SEVERITY: dict[str, tuple[float, float]] = {
-    "ad": (0.6, 1.0), "mci": (0.3, 0.6), "scz": (0.5, 1.5), "asd": (0.5, 1.5), "control": (0.0, 0.0),
+    "ad": (0.6, 1.0), "mci": (0.4, 0.7), "scz": (0.5, 1.5), "asd": (0.5, 1.5), "control": (0.0, 0.0),
 }  # fmt: skip
 PURPOSES = ("population", "site", "pretrain", "downstream", "travelling", "render")
 
@@ -63,7 +63,7 @@ def make_site(config, code: int, ages: tuple[float, float], rng: np.random.Gener
     return Site(
         code=code, ages=ages, male=float(rng.uniform(0.4, 0.6)), field_t=float(rng.choice([1.5, 3.0])),
         log_gain=float(config.site_intensity_sd * rng.standard_normal()),
-        gamma=float(np.exp(0.12 * rng.standard_normal())),
+        gamma=float(np.exp(0.06 * rng.standard_normal())),
         noise_sd=float(rng.uniform(0.25, 1.0) * config.site_noise_max),
         fwhm_mm=float(rng.uniform(0.0, 1.0) * config.site_fwhm_max_mm),
         bias=config.site_bias * rng.standard_normal(9) / 3.0,
