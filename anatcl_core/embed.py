@@ -14,7 +14,8 @@ Each image is centre-cropped as the data readers do (``crop="upstream"``:
 the representation probed downstream), or with ``--head`` the 128-d L2-normalised projection.
 The numbers are those of the Python API on the same cropped input, ``AnatCL(weights=...).eval()(x)``
 for an upstream-format file and ``load_model(...).encode(x)`` for our checkpoints. ``--bf16``
-runs under bfloat16 autocast: faster on recent hardware, approximate (differences ~1e-2).
+runs under bfloat16 autocast: faster on recent GPUs but approximate (max differences ~1 % of
+the largest feature on the test model): use it for exploration, not for reported numbers.
 The table is written to a temp file in the output's folder and renamed at the end.
 """
 
@@ -241,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--head", action="store_true", help="write the 128-d projection, not the encoder features")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (approximate)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast: approximate (~1%% differences)")
     parser.add_argument("--skip-invalid", action="store_true", help="report bad inputs and embed the rest")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
