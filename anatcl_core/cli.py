@@ -2,6 +2,8 @@
 
     anatcl validate PATH...          check files, OpenBHB roots or manifests against the CAT12-VBM contract
     anatcl synthesize --out DIR      write the embedded synthetic cohort (params.yaml ``synth:``)
+    anatcl embed INPUT... --weights F --out F.csv   frozen encoder features, one row per subject
+    anatcl weights list|fetch|verify                 known checkpoints (upstream and ours)
 
 Sub-commands import their module only when chosen, so ``anatcl --help`` stays fast.
 """
@@ -26,9 +28,23 @@ def _synthesize(argv: Sequence[str]) -> int:
     return synth_main(list(argv))
 
 
+def _embed(argv: Sequence[str]) -> int:
+    from anatcl_core import embed
+
+    return embed.main(list(argv))
+
+
+def _weights(argv: Sequence[str]) -> int:
+    from anatcl_core import weights
+
+    return weights.main(list(argv))
+
+
 COMMANDS = {
     "validate": (_validate, "check images, ROI tables, OpenBHB roots or manifests"),
     "synthesize": (_synthesize, "write the embedded synthetic cohort"),
+    "embed": (_embed, "frozen AnatCL features per subject (CSV or Parquet)"),
+    "weights": (_weights, "list, fetch or verify known checkpoints"),
 }
 
 
