@@ -130,3 +130,32 @@ def image_properties(out_dir: Path, voxel_mm: float, n_components: int = 10) -> 
         region_sum_r_min=float(region_r.min()),
         n_regions=int(filled.sum()),
     )
+
+
+def descriptor_variance_shares(config) -> dict[str, float]:
+    """Share of the z-scored healthy descriptors' variance (CT, GMV, SA) explained by each source.
+
+    Re-draws the pretraining cohort's anatomies (no rendering) to reach the latent factors, then
+    reports the OLS R^2 (pooled over features) of: latent factors, age (cubic), site, sex.
+    """
+    from anatcl_core.synth import cohorts
+    from anatcl_core.synth.anatomy import make_population, sample_anatomy
+
+    population = make_population(cohorts.generator(config.seed, "population", 0))
+    sites = cohorts.pretraining_sites(config)
+    table = cohorts.pretraining_table(config, sites)
+    draws = [
+        sample_anatomy(config, population, cohorts.generator(config.seed, "pretrain", 1, i), row.age, row.sex,
+                       sites[row.site].fs_ct, sites[row.site].fs_sa)
+        for i, row in enumerate(table.itertuples(index=False))
+    ]  # fmt: skip
+    desc = select_channels(np.stack([d.table for d in draws]), DEFAULT_CHANNELS).reshape(len(draws), -1)
+    desc = (desc - desc.mean(0)) / (desc.std(0) + 1e-8)
+    age = table["age"].to_numpy(float)
+    designs = dict(
+        latent=np.stack([d.factors for d in draws]),
+        age=np.column_stack([age, age**2, age**3]) / np.array([100.0, 1e4, 1e6]),
+        site=pd.get_dummies(table["site"]).to_numpy(float)[:, 1:],
+        sex=table["sex"].to_numpy(float)[:, None],
+    )
+    return {name: float(_r2(design, desc).mean()) for name, design in designs.items()}
