@@ -33,7 +33,7 @@ def write_nifti_gz(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     image.set_sform(affine, code=4)  # MNI152
     image.set_qform(affine, code=4)
     buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=6, mtime=0) as stream:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=1, mtime=0) as stream:
         stream.write(image.to_bytes())
     path.write_bytes(buffer.getvalue())
 
