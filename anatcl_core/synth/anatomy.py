@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anatcl_core.freesurfer import DESIKAN_REGIONS
-from anatcl_core.synth.base import CLASSES, SUBCORTICAL, region_centroids_mm
+from anatcl_core.synth.base import SUBCORTICAL, region_centroids_mm
 
 N_CORTICAL = 2 * len(DESIKAN_REGIONS)
 
@@ -42,6 +42,8 @@ _SA0 = (1000, 600, 2200, 1500, 450, 3000, 5000, 3200, 1000, 4500, 2500, 3000, 17
 _SUB0 = (4000, 4000, 1500, 1500, 7500, 7500, 3500, 3500, 5000, 5000, 1800, 1800, 500, 500,
          4000, 4000, 50000, 50000, 20000)  # fmt: skip
 TIV0_CM3 = 1450.0
+#: Decimals kept per FreeSurfer channel (SA mm^2, GMV mm^3, CT mm, CT SD, three curvature indices).
+_DECIMALS = (1, 1, 4, 4, 4, 4, 4)
 
 #: Latent anatomical patterns: name, anchor regions, thickness weight, area weight.
 PATTERNS: tuple[tuple[str, tuple[str, ...], float, float], ...] = (
@@ -216,14 +218,15 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
     medial = np.array(["Hippocampus" in s or "Amygdala" in s for s in SUBCORTICAL])
     log_sub = log_sub + medial * (config.latent_sd * z[0] + hippocampus)
     log_cortex = log_gmv - (ct_ref + sa_ref)
-    log_modulation = np.concatenate([log_cortex, log_sub])
-    assert log_modulation.shape == (len(CLASSES),)
+    log_modulation = np.concatenate([log_cortex, log_sub])  # (len(CLASSES),)
 
     log_vent = config.age_effect * trajectory_ventricles(age) + ventricles + 0.15 * rng.standard_normal()
     gmv = (np.exp(log_gmv).sum() + np.exp(log_sub + np.log(_SUB0)).sum()) / 1000.0
     wmv = np.exp(log_tiv) * 0.33 * np.exp(-0.00008 * (age - 45.0) ** 2) * np.exp(0.03 * rng.standard_normal())
     volumes = dict(tiv=float(np.exp(log_tiv)), gmv=float(gmv), wmv=float(wmv),
                    csfv=float(np.exp(log_tiv) - gmv - wmv))  # fmt: skip
+    # FreeSurfer-like precision; also keeps files identical across CPUs whose exp/log differ by an ulp
+    table = np.stack([np.round(row, decimals) for row, decimals in zip(table, _DECIMALS)])
     return Anatomy(table=table.astype(np.float32), log_modulation=log_modulation,
                    log_area=log_area, log_ventricles=float(log_vent), volumes_cm3=volumes,
                    factors=z)  # fmt: skip
