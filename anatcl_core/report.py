@@ -1,0 +1,218 @@
+"""Report stage: params.yaml ``report``; the paper's tables and figures from the stage outputs.
+
+Everything is read from disk: ``outputs/evaluate/<method>-s<seed>/probes.json`` and
+``features.npz``, ``outputs/pretrain/<method>-s<seed>/curves.tsv`` and the cohort stage's summary
+and QC figures. Methods are summarised as mean ± std over their pretraining seeds. The tables are
+written as TSV (numbers) and the headline numbers as ``metrics.json`` (``dvc metrics show``);
+:mod:`anatcl_core.report_html` assembles the self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+
+from anatcl_core import plots  # noqa: E402
+from anatcl_core.config import load_params  # noqa: E402
+from anatcl_core.data.manifest import read_manifest, task_columns  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """params.yaml ``report``.
+
+    Attributes:
+        title: heading of ``report.html``.
+        embedding: ``pca`` or ``tsne`` for the embedding maps of the downstream cohort.
+        embedding_seed: pretraining seed whose features the maps show.
+        dpi: resolution of the PNG figures.
+        labels: display name of each method (methods without one show their key).
+    """
+
+    title: str = "AnatCL compendium report"
+    embedding: Literal["pca", "tsne"] = "pca"
+    embedding_seed: int = 0
+    dpi: int = 100
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Results:
+    """Per-(method, seed) probe results and training curves, in run order."""
+
+    probes: dict[tuple[str, int], dict]
+    curves: pd.DataFrame
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(m for m, _ in self.probes))
+
+
+def expected_runs(params_file: str | Path) -> list[tuple[str, int]]:
+    """The (method, seed) pairs of params.yaml ``pretrain.run`` x ``pretrain.seeds``, in order."""
+    section = load_params(params_file).get("pretrain", {})
+    return [(str(m), int(s)) for m in section.get("run", []) for s in section.get("seeds", [])]
+
+
+def collect(evaluate_dir: str | Path, pretrain_dir: str | Path, runs: list[tuple[str, int]]) -> Results:
+    """Read the ``probes.json`` and ``curves.tsv`` of every (method, seed) in ``runs``.
+
+    Outputs of runs no longer listed (left on disk by an earlier configuration) are ignored.
+
+    Raises:
+        FileNotFoundError: a listed run has no ``probes.json``.
+    """
+    probes = {}
+    for method, seed in runs:
+        path = Path(evaluate_dir) / f"{method}-s{seed}" / "probes.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; run the evaluate stage of {method} seed {seed}")
+        probes[(method, seed)] = json.loads(path.read_text())
+    frames = []
+    for (method, seed) in probes:
+        path = Path(pretrain_dir) / f"{method}-s{seed}" / "curves.tsv"
+        if path.exists() and path.stat().st_size:
+            frame = pd.read_csv(path, sep="\t")
+            if len(frame):
+                frames.append(frame.assign(method=method, seed=seed))
+    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["method", "seed", "epoch", "loss"])
+    return Results(probes, curves)
+
+
+def _per_seed(results: Results, getter) -> pd.DataFrame:
+    """Long table method, seed, metric, value from ``getter(probes) -> {metric: value}``."""
+    rows = [dict(method=m, seed=s, metric=k, value=v)
+            for (m, s), p in results.probes.items() for k, v in getter(p).items()]
+    return pd.DataFrame(rows, columns=["method", "seed", "metric", "value"])
+
+
+def summarise(long: pd.DataFrame, methods: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and std (ddof 1; 0 with one seed) over seeds: methods x metrics, in the given order."""
+    grouped = long.groupby(["method", "metric"], sort=False)["value"]
+    metrics = list(dict.fromkeys(long["metric"]))
+    mean = grouped.mean().unstack().reindex(index=methods, columns=metrics)
+    std = grouped.std(ddof=1).fillna(0.0).unstack().reindex(index=methods, columns=metrics)
+    return mean, std
+
+
+def numeric_tables(results: Results) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """(mean, std) tables: diagnosis BAcc (+ average), AUC, scores (r, MAE), brain age."""
+    def bacc(p):
+        out = {t: r["balanced_accuracy"] for t, r in p["diagnosis"].items()}
+        return {**out, "average": float(np.mean(list(out.values())))} if out else out
+
+    getters = {
+        "diagnosis_bacc": bacc,
+        "diagnosis_auc": lambda p: {t: r["roc_auc"] for t, r in p["diagnosis"].items()},
+        "scores_r": lambda p: {s: r["pearson_r"] for s, r in p["scores"].items()},
+        "scores_mae": lambda p: {s: r["mae"] for s, r in p["scores"].items()},
+        "brain_age": lambda p: {
+            "MAE internal": p["brain_age"]["mae_internal"], "MAE external": p["brain_age"]["mae_external"],
+            "site BAcc": p["brain_age"]["site_bacc_internal"], "score": p["brain_age"]["challenge_score"],
+            **({"travelling ICC": p["travelling_icc"]} if "travelling_icc" in p else {})},
+    }
+    return {name: summarise(_per_seed(results, g), results.methods) for name, g in getters.items()}
+
+
+def format_table(mean: pd.DataFrame, std: pd.DataFrame, labels: dict[str, str], digits: int = 3) -> pd.DataFrame:
+    """``mean ± std`` strings with display names."""
+    text = mean.map(lambda v: f"{v:.{digits}f}") + " ± " + std.map(lambda v: f"{v:.{digits}f}")
+    text.index = [labels.get(m, m) for m in mean.index]
+    return text
+
+
+def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    """Formatted tables (mean ± std over seeds); with ``out_dir``, also TSVs and ``metrics.json``."""
+    numeric = numeric_tables(results)
+    tables = {name: format_table(m, s, config.labels) for name, (m, s) in numeric.items()}
+    if out_dir is not None:
+        folder = Path(out_dir) / "tables"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, (mean, std) in numeric.items():
+            pd.concat({"mean": mean, "std": std}, axis=1).to_csv(folder / f"{name}.tsv", sep="\t")
+        headline = {}
+        for method in results.methods:
+            entry = {"n_seeds": int(sum(1 for m, _ in results.probes if m == method))}
+            bacc, ba = numeric["diagnosis_bacc"], numeric["brain_age"]
+            if "average" in bacc[0]:
+                entry["bacc_average"] = float(bacc[0].loc[method, "average"])
+                entry["bacc_average_std"] = float(bacc[1].loc[method, "average"])
+            entry["brain_age_mae_external"] = float(ba[0].loc[method, "MAE external"])
+            entry["site_bacc"] = float(ba[0].loc[method, "site BAcc"])
+            entry["challenge_score"] = float(ba[0].loc[method, "score"])
+            headline[method] = entry
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(headline, indent=2) + "\n")
+    return tables
+
+
+def _conditions(frame: pd.DataFrame) -> np.ndarray:
+    """Group of each downstream subject: the task whose case it is, else ``control``."""
+    condition = np.full(len(frame), "control", dtype=object)
+    for column in task_columns(frame):
+        condition[(frame[column] == 1).to_numpy()] = column.removeprefix("dx_")
+    return condition
+
+
+def embedding_coordinates(x: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """``(N, F)`` standardised features -> ``(N, 2)`` by PCA or t-SNE (PCA-initialised)."""
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    if kind == "tsne":
+        return TSNE(2, init="pca", random_state=seed, perplexity=30.0).fit_transform(x)
+    return PCA(2, random_state=seed).fit_transform(x)
+
+
+def make_figures(results: Results, config: ReportConfig, data_dir: str | Path, cohort_dir: str | Path,
+                 evaluate_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Draw and save every report figure (PNG); QC figures of the cohort stage are included as is."""
+    folder = Path(out_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    numeric = numeric_tables(results)
+    labels, dpi = config.labels, config.dpi
+    figures: dict[str, plt.Figure] = {}
+    bacc_mean, bacc_std = numeric["diagnosis_bacc"]
+    tasks = [c for c in bacc_mean.columns if c != "average"]
+    if tasks:
+        figures["radar"] = plots.radar(bacc_mean[tasks], labels, dpi=dpi)
+        figures["diagnosis_bars"] = plots.grouped_bars(bacc_mean, bacc_std, labels, "balanced accuracy",
+                                                       "Diagnosis probes (mean ± std over seeds)", 0.5, dpi)
+    ba_mean, ba_std = numeric["brain_age"]
+    figures["brain_age"] = plots.grouped_bars(ba_mean[["MAE internal", "MAE external"]],
+                                              ba_std[["MAE internal", "MAE external"]], labels,
+                                              "MAE (years)", "Brain age, OpenBHB protocol", None, dpi)
+    if len(results.curves):
+        figures["training_curves"] = plots.training_curves(results.curves, labels, dpi)
+    manifest = read_manifest(Path(data_dir) / "downstream")
+    maps = {}
+    for method in results.methods:
+        path = Path(evaluate_dir) / f"{method}-s{config.embedding_seed}" / "features.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as saved:
+                if list(saved["downstream_ids"]) != manifest["participant_id"].astype(str).tolist():
+                    raise ValueError(f"{path}: features are not those of {data_dir}/downstream")
+                maps[method] = embedding_coordinates(saved["downstream_features"], config.embedding, 0)
+    if maps:
+        figures["embedding"] = plots.embedding_maps(maps, manifest["age"].to_numpy(float), _conditions(manifest),
+                                                    labels, config.embedding.upper(), dpi)
+    paths = {}
+    for name, fig in figures.items():
+        paths[name] = folder / f"{name}.png"
+        fig.savefig(paths[name], dpi=dpi, metadata={"Software": None})
+        plt.close(fig)
+    for qc in sorted((Path(cohort_dir) / "figures").glob("*.png")):
+        paths[f"qc_{qc.stem}"] = qc
+    return paths

@@ -1,0 +1,48 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: py:percent
+#     notebook_metadata_filter: -all
+# ---
+
+# %% [markdown]
+# # Evaluation of one frozen encoder
+#
+# Features of the frozen encoder (its `feature_dim`-wide output, projection head dropped) for the
+# pretraining cohort, the downstream cohort and the travelling heads; then linear probes only
+# (`params.yaml` → `evaluate`):
+#
+# - brain age and site leakage, OpenBHB challenge protocol (ridge / logistic fitted on the train
+#   split, MAE on internal and external test, site balanced accuracy on internal test,
+#   score = MAE_ext × BAcc_int^0.3);
+# - each diagnosis: standardised features → logistic regression, C chosen by inner CV, stratified
+#   subject-level outer CV repeated over seeds; balanced accuracy and ROC-AUC with bootstrap 95% CIs;
+# - each clinical score: ridge, alpha chosen by inner CV; MAE, Pearson r, R².
+
+# %% tags=["parameters"]
+params_file = "params.yaml"
+method = "anatcl_global"
+seed = 0
+checkpoint = "outputs/pretrain/anatcl_global-s0/checkpoint.pt"
+data_dir = "data"
+arrays_dir = "outputs/cohort/arrays"
+out_dir = "outputs/evaluate/anatcl_global-s0"
+
+# %%
+import pandas as pd
+
+from anatcl_core import evaluate
+from anatcl_core.config import load_section
+
+config = load_section(params_file, "evaluate", evaluate.EvaluateConfig)
+config
+
+# %%
+result = evaluate.evaluate_checkpoint(config, checkpoint, data_dir, arrays_dir, out_dir, progress=False)
+
+# %% [markdown]
+# ## Headline metrics
+
+# %%
+pd.Series(evaluate.headline(result)).to_frame(f"{method} seed {seed}")

@@ -1,0 +1,54 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: py:percent
+#     notebook_metadata_filter: -all
+# ---
+
+# %% [markdown]
+# # Report: the paper's tables and figures on this run
+#
+# Every number below is read from the outputs of the evaluate and pretrain stages; methods are
+# summarised as mean ± std over pretraining seeds. The same content is written to a self-contained
+# `report.html` (figures embedded). Settings: `params.yaml` → `report`.
+
+# %% tags=["parameters"]
+params_file = "params.yaml"
+data_dir = "data"
+cohort_dir = "outputs/cohort"
+pretrain_dir = "outputs/pretrain"
+evaluate_dir = "outputs/evaluate"
+out_dir = "outputs/report"
+
+# %%
+from IPython.display import Image, display
+
+from anatcl_core import report, report_html
+from anatcl_core.config import load_section
+
+config = load_section(params_file, "report", report.ReportConfig)
+
+# %% [markdown]
+# ## Tables (mean ± std over seeds)
+
+# %%
+results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file))
+tables = report.make_tables(results, config, out_dir)
+for name, table in tables.items():
+    print(name)
+    display(table)
+
+# %% [markdown]
+# ## Figures
+
+# %%
+figures = report.make_figures(results, config, data_dir, cohort_dir, evaluate_dir, out_dir)
+for path in figures.values():
+    display(Image(filename=str(path)))
+
+# %% [markdown]
+# ## The self-contained report
+
+# %%
+report_html.write_report(results, tables, figures, config, cohort_dir, out_dir)

@@ -1,0 +1,119 @@
+"""Notebook hygiene and their wiring in dvc.yaml.
+
+One ``parameters`` cell holding only str/int literals; no ``def`` / ``class`` / ``lambda``; tags
+survive jupytext in both directions; every library module a notebook imports (transitively) is a
+``deps`` of its stage; no stage depends on an executed notebook; stage = section = notebook =
+output folder; the ``-p`` parameters of each command are the notebook's parameters.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+from anatcl_core.runner import library_closure, parse_value
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _code(path: Path) -> list:
+    return [c for c in jupytext.read(path).cells if c.cell_type == "code"]
+
+
+def _parameters(path: Path) -> dict:
+    (cell,) = [c for c in _code(path) if "parameters" in c.metadata.get("tags", [])]
+    values = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), (
+            f"{path.name}: the parameters cell may only assign literals")
+        assert type(node.value.value) in (str, int), f"{path.name}: parameters are str or int only"
+        values[node.targets[0].id] = node.value.value
+    return values
+
+
+def _deps(stage: dict) -> list[str]:
+    return [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
+
+
+def _outs(stage: dict) -> list[str]:
+    return [o if isinstance(o, str) else next(iter(o))
+            for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
+
+
+def test_notebooks_exist_for_every_stage():
+    assert {p.stem for p in NOTEBOOKS} == set(STAGES) == {"cohort", "pretrain", "evaluate", "report"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_parameters_cell_and_no_definitions(path):
+    cells = _code(path)
+    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert _parameters(path)  # literals only
+    for cell in cells:
+        for node in ast.walk(ast.parse(cell.source)):
+            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)), (
+                f"{path.name}: logic belongs in anatcl_core, not in a notebook")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_tags_survive_jupytext_both_ways(path):
+    notebook = jupytext.read(path)
+    again = jupytext.reads(jupytext.writes(notebook, fmt="ipynb"), fmt="ipynb")
+    as_py = jupytext.reads(jupytext.writes(again, fmt="py:percent"), fmt="py:percent")
+    for nb in (again, as_py):
+        assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_cover_the_library_it_imports(stage):
+    definition = STAGES[stage].get("do", STAGES[stage])
+    notebook = REPO / "notebooks" / f"{stage}.py"
+    deps = set(_deps(definition))
+    needed = {f"notebooks/{stage}.py", "anatcl_core/runner.py", *library_closure(notebook)}
+    assert needed <= deps, f"{stage}: missing deps {sorted(needed - deps)}"
+    extra = {d for d in deps if d.startswith("anatcl_core/")} - needed
+    assert not extra, f"{stage}: depends on modules it does not import {sorted(extra)}"
+
+
+def test_no_stage_depends_on_an_executed_notebook():
+    for name, stage in STAGES.items():
+        for dep in _deps(stage):
+            assert not dep.endswith(".ipynb") and not dep.startswith("outputs/notebooks"), (name, dep)
+            for other in STAGES.values():  # a dep folder must not contain executed notebooks
+                for out in _outs(other):
+                    if out.endswith(".ipynb"):
+                        assert not out.startswith(dep.rstrip("/") + "/"), (name, dep, out)
+
+
+def test_stage_section_notebook_and_output_folder_share_a_name():
+    for name, stage in STAGES.items():
+        cmd = " ".join(stage["cmd"].split())
+        assert f"notebooks/{name}.py" in cmd
+        assert f"-p out_dir outputs/{name}" in cmd
+        sections = {str(p).split(".")[0] for p in stage["params"]}
+        assert name in sections
+        for out in _outs(stage):
+            assert out.startswith((f"outputs/{name}", f"outputs/notebooks/{name}")), (name, out)
+
+
+def test_command_parameters_are_notebook_parameters():
+    for name, stage in STAGES.items():
+        given = dict(re.findall(r"-p (\S+) (\S+)", stage["cmd"]))
+        declared = _parameters(REPO / "notebooks" / f"{name}.py")
+        assert set(given) <= set(declared), f"{name}: unknown parameters {set(given) - set(declared)}"
+        for key, value in given.items():
+            if "${" not in value:
+                assert type(parse_value(value)) is type(declared[key]), (name, key)
+
+
+def test_runner_parameters_are_never_booleans():
+    assert parse_value("0") == 0 and parse_value("-3") == -3
+    assert parse_value("false") == "false" and parse_value("1.5") == "1.5"
