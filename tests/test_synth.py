@@ -164,3 +164,11 @@ def test_cli_writes_and_refuses_existing(tmp_path):
     assert cli.main(["--params", str(params), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
     params.write_text("synth:\n  voxel: 12.0\n")
     assert cli.main(["--params", str(params), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cohort_passes_the_project_validator(tiny):
+    from anatcl_core import validate
+
+    paths = [tiny / "openbhb", tiny / "downstream" / layout.MANIFEST_FILE, tiny / "travelling" / layout.MANIFEST_FILE]
+    problems = validate.validate_paths(paths, progress=False)
+    assert problems == [], "\n".join(map(str, problems[:5]))

@@ -11,7 +11,8 @@ Order of operations, each vectorised over the whole grid:
    enlarged lateral ventricles push periventricular GM away from their centres.
 3. Site: global gain, contrast exponent ``gamma``, smooth multiplicative bias field, voxel noise in
    the brain mask, then the site's extra smoothing; values below zero are clipped and everything
-   outside the mask is 0. Values are stored on a 1/4096 grid (as a scaled-integer NIfTI would be),
+   outside the mask is 0; values above 1 are softly bounded below 1.25 (:func:`soft_ceiling`).
+   Values are stored on a 1/4096 grid (as a scaled-integer NIfTI would be),
    which also lets gzip compress them.
 """
 
@@ -27,6 +28,16 @@ from anatcl_core.synth.cohorts import Site
 _QUANTUM = 1.0 / 4096.0
 _AREA_SMOOTH_MM = 10.0
 _VENTRICLE_RADIUS_MM = 25.0
+
+
+def soft_ceiling(values: np.ndarray, knee: float = 1.0, headroom: float = 0.25) -> np.ndarray:
+    """Identity up to ``knee``, then ``knee + headroom * tanh((v - knee) / headroom)``.
+
+    Real modulated maps stay below ~1.2 (GM probability <= 1 times a moderate Jacobian); the
+    product of a large head, a thick cortex and a bright site's bias field must not exceed it.
+    """
+    excess = np.maximum(values - knee, 0.0)
+    return np.where(values > knee, knee + headroom * np.tanh(excess / headroom), values)
 
 
 def _sigma_vox(fwhm_mm: float, voxel_mm: float) -> float:
@@ -105,5 +116,5 @@ def render(base: Base, anatomy: Anatomy, site: Site, rng: np.random.Generator, c
     image = image + site.noise_sd * base.mask * rng.standard_normal(image.shape)
     if site.fwhm_mm > 0:
         image = ndimage.gaussian_filter(image, _sigma_vox(site.fwhm_mm, voxel_mm))
-    image = np.clip(image, 0.0, None) * base.mask
+    image = soft_ceiling(np.clip(image, 0.0, None) * base.mask)
     return (np.round(image / _QUANTUM) * _QUANTUM).astype(np.float32)
