@@ -161,7 +161,8 @@ def pretrain(
         on_epoch_end: called with ``(epoch, row)`` after each saved epoch (tests interrupt here).
 
     Returns:
-        The training curve: one dict per epoch (epoch, loss, parts, lr, seconds).
+        The training curve: one dict per epoch (epoch, loss, parts, lr, seconds; seconds are NaN
+        for epochs restored from a checkpoint).
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (the message says where).
@@ -189,7 +190,7 @@ def pretrain(
         raise ValueError(f"train split has {n} subjects, fewer than batch_size {bs}")
 
     def save(epoch: int) -> None:
-        save_checkpoint({
+        save_checkpoint(_fresh({
             "model": model.state_dict(),
             "config": {**model_config(model), **recipe},
             "normalizer": data.normalizer.to_dict(),
@@ -198,10 +199,12 @@ def pretrain(
             "scheduler": scheduler.state_dict(),
             "objective": objective.state_dict(),
             "age_scale": [age_mean, age_std],
-            "history": history,
+            # wall-clock times stay out: a rerun must write the same bytes (DVC then skips
+            # everything downstream of an unchanged checkpoint)
+            "history": [{k: v for k, v in row.items() if k != "seconds"} for row in history],
             "fingerprint": data.fingerprint,
             "complete": epoch >= epochs,
-        }, out_dir / CHECKPOINT_FILE)
+        }), out_dir / CHECKPOINT_FILE)
 
     if start == 0 and epochs == 0:
         save(0)
@@ -251,6 +254,25 @@ def pretrain(
     return history
 
 
+def _fresh(obj):
+    """A copy whose plain values are new objects shared with nothing (tensors kept as they are).
+
+    Pickle writes an object seen twice as a back-reference, so which floats the optimiser and
+    the scheduler happen to share would change the bytes of a checkpoint; after a resume they share
+    different ones. Rebuilding every scalar (tuples become lists, as JSON would make them) makes
+    an interrupted-and-resumed run write the same bytes as an uninterrupted one.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        return {_fresh(k): _fresh(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_fresh(v) for v in obj]
+    if isinstance(obj, (bool, int, float, str)) or obj is None:
+        return json.loads(json.dumps(obj))
+    raise TypeError(f"unexpected {type(obj).__name__} in a checkpoint")
+
+
 def _resume(path: Path, recipe: dict, fingerprint: str, model, objective, optimizer, scheduler,
             history: list[dict]) -> int:
     """Restore a checkpoint of the same run; return the epoch to start from (0: fresh)."""
@@ -265,7 +287,7 @@ def _resume(path: Path, recipe: dict, fingerprint: str, model, objective, optimi
     objective.load_state_dict(state["objective"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    history.extend(dict(row) for row in state.get("history", []))
+    history.extend({**row, "seconds": math.nan} for row in state.get("history", []))  # not stored
     logger.info("%s: resuming after epoch %d", path, state["epoch"])
     return int(state["epoch"])
 
@@ -279,6 +301,7 @@ def write_curves(history: list[dict], out_dir: str | Path) -> None:
         writer.writeheader()
         writer.writerows(history)
     last = history[-1] if history else {}
+    seconds = [r["seconds"] for r in history if math.isfinite(r.get("seconds", math.nan))]
     summary = {"epochs": len(history), "final_loss": last.get("loss", math.nan),
-               "train_seconds": sum(r.get("seconds", 0.0) for r in history)}
+               "train_seconds": sum(seconds), "timed_epochs": len(seconds)}
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -69,6 +69,8 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path, data, method):
     assert _same(full["model"], cut["model"])
     assert full["epoch"] == cut["epoch"] == 3 and cut["complete"]
     assert [r["loss"] for r in full["history"]] == [r["loss"] for r in cut["history"]]
+    # byte-identical files: DVC sees an unchanged output and reruns nothing downstream
+    assert (tmp_path / "full" / train.CHECKPOINT_FILE).read_bytes() == (tmp_path / "cut" / train.CHECKPOINT_FILE).read_bytes()
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path, data):
