@@ -7,8 +7,10 @@ They test the design principles of :mod:`anatcl_core.synth` on the files as writ
   z-scored descriptors, and on the top principal components of the *healthy* descriptors (the
   conditions must lie along directions healthy anatomy varies in).
 * :func:`image_properties`: what the voxels carry: share of voxel variance explained by site vs
-  age vs sex, the same per top voxel PC, site predictability, thickness-age correlation, and
+  age vs sex vs the latent anatomical factors, the same per top voxel PC, site predictability, thickness-age correlation, and
   per-region agreement between summed GM in the atlas region and the generated GM volume.
+* :func:`descriptor_variance_shares`: the same decomposition in the z-scored descriptors, where
+  the latent factors must lead (the reverse of the voxels, where site leads).
 """
 
 from __future__ import annotations
@@ -92,10 +94,18 @@ def _r2(design: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return 1.0 - (residual**2).sum(0) / (centred**2).sum(0)
 
 
-def image_properties(out_dir: Path, voxel_mm: float, n_components: int = 10) -> dict[str, object]:
-    """Voxel-level variance sources and descriptor recoverability on the healthy pretraining maps."""
+def image_properties(out_dir: Path, config, n_components: int = 10) -> dict[str, object]:
+    """Voxel-level variance sources and descriptor recoverability on the healthy pretraining maps.
+
+    Args:
+        out_dir: a generated benchmark. config: the :class:`SynthConfig` that generated it (its
+            grid, and the latent factors, which are re-drawn since they are not on disk).
+    """
     table, rois, maps = read_pretraining(Path(out_dir) / "openbhb", images=True)
-    base = load_base(voxel_mm)
+    base = load_base(config.voxel_mm)
+    drawn_ids, factors, _ = healthy_factors(config)
+    if list(drawn_ids) != list(table["participant_id"]):
+        raise ValueError(f"{out_dir}: its participants do not match the given config's cohort")
     voxels = maps[:, base.mask]  # (N, V)
     centred = voxels - voxels.mean(0)
     site = pd.get_dummies(table["site"]).to_numpy(float)[:, 1:]
@@ -120,7 +130,7 @@ def image_properties(out_dir: Path, voxel_mm: float, n_components: int = 10) -> 
     filled = (base.classes[..., None] == np.arange(gmv.shape[1])).sum((0, 1, 2)) > 0
     region_r = np.array([np.corrcoef(sums[:, r], gmv[:, r])[0, 1] for r in np.flatnonzero(filled)])
     return dict(
-        variance_share=dict(site=share(site), age=share(age_design), sex=share(sex)),
+        variance_share=dict(site=share(site), age=share(age_design), sex=share(sex), latent=share(factors)),
         pc_r2=pcs,
         pc_variance_ratio=pca.explained_variance_ratio_.round(3).tolist(),
         site_accuracy=float(site_acc),
@@ -132,12 +142,9 @@ def image_properties(out_dir: Path, voxel_mm: float, n_components: int = 10) -> 
     )
 
 
-def descriptor_variance_shares(config) -> dict[str, float]:
-    """Share of the z-scored healthy descriptors' variance (CT, GMV, SA) explained by each source.
 
-    Re-draws the pretraining cohort's anatomies (no rendering) to reach the latent factors, then
-    reports the OLS R^2 (pooled over features) of: latent factors, age (cubic), site, sex.
-    """
+def healthy_factors(config) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Re-draw the pretraining cohort's anatomy (no rendering): ids, ``(N, L)`` factors, ``(N, 7, 68)``."""
     from anatcl_core.synth import cohorts
     from anatcl_core.synth.anatomy import make_population, sample_anatomy
 
@@ -149,11 +156,24 @@ def descriptor_variance_shares(config) -> dict[str, float]:
                        sites[row.site].fs_ct, sites[row.site].fs_sa)
         for i, row in enumerate(table.itertuples(index=False))
     ]  # fmt: skip
-    desc = select_channels(np.stack([d.table for d in draws]), DEFAULT_CHANNELS).reshape(len(draws), -1)
+    return list(table["participant_id"]), np.stack([d.factors for d in draws]), np.stack([d.table for d in draws])
+
+
+def descriptor_variance_shares(config) -> dict[str, float]:
+    """Share of the z-scored healthy descriptors' variance (CT, GMV, SA) explained by each source.
+
+    Reports the OLS R^2 (pooled over features) of: the latent factors (re-drawn with
+    :func:`healthy_factors`), age (cubic), site, sex.
+    """
+    from anatcl_core.synth import cohorts
+
+    table = cohorts.pretraining_table(config, cohorts.pretraining_sites(config))
+    _, factors, tables = healthy_factors(config)
+    desc = select_channels(tables, DEFAULT_CHANNELS).reshape(len(tables), -1)
     desc = (desc - desc.mean(0)) / (desc.std(0) + 1e-8)
     age = table["age"].to_numpy(float)
     designs = dict(
-        latent=np.stack([d.factors for d in draws]),
+        latent=factors,
         age=np.column_stack([age, age**2, age**3]) / np.array([100.0, 1e4, 1e6]),
         site=pd.get_dummies(table["site"]).to_numpy(float)[:, 1:],
         sex=table["sex"].to_numpy(float)[:, None],

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from anatcl_core.synth.base import CLASSES
+
 #: Recruitment profiles of sites (age range in years), cycled over sites as multi-site data do:
 #: paediatric, young adult, lifespan, elderly, youth-to-midlife.
 AGE_PROFILES: tuple[tuple[float, float], ...] = ((6.0, 18.0), (18.0, 35.0), (20.0, 80.0), (55.0, 88.0), (8.0, 60.0))
@@ -24,6 +26,10 @@ STUDIES: dict[str, dict] = {
 SEVERITY: dict[str, tuple[float, float]] = {
     "ad": (0.6, 1.0), "mci": (0.4, 0.7), "scz": (0.5, 1.5), "asd": (0.5, 1.5), "control": (0.0, 0.0),
 }  # fmt: skip
+#: Structures whose GM probability depends on the site's T1 contrast and coverage.
+SITE_DEPENDENT: tuple[str, ...] = (
+    "Thalamus-Proper", "Caudate", "Putamen", "Pallidum", "Accumbens-area", "VentralDC", "Cerebellum-Cortex", "Brain-Stem",
+)  # fmt: skip
 PURPOSES = ("population", "site", "pretrain", "downstream", "travelling", "render")
 
 
@@ -43,6 +49,9 @@ class Site:
         noise_sd: voxel noise SD. fwhm_mm: extra smoothing. bias: ``(9,)`` coefficients of a
             smooth multiplicative bias field (log), on linear and quadratic coordinate terms.
         fs_ct, fs_sa: log offsets of the site's FreeSurfer thickness and area measurements.
+        tissue: ``(len(CLASSES),)`` log gain of each GM class in this site's segmentation: deep GM
+            and cerebellum (whose GM probability depends most on T1 contrast and coverage) vary by
+            site; cortex, hippocampus and amygdala get 0.
     """
 
     code: int
@@ -56,6 +65,7 @@ class Site:
     bias: np.ndarray
     fs_ct: float
     fs_sa: float
+    tissue: np.ndarray
 
 
 def make_site(config, code: int, ages: tuple[float, float], rng: np.random.Generator) -> Site:
@@ -68,7 +78,19 @@ def make_site(config, code: int, ages: tuple[float, float], rng: np.random.Gener
         fwhm_mm=float(rng.uniform(0.0, 1.0) * config.site_fwhm_max_mm),
         bias=config.site_bias * rng.standard_normal(9) / 3.0,
         fs_ct=float(0.02 * rng.standard_normal()), fs_sa=float(0.01 * rng.standard_normal()),
+        tissue=_tissue_gains(config.site_tissue_sd, rng),
     )  # fmt: skip
+
+
+def _tissue_gains(sd: float, rng: np.random.Generator) -> np.ndarray:
+    """Site log gains per GM class: one draw per deep-GM/cerebellar structure, shared by both sides."""
+    gains = np.zeros(len(CLASSES))
+    for structure in SITE_DEPENDENT:
+        draw = sd * rng.standard_normal()
+        for side in ("Left-", "Right-", ""):
+            if side + structure in CLASSES:
+                gains[CLASSES.index(side + structure)] = draw
+    return gains
 
 
 def pretraining_sites(config) -> list[Site]:

@@ -13,8 +13,8 @@ class SynthConfig:
     subjects in four tasks of 600 each (AD and MCI share their 300 controls), 10 travelling heads
     at each of the 8 sites: 2,660 maps, ~50 s on one core, ~320 MB.
 
-    Paper-scale profile (documented, not the default; ~1 s per map at 1.5 mm, i.e. ~2 h on one
-    core for ~6,700 maps, ~40 GB on disk, almost all of it the 8.5 MB pretraining ``.npy`` maps)::
+    Paper-scale profile (documented, not the default; ~1 s per map at 1.5 mm, i.e. ~2.5 h on one
+    core for ~8,200 maps, ~40 GB on disk, almost all of it the 8.5 MB pretraining ``.npy`` maps)::
 
         voxel_mm: 1.5            # CAT12's 121x145x121 grid
         n_pretrain: 3984         # OpenBHB's size
@@ -45,6 +45,8 @@ class SynthConfig:
         site_bias: amplitude of a site's smooth multiplicative bias field (log scale).
         site_noise_max: largest voxel noise SD of a site (modulated GM units); sites draw below it.
         site_fwhm_max_mm: largest extra smoothing FWHM of a site; sites draw below it.
+        site_tissue_sd: log-scale SD of a site's GM gain in deep GM and cerebellum (T1 contrast,
+            coverage); cortex, hippocampus and amygdala are not affected.
         transition_mm: FWHM of the smoothing between neighbouring regions' modulations.
         deformation_mm: scale of the local deformation carrying surface-area differences.
     """
@@ -68,7 +70,8 @@ class SynthConfig:
     site_intensity_sd: float = 0.05
     site_bias: float = 0.15
     site_noise_max: float = 0.04
-    site_fwhm_max_mm: float = 6.0
+    site_fwhm_max_mm: float = 9.0
+    site_tissue_sd: float = 0.25
     transition_mm: float = 4.0
     deformation_mm: float = 2.0
 
