@@ -10,14 +10,15 @@ from stated principles, each checked without training an encoder (:mod:`.checks`
 
 1. **Images: nuisance dominates.** As in real multi-site MRI, where scanner identity explains a
    large share of what self-supervised embeddings encode, the largest source of voxel variance is
-   the site (gain, contrast, bias field, noise, smoothness), then age (global atrophy, ventricle
-   growth) and head size. Check: site explains more voxel variance than age or sex, and best
-   explains the first voxel PC; site is predictable from a few PCs.
+   the site (gain, contrast, deep-GM and cerebellar segmentation gain, bias field, noise,
+   smoothness), then age (global atrophy, ventricle growth) and head size. Check: site explains
+   more voxel variance than age, sex or the latent anatomy (default profile: 0.48 vs 0.16, 0.02,
+   0.29), and best explains the first voxel PC; site is predictable from a few PCs.
 2. **Descriptors: individual anatomy dominates.** In the FreeSurfer descriptors, each region and
    measure z-scored as the anatomical kernel sees them, the main variation is a few latent regional
    patterns independent of age (:data:`.anatomy.PATTERNS`), while subtle in raw voxel terms
-   (~12 % of a region's volume per SD against site effects of the whole map). Check: the latent
-   factors explain more descriptor variance than age, site or sex.
+   (~12 % of a region's volume per SD, against whole-map site effects). Check: the latent factors
+   explain more descriptor variance than age, site or sex (default: 0.44 vs 0.23, 0.20, 0.05).
 3. **Conditions act along those patterns**, plus their own regional specifics, never along
    directions healthy subjects do not vary in: AD/MCI along the medial-temporal pattern (then
    widespread thinning and ventricle growth with severity), schizophrenia along the
