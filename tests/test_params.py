@@ -82,3 +82,21 @@ def test_other_stages_declare_their_own_section():
     assert STAGES["cohort"]["params"] == ["cohort"]
     assert STAGES["evaluate"]["params"] == ["evaluate"]
     assert set(STAGES["report"]["params"]) == {"report", "pretrain.run", "pretrain.seeds"}
+
+
+@pytest.mark.parametrize("profile", sorted((REPO / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+def test_profiles_merge_into_valid_parameters(profile):
+    from anatcl_core.profile import apply_profile
+    from anatcl_core.synth.config import SynthConfig
+
+    merged = apply_profile(profile, REPO / "params.yaml")
+    for section, cls in {**SECTIONS, "synth": SynthConfig}.items():
+        from_mapping(cls, merged[section], f"{profile.name}:{section}")
+
+
+def test_profile_key_typo_is_an_error(tmp_path):
+    from anatcl_core.profile import apply_profile
+
+    (tmp_path / "bad.yaml").write_text("pretrain:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match="pretrain.epoch"):
+        apply_profile(tmp_path / "bad.yaml", REPO / "params.yaml")

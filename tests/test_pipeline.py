@@ -22,31 +22,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: Tiny profile: merged into params.yaml of the temporary copy.
-TINY = {
-    # the 9 mm tiny cohort renders a few values past the validator's bounds: report, do not stop
-    "cohort": {"fail_on_problems": False},
-    "synth": {"voxel_mm": 9.0, "n_pretrain": 72, "n_sites": 4, "n_external_sites": 1, "n_per_group": 16,
-              "n_downstream_sites": 2, "n_travelling": 3},
-    "pretrain": {"run": ["anatcl_global", "random"], "seeds": [0, 1], "base_width": 4, "epochs": 2,
-                 "batch_size": 8, "num_threads": 1},
-    "evaluate": {"n_splits": 3, "n_repeats": 1, "inner_splits": 2, "n_bootstrap": 50,
-                 "brain_age_cv_splits": 3, "num_threads": 1},
-    "report": {"dpi": 40},
-}
-
-
-def merge(base: dict, override: dict) -> dict:
-    """Recursive dict update (override wins), returning a new dict."""
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+#: Tiny profile, merged over params.yaml in the temporary copy.
+TINY = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
 
 
 def make_workspace(root: Path, overrides: dict = TINY) -> tuple[Path, dict]:
     """Copy the pipeline's files to ``root``, write tiny params and a tiny cohort; return (root, env)."""
     from anatcl_core.config import from_mapping
+    from anatcl_core.profile import merge
     from anatcl_core.synth.config import SynthConfig
     from anatcl_core.synth.generate import synthesize
 
