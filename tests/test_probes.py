@@ -11,7 +11,7 @@ from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from anatcl_core import probes
+from anatcl_core import metrics, probes
 
 FAST = dict(n_splits=3, n_repeats=2, inner_splits=3, n_bootstrap=200)
 
@@ -30,19 +30,19 @@ def test_metrics_match_sklearn():
     pred = rng.integers(0, 2, size=(4, 50))
     score = np.round(rng.normal(size=(4, 50)), 1)  # ties on purpose
     for r in range(4):
-        assert probes.balanced_accuracy_rows(y[r], pred[r]) == pytest.approx(
+        assert metrics.balanced_accuracy_rows(y[r], pred[r]) == pytest.approx(
             balanced_accuracy_score(y[r], pred[r]))
-        assert probes.roc_auc_rows(y[r], score[r]) == pytest.approx(roc_auc_score(y[r], score[r]))
+        assert metrics.roc_auc_rows(y[r], score[r]) == pytest.approx(roc_auc_score(y[r], score[r]))
     t, p = rng.normal(size=30), rng.normal(size=30)
-    rows = probes.regression_rows(t, p)
+    rows = metrics.regression_rows(t, p)
     assert rows["mae"] == pytest.approx(np.abs(t - p).mean())
     assert rows["pearson_r"] == pytest.approx(pearsonr(t, p)[0])
     assert rows["r2"] == pytest.approx(r2_score(t, p))
 
 
 def test_metrics_single_class_is_nan():
-    assert np.isnan(probes.balanced_accuracy_rows(np.ones(5), np.ones(5)))
-    assert np.isnan(probes.roc_auc_rows(np.zeros(5), np.arange(5)))
+    assert np.isnan(metrics.balanced_accuracy_rows(np.ones(5), np.ones(5)))
+    assert np.isnan(metrics.roc_auc_rows(np.zeros(5), np.arange(5)))
 
 
 def test_diagnosis_signal_versus_noise():
