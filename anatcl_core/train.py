@@ -102,8 +102,26 @@ class TrainData:
     participant_ids: list[str] = field(default_factory=list)
 
 
+def code_fingerprint() -> str:
+    """SHA-1 of the source of this module and of every library module it imports.
+
+    Part of a run's fingerprint: a checkpoint written by other training code is not resumed.
+    """
+    from anatcl_core.runner import library_closure
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha1()
+    for path in [Path(__file__).resolve().relative_to(root).as_posix(), *library_closure(__file__)]:
+        digest.update(path.encode())
+        digest.update((root / path).read_bytes())
+    return digest.hexdigest()
+
+
 def load_train_data(openbhb_root: str | Path, config: PretrainConfig, progress: bool = True) -> TrainData:
-    """Read the pretraining train split once and fit the descriptor normaliser on it."""
+    """Read the pretraining train split once and fit the descriptor normaliser on it.
+
+    The returned fingerprint hashes the images, tables and ages read, and the training code.
+    """
     dataset = OpenBHB(openbhb_root, split="train", crop=config.crop, channels=config.channels)
     images = dataset.images(dtype=np.dtype(config.image_dtype).type, progress=progress)
     tables = dataset.descriptor_tables()  # (N, 7, R)
@@ -112,6 +130,7 @@ def load_train_data(openbhb_root: str | Path, config: PretrainConfig, progress: 
     digest = hashlib.sha1(images.tobytes())
     digest.update(tables.tobytes())
     digest.update(age.tobytes())
+    digest.update(code_fingerprint().encode())
     return TrainData(
         images=torch.from_numpy(images),
         age=torch.from_numpy(age),

@@ -146,3 +146,17 @@ def test_method_config_is_checked():
         tiny_config(run=["anatcl_global", "nope"])
     with pytest.raises(ConfigError, match="unknown key"):
         tiny_config(methods={"x": {"objective": "random", "lamda_age": 1.0}})
+
+
+def test_checkpoint_of_other_code_or_data_is_not_resumed(tmp_path, data):
+    config = tiny_config(epochs=2)
+
+    def stop(epoch, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.pretrain(config, "anatcl_global", 0, data, tmp_path, progress=False, on_epoch_end=stop)
+    other = train.TrainData(**{**vars(data), "fingerprint": "another code or data version"})
+    history = train.pretrain(config, "anatcl_global", 0, other, tmp_path, progress=False)
+    assert all(np.isfinite(row["seconds"]) for row in history)  # both epochs trained here, none restored
+    assert len(train.code_fingerprint()) == 40
