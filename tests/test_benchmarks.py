@@ -1,0 +1,72 @@
+"""benchmarks/: each script runs in --quick mode on tiny generated inputs and writes the JSON it
+promises; `anatcl embed`'s features equal the eager forward's. No timing is asserted (the numbers
+of a smoke run on shared cores mean nothing)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+CASE_KEYS = {"seconds", "median_s", "min_s", "per_s", "max_rss_mib"}
+MACHINE_KEYS = {"cpu_model", "cpu_count", "load_average", "torch", "torch_threads", "device"}
+
+
+def run_quick(script: str, out: Path, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--threads", "1",
+                           "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"wrote {out}" in proc.stdout  # the table was printed before the JSON was written
+    return json.loads(out.read_text())
+
+
+def check_case(case: dict) -> None:
+    assert CASE_KEYS <= set(case), sorted(CASE_KEYS - set(case))
+    assert case["per_s"] > 0 and math.isfinite(case["per_s"])
+    assert case["max_rss_mib"] > 50  # a process with torch imported, measured in MiB not KiB
+
+
+def test_input_pipeline_quick(tmp_path):
+    result = run_quick("bench_input_pipeline.py", tmp_path / "pipeline.json")
+    assert result["benchmark"] == "input_pipeline" and result["quick"] is True
+    assert MACHINE_KEYS <= set(result["machine"])
+    cases = result["cases"]
+    for case in cases:
+        check_case(case)
+        assert case["input_shape"][0] == case["batch_size"] * (1 if case["method"] == "anatcl_global" else 2)
+    assert {(c["profile"], c["mode"]) for c in cases} == {
+        ("cpu_profile", "pure"), ("cpu_profile", "memory"),
+        ("full_res", "pure"), ("full_res", "memory"), ("full_res", "disk")}
+    pipelines = [c for c in cases if c["mode"] != "pure"]
+    assert len(result["ratios"]) == len(pipelines)
+    for row in result["ratios"]:
+        assert {"profile", "method", "pipeline", "ratio", "ratio_medians", "ratio_separate"} <= set(row)
+        assert row["ratio"] > 0 and row["ratio_separate"] > 0
+
+
+def test_embed_quick_features_identical(tmp_path):
+    result = run_quick("bench_embed.py", tmp_path / "embed.json", "--bf16")
+    assert result["benchmark"] == "embed" and MACHINE_KEYS <= set(result["machine"])
+    assert set(result["cases"]) == {"files", "memory", "memory_channels_last", "files_bf16", "read"}
+    for case in result["cases"].values():
+        check_case(case)
+        assert case["n_volumes"] == 6
+    comparison = result["comparison"]
+    assert result["features_identical"] is True
+    assert comparison["memory"]["max_abs_diff"] <= result["tolerance"]
+    assert comparison["memory_channels_last"]["max_abs_diff"] <= 1e-4
+    # bf16 is approximate but not garbage: within a few percent of the feature scale, not exact
+    assert 0 < comparison["files_bf16"]["max_abs_diff_rel_max"] < 0.1
+    assert result["ratio_files_vs_memory"] > 0
+
+
+@pytest.mark.parametrize("script", ["bench_input_pipeline.py", "bench_embed.py"])
+def test_help_runs(script):
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "--device" in proc.stdout
