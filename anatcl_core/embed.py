@@ -16,19 +16,25 @@ The numbers are those of the Python API on the same cropped input, ``AnatCL(weig
 for an upstream-format file and ``load_model(...).encode(x)`` for our checkpoints. ``--bf16``
 runs under bfloat16 autocast: faster on recent GPUs but approximate (max differences ~1 % of
 the largest feature on the test model): use it for exploration, not for reported numbers.
-The table is written to a temp file in the output's folder and renamed at the end.
+Files are read and cropped by one background thread, two batches ahead of the model, so gunzip
+overlaps the forward passes where a core (or the GPU) is free; a file that fails there stops the
+run with its name in the error. The table is written to a temp file in the output's folder and
+renamed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import pickle
+import queue
 import sys
 import tempfile
+import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -157,20 +163,103 @@ def load_encoder(weights: str | Path, head: bool = False) -> tuple[nn.Module, st
     return module.eval(), info.format
 
 
-@torch.no_grad()
+PREFETCH_BATCHES = 2  # batches read ahead of the model: enough to hide a slow file, little memory
+_END = object()  # the reader's last entry
+
+
+def _read_batches(subjects: Sequence[tuple[str, Path]], batch_size: int) -> Iterator[np.ndarray]:
+    """Cropped images ``(B, 1, X, Y, Z)`` float32, ``batch_size`` subjects at a time, in order.
+
+    Raises:
+        EmbedError: a file that cannot be read, named with its participant id (cause chained).
+    """
+    for start in range(0, len(subjects), batch_size):
+        volumes = []
+        for pid, path in subjects[start:start + batch_size]:
+            try:
+                volumes.append(cropped_volume(path))
+            except Exception as err:
+                raise EmbedError(f"{path} ({pid}): cannot be embedded: {type(err).__name__}: {err}") from err
+        yield np.stack(volumes)[:, None]
+
+
+@contextlib.contextmanager
+def prefetched(items: Iterable, depth: int = PREFETCH_BATCHES) -> Iterator[Iterator]:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
+
+    Reading and gunzipping NIfTI files mostly releases the GIL, so one reader thread overlaps the
+    file work with the model's forward passes. An exception raised by ``items`` is re-raised in the
+    consumer at the position where it happened; leaving the block early stops and joins the thread.
+
+    Yields:
+        an iterator over ``items``, in order.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():  # never block forever on a consumer that has gone
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            put((None, err))
+            return
+        put((_END, None))
+
+    def consume() -> Iterator:
+        while True:
+            item, err = slots.get()
+            if err is not None:
+                raise err
+            if item is _END:
+                return
+            yield item
+
+    reader = threading.Thread(target=produce, name="embed-reader", daemon=True)
+    reader.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        reader.join()
+
+
+
 def embed_subjects(module: nn.Module, subjects: Sequence[tuple[str, Path]], batch_size: int = 4,
                    device: str | torch.device = "cpu", bf16: bool = False,
                    progress: bool = True) -> np.ndarray:
-    """Features ``(N, F)`` float32 of the subjects' cropped images, in order."""
+    """Features ``(N, F)`` float32 of the subjects' cropped images, in order.
+
+    Files are read and cropped by a background thread (:func:`prefetched`) while the model encodes
+    the previous batch, under ``torch.inference_mode`` in eval mode; the batches are those of an
+    eager ``module(x)`` on the stacked images, so the features are the same, bit for bit.
+
+    Args:
+        module: maps ``(B, 1, X, Y, Z)`` to ``(B, F)`` (:func:`load_encoder`).
+        subjects: ``(participant_id, path)`` pairs.
+
+    Raises:
+        EmbedError: a file that cannot be read (its path and id in the message).
+    """
     device = torch.device(device)
     module = module.to(device).eval()
     rows = []
-    starts = range(0, len(subjects), batch_size)
-    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
-        batch = [cropped_volume(path) for _, path in subjects[start:start + batch_size]]
-        x = torch.from_numpy(np.stack(batch)[:, None]).to(device)  # (B, 1, X, Y, Z)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            rows.append(module(x).float().cpu().numpy())  # (B, F)
+    total = -(-len(subjects) // batch_size)
+    with prefetched(_read_batches(subjects, batch_size)) as batches, torch.inference_mode():
+        for images in tqdm(batches, total=total, desc="embed", unit="batch", disable=not progress):
+            x = torch.from_numpy(images).to(device)  # (B, 1, X, Y, Z)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                rows.append(module(x).float().cpu().numpy())  # (B, F)
     return np.concatenate(rows)
 
 

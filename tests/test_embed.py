@@ -6,6 +6,7 @@ and reported); a crash leaves no output behind."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,7 @@ def test_out_of_range_and_mixed_grids_are_refused(tmp_path, ours, cohort):
     assert len(problems) == 1 and "model input shape" in problems[0].message
 
 
-def test_a_crash_mid_run_leaves_no_output(tmp_path, ours, cohort, monkeypatch):
+def test_a_crash_mid_run_leaves_no_output(tmp_path, ours, cohort, monkeypatch, caplog):
     out = tmp_path / "features.parquet"
     out.write_bytes(b"previous run")
     real, calls = embed.cropped_volume, []
@@ -173,8 +174,11 @@ def test_a_crash_mid_run_leaves_no_output(tmp_path, ours, cohort, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(embed, "cropped_volume", failing)
-    with pytest.raises(RuntimeError, match="disk vanished"):
-        run(cohort, "--weights", ours, "--out", out, "--batch-size", 2)
+    threads = threading.active_count()
+    assert run(cohort, "--weights", ours, "--out", out, "--batch-size", 2) == 1  # raised in the reader thread
+    assert "disk vanished" in caplog.text and f"{calls[-1]} (" in caplog.text  # the cause and the file
+    assert threading.active_count() == threads  # the reader was stopped and joined
+    assert out.read_bytes() == b"previous run"
     monkeypatch.setattr(embed, "cropped_volume", real)
 
     def partial_write(self, path, **kwargs):  # the writer dies after writing some bytes
@@ -209,3 +213,55 @@ def test_bf16_is_close_but_approximate(tmp_path, ours, cohort):
     scale = np.abs(a).max()
     assert np.abs(a - b).max() <= 0.05 * scale
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+
+
+def test_embed_subjects_equals_the_eager_forward_bit_for_bit(ours, cohort):
+    """Same batches as an eager ``module(x)`` on the stacked images, the last one short (6 = 4 + 2)."""
+    module, _ = embed.load_encoder(ours)
+    subjects = embed.gather_inputs([cohort])
+    _, x = reference_inputs(cohort)
+    with torch.no_grad():
+        expected = torch.cat([module(x[:4]), module(x[4:])]).numpy()
+    features = embed.embed_subjects(module, subjects, batch_size=4, progress=False)
+    assert features.dtype == np.float32 and np.array_equal(features, expected)
+
+
+def test_the_reader_works_ahead_of_the_model(ours, cohort, monkeypatch):
+    """While the model encodes batch k the reader thread reads batch k + 1: a serial loop would
+    never read subject 3 while the first forward waits for it (the wait below would time out)."""
+    module, _ = embed.load_encoder(ours)
+    subjects = embed.gather_inputs([cohort])
+    real, third_read, waited = embed.cropped_volume, threading.Event(), []
+
+    def reading(path):
+        if Path(path) == subjects[2][1]:
+            third_read.set()
+        return real(path)
+
+    class Waiting(torch.nn.Module):
+        def forward(self, x):
+            if not waited:
+                waited.append(third_read.wait(timeout=30))
+            return module(x)
+
+    monkeypatch.setattr(embed, "cropped_volume", reading)
+    features = embed.embed_subjects(Waiting(), subjects, batch_size=2, progress=False)
+    assert waited == [True] and features.shape == (6, 32)
+
+
+def test_prefetched_keeps_order_raises_in_place_and_stops_early():
+    with embed.prefetched(range(50), depth=2) as items:
+        assert list(items) == list(range(50))
+
+    def failing():
+        yield from (0, 1)
+        raise KeyError("item 2")
+
+    got = []
+    with pytest.raises(KeyError, match="item 2"), embed.prefetched(failing()) as items:
+        got.extend(items)
+    assert got == [0, 1]  # everything before the error arrived, in order
+    threads = threading.active_count()
+    with embed.prefetched(iter(range(10**9))) as items:  # endless: the consumer leaves early
+        assert next(items) == 0
+    assert threading.active_count() == threads  # the reader stopped and was joined
