@@ -5,8 +5,13 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Stage commands (dvc.yaml) call `python`: the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # DVC's site cache (repo index, locks) stays inside the repo wherever dvc is started from.
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
+# Idle OpenMP threads sleep instead of spinning: spinning made a training step ~10x slower on
+# shared cores (measured 3.6 s vs 0.32 s).
+export OMP_WAIT_POLICY := PASSIVE
 STAMP  := $(VENV)/.installed
 
 .PHONY: repro test env data data-update lock clean-env
