@@ -3,8 +3,10 @@
 For a pretraining checkpoint: features of the pretraining cohort (all splits), of the downstream
 cohort and of the travelling heads; then the OpenBHB brain-age and site-leakage probes, one
 nested-CV logistic probe per ``dx_`` task, one ridge probe per ``score_`` column, and the
-test-retest ICC of the embedding across sites (travelling heads, REFERENCE §1.5). A downstream
-subject that is also a pretraining subject is an error (the encoder saw it).
+cross-scanner reliability of the embedding (:mod:`anatcl_core.reliability`): per-dimension
+between-site ICC(2,1) (headline) and ICC(3,1) on the travelling heads (REFERENCE §1.5), the share of
+embedding variance explained by site, and a leave-sites-out brain-age probe on the pretraining
+cohort. A downstream subject that is also a pretraining subject is an error (the encoder saw it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 import torch
 
 from anatcl_core import features as feat
-from anatcl_core import probes
+from anatcl_core import probes, reliability
 from anatcl_core.data.manifest import score_columns, task_columns
 from anatcl_core.data.layout import DX_PREFIX, SCORE_PREFIX
 
@@ -32,7 +34,11 @@ FEATURES_FILE = "features.npz"
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """params.yaml ``evaluate`` (field = yaml key = keyword argument of the probes)."""
+    """params.yaml ``evaluate`` (field = yaml key = keyword argument of the probes).
+
+    ``site_held_out_groups``: the pretraining cohort's sites are dealt (sorted, round robin) into
+    this many groups; the leave-sites-out brain-age probe holds out one group per fold.
+    """
 
     batch_size: int = 64
     c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
@@ -45,6 +51,7 @@ class EvaluateConfig:
     n_bootstrap: int = 1000
     seed: int = 0
     num_threads: int = 2
+    site_held_out_groups: int = 4
 
 
 def icc_1_1(values: np.ndarray, subjects: np.ndarray) -> float:
@@ -116,14 +123,67 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
                                                     alpha_grid=config.alpha_grid, name=col, **probe_kw)
         for col in score_columns(down)
     }
-    if "travelling" in x and "subject" in cohorts["travelling"].table:
-        result["travelling_icc"] = icc_1_1(x["travelling"], cohorts["travelling"].table["subject"].to_numpy())
+    result["reliability"] = travelling_reliability(x.get("travelling"), cohorts.get("travelling"))
+    if "median_icc_2_1" in result["reliability"]:
+        result["travelling_icc"] = result["reliability"]["median_icc_2_1"]
+    table = cohorts["openbhb"].table
+    result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
+                                                      table["site"].astype(str).to_numpy())
     (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / METRICS_FILE).write_text(json.dumps(headline(result), indent=2) + "\n")
     np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
                         **{f"{k}_ids": np.asarray(c.table["participant_id"].astype(str).tolist(), dtype=str)
                            for k, c in cohorts.items()})
     return result
+
+
+def travelling_reliability(x: np.ndarray | None, cohort) -> dict:
+    """Between-site reliability of an embedding on the travelling heads.
+
+    Args:
+        x: ``(N, F)`` features of the travelling scans (None: no travelling cohort).
+        cohort: its :class:`~anatcl_core.features.Cohort` (table columns ``subject`` and ``site``).
+
+    Returns:
+        ``{"available": False, "reason": ...}`` without a usable travelling set, else the
+        per-dimension ``icc_2_1`` / ``icc_3_1`` lists (NaN -> None for constant dimensions), their
+        ``median_``/``q1_``/``q3_`` summaries, ``site_share`` (share of embedding variance explained
+        by site), ``n_subjects``, ``n_sites``, ``n_degenerate``.
+    """
+    if x is None or cohort is None:
+        return {"available": False, "reason": "no data/travelling/manifest.tsv"}
+    missing = {"subject", "site"} - set(cohort.table.columns)
+    if missing:
+        return {"available": False, "reason": f"travelling manifest lacks column(s) {sorted(missing)}"}
+    ratings, subjects, sites = reliability.arrange_by_site(
+        x, cohort.table["subject"].astype(str).to_numpy(), cohort.table["site"].astype(str).to_numpy())
+    summary = reliability.icc_table({"embedding": ratings}).iloc[0]
+    per_dim = reliability.icc_per_dimension({"embedding": ratings})
+    out = {"available": True, "n_subjects": len(subjects), "n_sites": len(sites),
+           "n_degenerate": int(summary["n_degenerate"]), "site_share": float(summary["site_share"])}
+    for kind in ("icc_2_1", "icc_3_1"):
+        for stat in ("median", "q1", "q3"):
+            out[f"{stat}_{kind}"] = float(summary[f"{kind}_{stat}"])
+        out[kind] = [None if np.isnan(v) else float(v) for v in per_dim[kind]]
+    return out
+
+
+def site_held_out_brain_age(config: EvaluateConfig, x: np.ndarray, age: np.ndarray, site: np.ndarray) -> dict:
+    """Brain age with leave-sites-out folds on the pretraining cohort (ridge, inner-CV alpha).
+
+    Returns:
+        ``folds`` (:func:`anatcl_core.reliability.site_held_out_probe`) and their mean ``mae`` and
+        ``pearson_r``; ``{}`` with fewer than two sites.
+    """
+    sites = sorted(set(site.tolist()))
+    n_groups = min(config.site_held_out_groups, len(sites))
+    if n_groups < 2:
+        return {}
+    groups = [sites[i::n_groups] for i in range(n_groups)]
+    folds = reliability.site_held_out_probe(x, age, site, groups, alpha_grid=config.alpha_grid,
+                                            inner_splits=config.brain_age_cv_splits, seed=config.seed)
+    return {"folds": folds, "mae": float(np.mean([f["mae"] for f in folds])),
+            "pearson_r": float(np.mean([f["pearson_r"] for f in folds]))}
 
 
 def _brain_age(config: EvaluateConfig, x: np.ndarray, table: pd.DataFrame) -> dict:
@@ -152,5 +212,8 @@ def headline(result: dict) -> dict:
     for score, r in result["scores"].items():
         out[f"r_{score}"] = r["pearson_r"]
     if "travelling_icc" in result:
-        out["travelling_icc"] = result["travelling_icc"]
+        out["travelling_icc_2_1_median"] = result["travelling_icc"]
+        out["travelling_site_share"] = result["reliability"]["site_share"]
+    if result.get("site_held_out"):
+        out["site_held_out_mae"] = result["site_held_out"]["mae"]
     return out

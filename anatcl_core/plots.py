@@ -126,3 +126,45 @@ def embedding_maps(maps: Mapping[str, np.ndarray], age: np.ndarray, condition: n
     axes[0, 1].legend(fontsize=7, markerscale=3)
     fig.tight_layout()
     return fig
+
+
+def ablation_panels(panels: Mapping[str, tuple[pd.Series, pd.Series]], labels: Mapping[str, str],
+                    ylabel: str, dpi: int = 100) -> plt.Figure:
+    """One panel per ablation: a metric (mean ± std over seeds) against the variant.
+
+    Args:
+        panels: ablation name -> (means, stds), both indexed by method in display order.
+    """
+    ncols = min(3, max(1, len(panels)))
+    nrows = int(np.ceil(len(panels) / ncols)) if panels else 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), dpi=dpi, squeeze=False)
+    for ax, (name, (mean, std)) in zip(axes.flat, panels.items()):
+        x = np.arange(len(mean))
+        ax.errorbar(x, mean.to_numpy(float), yerr=std.to_numpy(float), fmt="o", capsize=3, color="C0")
+        ax.set_xticks(x)
+        ax.set_xticklabels([labels.get(m, m) for m in mean.index], rotation=30, ha="right", fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def icc_boxes(per_dim: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100) -> plt.Figure:
+    """Distribution over dimensions of the between-site ICC(2,1), one box per method.
+
+    Args:
+        per_dim: long table with columns ``method`` and ``icc_2_1`` (one row per dimension).
+    """
+    methods = list(dict.fromkeys(per_dim["method"]))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(methods) + 2), 3.4), dpi=dpi)
+    data = [per_dim.loc[per_dim["method"] == m, "icc_2_1"].to_numpy(float) for m in methods]
+    ax.boxplot(data, showfliers=True, flierprops={"markersize": 2})
+    ax.set_xticks(np.arange(1, len(methods) + 1))
+    ax.set_xticklabels([labels.get(m, m) for m in methods], rotation=30, ha="right", fontsize=8)
+    ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylabel("ICC(2,1) per dimension")
+    ax.set_title("Between-site reliability on the travelling heads", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -41,6 +41,9 @@ class ReportConfig:
         embedding_seed: pretraining seed whose features the maps show.
         dpi: resolution of the PNG figures.
         labels: display name of each method (methods without one show their key).
+        ablations: ablation name -> its variants (``pretrain.methods`` keys), one table and figure
+            panel each (:mod:`anatcl_core.ablation`).
+        reliability_channels: FreeSurfer descriptors of the reliability section's reference row.
     """
 
     title: str = "AnatCL compendium report"
@@ -48,6 +51,8 @@ class ReportConfig:
     embedding_seed: int = 0
     dpi: int = 100
     labels: dict[str, str] = field(default_factory=dict)
+    ablations: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    reliability_channels: tuple[str, ...] = ("CT", "GMV", "SA")
 
 
 @dataclass
@@ -124,7 +129,7 @@ def numeric_tables(results: Results) -> dict[str, tuple[pd.DataFrame, pd.DataFra
         "brain_age": lambda p: {
             "MAE internal": p["brain_age"]["mae_internal"], "MAE external": p["brain_age"]["mae_external"],
             "site BAcc": p["brain_age"]["site_bacc_internal"], "score": p["brain_age"]["challenge_score"],
-            **({"travelling ICC": p["travelling_icc"]} if "travelling_icc" in p else {})},
+            **({"travelling ICC(2,1)": p["travelling_icc"]} if "travelling_icc" in p else {})},
     }
     return {name: summarise(_per_seed(results, g), results.methods) for name, g in getters.items()}
 

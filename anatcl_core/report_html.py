@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from anatcl_core.ablation import Study
 from anatcl_core.report import ReportConfig, Results
 
 CSS = """
@@ -31,6 +32,11 @@ CAPTIONS = {
     "brain_age": "Brain-age MAE of a ridge probe fitted on the pretraining train split (OpenBHB protocol).",
     "training_curves": "Training loss per epoch (each method's own objective; scales differ between methods).",
     "embedding": "Downstream subjects' features projected to 2-D, coloured by age and by condition.",
+    "ablations": "Ablations: balanced accuracy averaged over the diagnosis tasks against the variant "
+                 "(mean ± std over pretraining seeds; same recipe and budget for every variant).",
+    "icc_distribution": "Between-site ICC(2,1) (two-way random, absolute agreement) of every embedding "
+                        "dimension on the travelling heads (one pretraining seed); descriptors: the "
+                        "FreeSurfer measures of the same scans, the reference.",
     "qc_site_montage": "QC: one subject per site (mid slices).",
     "qc_age_histograms": "QC: age distributions per split (stacked by site) and per downstream group.",
     "qc_descriptor_trajectories": "QC: FreeSurfer measures (mean over regions) against age.",
@@ -87,9 +93,55 @@ def _training_table(results: Results, labels: dict[str, str]) -> pd.DataFrame:
     return table
 
 
+def _figure(name: str, path: Path) -> str:
+    caption = html.escape(CAPTIONS.get(name, name))
+    return (f'<figure><img alt="{html.escape(name)}" src="{_png(path)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _study_sections(study: Study, labels: dict[str, str]) -> list[str]:
+    parts = ["<h2>Ablations</h2>",
+             "<p>Each ablation compares variants trained with the same recipe, budget and seeds. "
+             "Columns: balanced accuracy averaged over the diagnosis tasks, brain-age MAE on the "
+             "external test sites, brain-age MAE with whole sites held out, median between-site "
+             "ICC(2,1) and site share of embedding variance (travelling heads); mean ± std over seeds. "
+             f"Every ablation at once: <code>{html.escape(study.full_grid)}</code> "
+             "(or <code>profiles/ablations.yaml</code>).</p>"]
+    for item in study.ablations:
+        parts.append(f"<h3>{html.escape(item.name)}</h3>")
+        if f"ablation_{item.name}" in study.tables:
+            parts.append(_table(study.tables[f"ablation_{item.name}"]))
+        names = lambda ms: html.escape(", ".join(labels.get(m, m) for m in ms))  # noqa: E731
+        if item.not_run:
+            parts.append(f'<p class="note">Not run in this profile: {names(item.not_run)} '
+                         f"(command: <code>{html.escape(study.commands[item.name])}</code>).</p>")
+        if item.undefined:
+            parts.append(f'<p class="note">Not defined in <code>pretrain.methods</code>: '
+                         f"{html.escape(', '.join(item.undefined))}.</p>")
+    if "ablations" in study.figures:
+        parts.append(_figure("ablations", study.figures["ablations"]))
+    parts += ["<h2>Cross-scanner reliability</h2>",
+              "<p>Travelling heads: every subject scanned at every site. Per embedding dimension, the "
+              "between-site ICC(2,1) (two-way random effects, absolute agreement, single measurement; "
+              "headline) and ICC(3,1) (consistency: site offsets removed); summarised per method by "
+              "the median and quartiles over dimensions; site share = share of the embedding's total "
+              "variance explained by site means; MAE, sites held out = brain-age ridge probe trained "
+              "on the other sites of the pretraining cohort, leave-site-groups-out folds. Mean ± std "
+              "over pretraining seeds; descriptors = the FreeSurfer measures themselves (reference).</p>"]
+    if study.reliability_note:
+        parts.append(f'<p class="note">{html.escape(study.reliability_note)}</p>')
+    if "reliability" in study.tables:
+        parts.append(_table(study.tables["reliability"]))
+    if "icc_distribution" in study.figures:
+        parts.append(_figure("icc_distribution", study.figures["icc_distribution"]))
+    return parts
+
+
 def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dict[str, Path],
-                 config: ReportConfig, cohort_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write ``out_dir/report.html`` and return its path."""
+                 config: ReportConfig, cohort_dir: str | Path, out_dir: str | Path,
+                 study: Study | None = None) -> Path:
+    """Write ``out_dir/report.html`` and return its path (with the ablation and reliability
+    sections of :func:`anatcl_core.ablation.build_study` when ``study`` is given)."""
     labels = config.labels
     summary_path = Path(cohort_dir) / "summary.json"
     cohort = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -117,11 +169,11 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
     training = _training_table(results, labels)
     if training.size:
         parts += ["<h2>Training</h2>", _table(training)]
+    if study is not None:
+        parts += _study_sections(study, labels)
     parts.append("<h2>Figures</h2>")
     for name, path in figures.items():
-        caption = html.escape(CAPTIONS.get(name, name))
-        parts.append(f'<figure><img alt="{html.escape(name)}" src="{_png(path)}">'
-                     f"<figcaption>{caption}</figcaption></figure>")
+        parts.append(_figure(name, path))
     parts += ["<h2>Reading these results</h2>", LIMITS]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(config.title)}</title><style>{CSS}</style></head><body>"

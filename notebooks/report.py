@@ -24,7 +24,7 @@ out_dir = "outputs/report"
 # %%
 from IPython.display import Image, display
 
-from anatcl_core import report, report_html
+from anatcl_core import ablation, report, report_html
 from anatcl_core.config import load_section
 
 config = load_section(params_file, "report", report.ReportConfig)
@@ -48,7 +48,24 @@ for path in figures.values():
     display(Image(filename=str(path)))
 
 # %% [markdown]
+# ## Ablations and cross-scanner reliability
+#
+# Ablations: `params.yaml` → `report.ablations` (variants without results are listed with the command
+# that runs them). Reliability: between-site ICC(2,1) per embedding dimension on the travelling heads,
+# site share of variance, leave-sites-out brain age; FreeSurfer descriptors as the reference.
+
+# %%
+study = ablation.build_study(results.probes, config.ablations, config.reliability_channels,
+                             config.embedding_seed, config.labels, params_file, data_dir, out_dir, config.dpi)
+for name, table in study.tables.items():
+    print(name)
+    display(table)
+for name, path in study.figures.items():
+    display(Image(filename=str(path)))
+print(study.reliability_note or "", "\n".join(f"{k}: {v}" for k, v in study.commands.items()))
+
+# %% [markdown]
 # ## The self-contained report
 
 # %%
-report_html.write_report(results, tables, figures, config, cohort_dir, out_dir)
+report_html.write_report(results, tables, figures, config, cohort_dir, out_dir, study)

@@ -71,6 +71,16 @@ def test_pipeline_end_to_end(tmp_path):
     assert report.count("data:image/png;base64,") >= 5
     assert {p.name for p in (root / "outputs/report/figures").glob("*.png")} >= {
         "radar.png", "embedding.png", "training_curves.png", "brain_age.png"}
+    # ablation and reliability sections: built from the runs that exist, the rest listed with a command
+    assert "<h2>Ablations</h2>" in report and "<h2>Cross-scanner reliability</h2>" in report
+    assert "Not run in this profile" in report and "dvc exp run -S" in report
+    assert "ICC(2,1)" in report and "<th>descriptors</th>" in report  # the reference row
+    assert {"ablations.png", "icc_distribution.png"} <= {
+        p.name for p in (root / "outputs/report/figures").glob("*.png")}
+    assert (root / "outputs/report/tables/reliability.tsv").exists()
+    assert (root / "outputs/report/tables/ablation_supervision.tsv").exists()
+    probes_json = json.loads((root / "outputs/evaluate/anatcl_global-s0/probes.json").read_text())
+    assert probes_json["reliability"]["available"] and probes_json["site_held_out"]["folds"]
     headline = json.loads((root / "outputs/report/metrics.json").read_text())
     assert set(headline) == set(TINY["pretrain"]["run"])
     assert "anatcl_global" in dvc(root, env, "metrics", "show")
