@@ -76,10 +76,11 @@ def variant_metrics(probes: dict[tuple[str, int], dict]) -> pd.DataFrame:
     """Long table ``method, seed, metric, value`` of the ablation columns of every run."""
     rows = []
     for (method, seed), p in probes.items():
-        values = {"MAE external": p["brain_age"]["mae_external"]}
+        values = {}
         if p["diagnosis"]:
             values["BAcc (mean over tasks)"] = float(np.mean([r["balanced_accuracy"]
                                                               for r in p["diagnosis"].values()]))
+        values["MAE external"] = p["brain_age"]["mae_external"]
         if p.get("site_held_out"):
             values["MAE, sites held out"] = p["site_held_out"]["mae"]
         rel = p.get("reliability", {})
@@ -214,10 +215,13 @@ def build_study(probes: dict[tuple[str, int], dict], ablations: dict[str, tuple[
         pd.concat({"mean": mean, "std": std}, axis=1).to_csv(tables_dir / f"ablation_{item.name}.tsv", sep="\t")
         text = mean.map(lambda v: f"{v:.3f}") + " ± " + std.map(lambda v: f"{v:.3f}")
         text.index = [labels.get(m, m) for m in mean.index]
+        text.columns.name = None
         tables[f"ablation_{item.name}"] = text
         metric = "BAcc (mean over tasks)"
         if metric in mean:
             panels[item.name] = (mean[metric], std[metric])
+    compared = {k: v for k, v in panels.items() if len(v[0]) > 1}  # single-variant panels compare nothing
+    panels = compared or panels
     figures = {}
     if panels:
         figures["ablations"] = plots.ablation_panels(panels, labels, "balanced accuracy (mean over tasks)", dpi)
