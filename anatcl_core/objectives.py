@@ -89,7 +89,7 @@ class Objective(nn.Module):
             self.regression_head = nn.Linear(feature_dim, 1)
 
     def forward(self, features: torch.Tensor, projections: torch.Tensor, age_years: torch.Tensor,
-                age_z: torch.Tensor, descriptors: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                age_z: torch.Tensor, descriptors: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of a batch.
 
         Args:
@@ -99,12 +99,13 @@ class Objective(nn.Module):
             descriptors: ``(B, C, R)`` normalised FreeSurfer descriptors.
 
         Returns:
-            ``(loss, parts)`` with ``parts`` plain floats for the training curves.
+            ``(loss, parts)``: ``parts`` are detached scalar tensors on the inputs' device (the
+            trainer sums them there and reads them once per epoch: no host sync per step).
         """
         objective = self.config.objective
         if objective == "anatcl":
             loss, parts = self.loss(projections, age_years, descriptors)
-            return loss, {k: v.item() for k, v in parts.items()}
+            return loss, {k: v.detach() for k, v in parts.items()}
         if objective == "simclr":
             w = delta_kernel(projections.shape[0], device=projections.device, dtype=projections.dtype)
             return self.loss(projections, w), {}
