@@ -180,6 +180,8 @@ class AnatCLLoss(nn.Module):
         method: ``"yaware"``, ``"expw"`` or ``"threshold"``.
         mode: ``"global"`` or ``"local"`` anatomical kernel.
         mapping: cosine -> weight mapping, ``"affine"`` or ``"relu"``.
+        anat_method: denominator of the anatomical term alone (``None``: ``method``), for the
+            ablation that varies only the anatomical term's denominator.
     """
 
     def __init__(
@@ -191,9 +193,12 @@ class AnatCLLoss(nn.Module):
         method: str = "yaware",
         mode: str = "global",
         mapping: str = "affine",
+        anat_method: str | None = None,
     ) -> None:
         super().__init__()
         _check_hparams(temperature, method)
+        anat_method = method if anat_method is None else anat_method
+        _check_hparams(temperature, anat_method)
         for name, lam in (("lambda_anat", lambda_anat), ("lambda_age", lambda_age)):
             if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {lam!r}")
@@ -208,6 +213,7 @@ class AnatCLLoss(nn.Module):
         self.lambda_anat, self.lambda_age = float(lambda_anat), float(lambda_age)
         self.sigma_years, self.temperature = float(sigma_years), float(temperature)
         self.method, self.mode, self.mapping = method, mode, mapping
+        self.anat_method = anat_method
 
     def forward(
         self, z: torch.Tensor, age: torch.Tensor | None, descriptors: torch.Tensor | None
@@ -229,7 +235,7 @@ class AnatCLLoss(nn.Module):
             if descriptors is None:
                 raise ValueError("descriptors are required when lambda_anat > 0")
             w_anat = anatomical_kernel(descriptors.to(z.device), self.mode, self.mapping)  # (B, B)
-            term = weighted_infonce(z, w_anat, self.temperature, self.method)
+            term = weighted_infonce(z, w_anat, self.temperature, self.anat_method)
             total = total + self.lambda_anat * term
             parts["anat"] = term.detach().clone()
         if self.lambda_age > 0:
@@ -244,4 +250,5 @@ class AnatCLLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"lambda_anat={self.lambda_anat}, lambda_age={self.lambda_age}, "
                 f"sigma_years={self.sigma_years}, temperature={self.temperature}, "
-                f"method={self.method!r}, mode={self.mode!r}, mapping={self.mapping!r}")
+                f"method={self.method!r}, anat_method={self.anat_method!r}, mode={self.mode!r}, "
+                f"mapping={self.mapping!r}")

@@ -24,6 +24,8 @@ from anatcl_core.kernels import delta_kernel
 from anatcl_core.losses import AnatCLLoss, WeightedInfoNCE
 
 OBJECTIVES: tuple[str, ...] = ("anatcl", "simclr", "supervised", "random")
+#: ``pretrain`` recipe keys a method may override (ablation variants).
+RECIPE_OVERRIDES: tuple[str, ...] = ("channels", "sigma_years", "temperature", "mapping", "depth", "base_width")
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,13 @@ class MethodConfig:
         lambda_age: weight of the age term (``anatcl`` only).
         mode: anatomical kernel, ``global`` (per measure across regions) or ``local`` (per region).
         method: weighted-InfoNCE variant, ``yaware``, ``expw`` or ``threshold`` (REFERENCE §1.1).
+        anat_method: the anatomical term's own variant (``None``: ``method``), for the ablation
+            of the anatomical term's denominator alone.
         augmentation: names from :mod:`anatcl_core.data.augment` applied to each view; ``[none]``
             gives two identical views (upstream AnatCL, REFERENCE §1.4).
+        channels, sigma_years, temperature, mapping, depth, base_width: per-method overrides of
+            the shared ``pretrain`` recipe key of the same name (``None``: the shared value), so an
+            ablation variant changes one thing (:meth:`~anatcl_core.train.PretrainConfig.for_method`).
     """
 
     objective: Literal["anatcl", "simclr", "supervised", "random"]
@@ -45,7 +52,18 @@ class MethodConfig:
     lambda_age: float = 0.0
     mode: Literal["global", "local"] = "global"
     method: Literal["yaware", "expw", "threshold"] = "yaware"
+    anat_method: Literal["yaware", "expw", "threshold"] | None = None
     augmentation: tuple[str, ...] = ("none",)
+    channels: tuple[str, ...] | None = None
+    sigma_years: float | None = None
+    temperature: float | None = None
+    mapping: Literal["affine", "relu"] | None = None
+    depth: Literal["resnet18", "resnet34", "resnet50"] | None = None
+    base_width: int | None = None
+
+    def overrides(self) -> dict:
+        """The shared-recipe keys this method sets itself."""
+        return {k: getattr(self, k) for k in RECIPE_OVERRIDES if getattr(self, k) is not None}
 
     def __post_init__(self) -> None:
         if self.objective == "anatcl" and not (self.lambda_anat > 0 or self.lambda_age > 0):
@@ -82,7 +100,7 @@ class Objective(nn.Module):
         self.regression_head: nn.Module | None = None
         if method.objective == "anatcl":
             self.loss = AnatCLLoss(method.lambda_anat, method.lambda_age, sigma_years, temperature,
-                                   method.method, method.mode, mapping)
+                                   method.method, method.mode, mapping, method.anat_method)
         elif method.objective == "simclr":
             self.loss = WeightedInfoNCE(temperature, "yaware")
         elif method.objective == "supervised":

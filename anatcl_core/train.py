@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -102,6 +102,16 @@ class PretrainConfig:
             raise ValueError(f"run lists {missing}, not defined under methods ({sorted(self.methods)})")
         if self.batch_size < 2 or self.epochs < 0 or self.learning_rate <= 0:
             raise ValueError("need batch_size >= 2, epochs >= 0 and learning_rate > 0")
+
+    def for_method(self, method: str) -> "PretrainConfig":
+        """This config with ``method``'s own recipe overrides applied (idempotent).
+
+        Raises:
+            KeyError: if ``method`` is not defined under ``methods``.
+        """
+        if method not in self.methods:
+            raise KeyError(f"unknown method {method!r}; defined: {sorted(self.methods)}")
+        return replace(self, **self.methods[method].overrides())
 
     def recipe(self, method: str, seed: int) -> dict:
         """Plain dict of everything that determines a run (saved in the checkpoint)."""
@@ -265,8 +275,12 @@ def pretrain(
         FloatingPointError: the loss became NaN or infinite (the message says where).
         ValueError: too few subjects, or a batch that does not split over the ranks.
     """
-    if method not in config.methods:
-        raise KeyError(f"unknown method {method!r}; defined: {sorted(config.methods)}")
+    config = config.for_method(method)
+    if data.normalizer.channels != tuple(config.channels):
+        raise ValueError(
+            f"method {method!r} uses descriptors {list(config.channels)} but the train data were loaded with "
+            f"{list(data.normalizer.channels)}: load them with config.for_method({method!r})"
+        )
     torch.set_num_threads(config.num_threads)
     wanted = resolve_device(device)
     ctx = distributed.init_from_env(backend="nccl" if wanted.type == "cuda" else "gloo",
@@ -462,7 +476,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = load_section(args.params, "pretrain", PretrainConfig)
+    config = load_section(args.params, "pretrain", PretrainConfig).for_method(args.method)
     out_dir = args.out_dir or f"outputs/pretrain/{args.method}-s{args.seed}"
     ctx = distributed.init_from_env(backend="nccl" if resolve_device(args.device).type == "cuda" else "gloo",
                                     device=None if args.device in ("auto", "cuda") else args.device)

@@ -28,7 +28,7 @@ import pandas as pd
 from anatcl_core import train
 from anatcl_core.config import load_section
 
-config = load_section(params_file, "pretrain", train.PretrainConfig)
+config = load_section(params_file, "pretrain", train.PretrainConfig).for_method(method)
 config.methods[method]
 
 # %% [markdown]

@@ -327,3 +327,18 @@ def test_anatcl_loss_validation():
     z, age, _ = _batch()
     with pytest.raises(ValueError, match="descriptors are required"):
         AnatCLLoss()(z, age, None)
+
+
+def test_anat_method_changes_only_the_anatomical_term():
+    torch.manual_seed(3)
+    z = torch.randn(6, 2, 8, dtype=torch.float64)
+    age = torch.rand(6, dtype=torch.float64) * 50 + 20
+    desc = torch.randn(6, 3, 10, dtype=torch.float64)
+    _, base = AnatCLLoss()(z, age, desc)
+    _, mixed = AnatCLLoss(anat_method="threshold")(z, age, desc)
+    assert torch.equal(mixed["age"], base["age"])
+    w_anat = anatomical_kernel(desc, "global", "affine")
+    assert torch.allclose(mixed["anat"], weighted_infonce(z, w_anat, 0.1, "threshold"), atol=1e-12)
+    assert not torch.allclose(mixed["anat"], base["anat"])
+    with pytest.raises(ValueError, match="method"):
+        AnatCLLoss(anat_method="simclr")

@@ -160,3 +160,30 @@ def test_checkpoint_of_other_code_or_data_is_not_resumed(tmp_path, data):
     history = train.pretrain(config, "anatcl_global", 0, other, tmp_path, progress=False)
     assert all(np.isfinite(row["seconds"]) for row in history)  # both epochs trained here, none restored
     assert len(train.code_fingerprint()) == 40
+
+
+def test_method_overrides_change_one_recipe_key(cohort, tmp_path):
+    methods = {
+        **METHODS,
+        "anatcl_ct": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "channels": ["CT"]},
+        "anatcl_tau": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "temperature": 0.5,
+                       "depth": "resnet34"},
+    }
+    config = tiny_config(methods=methods, run=list(methods), epochs=1)
+    tau = config.for_method("anatcl_tau")
+    assert (tau.temperature, tau.depth, tau.channels) == (0.5, "resnet34", ("CT", "GMV", "SA"))
+    assert tau.for_method("anatcl_tau") == tau  # idempotent
+    assert config.for_method("anatcl_global") == config  # no overrides: unchanged
+    with pytest.raises(KeyError, match="unknown method"):
+        config.for_method("anatcl_cortex")
+    ct = config.for_method("anatcl_ct")
+    assert ct.channels == ("CT",)
+    default_data = train.load_train_data(cohort, config, progress=False)
+    with pytest.raises(ValueError, match=r"descriptors \['CT'\].*for_method"):
+        train.pretrain(config, "anatcl_ct", 0, default_data, tmp_path / "bad", progress=False)
+    ct_data = train.load_train_data(cohort, ct, progress=False)
+    assert ct_data.descriptors.shape[1] == 1
+    train.pretrain(config, "anatcl_ct", 0, ct_data, tmp_path / "ct", progress=False)
+    state = safe_load(tmp_path / "ct" / "checkpoint.pt")
+    assert state["config"]["channels"] == ["CT"]
+    assert state["normalizer"]["channels"] == ["CT"]
