@@ -165,6 +165,46 @@ def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | No
     return tables
 
 
+def observations(bacc: pd.DataFrame, brain_age: pd.DataFrame, labels: dict[str, str],
+                 floor: str = "random") -> list[str]:
+    """Plain-language findings computed from the result tables (nothing in them is hard-coded).
+
+    Args:
+        bacc: mean balanced accuracy, methods x tasks, with an ``average`` column.
+        brain_age: mean brain-age table, methods x (``MAE internal``, ``MAE external``, ...).
+        labels: display names of the methods.
+        floor: the method every other is compared with (the randomly initialised encoder).
+
+    Returns:
+        One sentence per finding; empty when the tables lack what a finding needs.
+    """
+    name = lambda m: labels.get(m, m)  # noqa: E731
+    found = []
+    if "average" in bacc.columns and floor in bacc.index and len(bacc.index) > 1:
+        trained = bacc["average"].drop(index=floor)
+        best, floor_bacc = trained.idxmax(), float(bacc.loc[floor, "average"])
+        if floor_bacc >= trained.max():
+            found.append(
+                f"The randomly initialised encoder ({name(floor)}) reaches a mean balanced accuracy of "
+                f"{floor_bacc:.3f}, at or above every trained method (best: {name(best)}, {trained.max():.3f}): "
+                "on this cohort the diagnosis probes show no benefit of pretraining."
+            )
+        else:
+            found.append(
+                f"The best trained method on diagnosis, {name(best)} ({trained.max():.3f}), is "
+                f"{trained.max() - floor_bacc:+.3f} above the random-init floor ({floor_bacc:.3f})."
+            )
+    if {"MAE internal", "MAE external"} <= set(brain_age.columns) and len(brain_age.index):
+        ratio = brain_age["MAE external"] / brain_age["MAE internal"]
+        external = brain_age["MAE external"]
+        found.append(
+            f"Brain-age error on unseen sites is {ratio.min():.1f}-{ratio.max():.1f} times the error on seen sites "
+            f"({external.min():.1f}-{external.max():.1f} years on unseen sites): the probes do not transfer to "
+            "scanners they have not seen."
+        )
+    return found
+
+
 def _conditions(frame: pd.DataFrame) -> np.ndarray:
     """Group of each downstream subject: the task whose case it is, else ``control``."""
     condition = np.full(len(frame), "control", dtype=object)

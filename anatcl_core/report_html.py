@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from anatcl_core.ablation import Study
-from anatcl_core.report import ReportConfig, Results
+from anatcl_core.report import ReportConfig, Results, numeric_tables, observations
 
 CSS = """
 body { font-family: Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -150,6 +150,10 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
              f"<p>Methods: {html.escape(', '.join(labels.get(m, m) for m in results.methods))}; "
              f"pretraining seeds {seeds}. Tables give mean ± std over seeds; every number is read "
              "from the pipeline's stage outputs.</p>"]
+    numeric = numeric_tables(results)
+    found = observations(numeric["diagnosis_bacc"][0], numeric["brain_age"][0], labels)
+    if found:
+        parts += ["<h2>Observations</h2>", "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>"]
     if cohort:
         parts += ["<h2>Cohort</h2>", f"<pre>{html.escape(json.dumps(cohort, indent=1))}</pre>"]
     sections = [
