@@ -369,16 +369,20 @@ def load_model(path: str | os.PathLike, **overrides: Any) -> nn.Module:
     ones take ``build_model``'s defaults), applies ``overrides`` (same keys), builds the network and
     loads ``checkpoint["model"]``.
     """
+    return model_from_checkpoint(safe_load(path), str(path), **overrides)
+
+
+def model_from_checkpoint(checkpoint: Any, source: str, **overrides: Any) -> nn.Module:
+    """:func:`load_model` on a checkpoint already read by :func:`safe_load` (``source`` names it in errors)."""
     from anatcl_core.models import build_model  # models imports this module
 
     unknown = sorted(set(overrides) - set(MODEL_CONFIG_KEYS))
     if unknown:
         raise ValueError(f"load_model: unknown overrides {unknown}; expected {MODEL_CONFIG_KEYS}")
-    checkpoint = safe_load(path)
     if not isinstance(checkpoint, dict) or not {"model", "config"} <= set(checkpoint):
-        raise KeyError(f"{path}: expected a dict with 'model' and 'config' entries")
+        raise KeyError(f"{source}: expected a dict with 'model' and 'config' entries")
     config = {k: v for k, v in dict(checkpoint["config"]).items() if k in MODEL_CONFIG_KEYS}
     config.update(overrides)
     model = build_model(**config)
-    load_state_dict_checked(model, checkpoint["model"], source=str(path))
+    load_state_dict_checked(model, checkpoint["model"], source=source)
     return model.eval()

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from anatcl_core.checkpoint import load_model, safe_load
+from anatcl_core.checkpoint import model_from_checkpoint, safe_load
 from anatcl_core.data import io, layout
 from anatcl_core.data.manifest import ManifestDataset
 from anatcl_core.data.openbhb import OpenBHB
@@ -109,8 +109,9 @@ def load_arrays(arrays_dir: str | Path, data_dir: str | Path, crop) -> dict[str,
 
 def load_encoder(checkpoint: str | Path) -> tuple[nn.Module, dict]:
     """The frozen encoder of a pretraining checkpoint and the run's settings (``config``)."""
-    model = load_model(checkpoint)
-    config = dict(safe_load(checkpoint)["config"])
+    state = safe_load(checkpoint)  # read once: weights and the run's settings
+    model = model_from_checkpoint(state, str(checkpoint))
+    config = dict(state["config"])
     encoder = model.encoder.eval()
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
