@@ -24,8 +24,9 @@ test: $(STAMP)
 
 env: $(STAMP)
 
-# Recreated whenever a pin changes. The torch pin takes the CPU wheel; envcheck fails on a CUDA
-# build installed on a machine without a GPU.
+# Recreated whenever a pin changes. torch==2.13.0 comes as whatever build the index serves (CUDA on
+# the public index for Linux x86-64, CPU-only from the CPU index); envcheck prints which one and
+# where it will run, with a one-line note (never a failure) when build and machine differ.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt

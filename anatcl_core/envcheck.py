@@ -1,44 +1,54 @@
-"""Check that the installed PyTorch suits this machine.
+"""Report which PyTorch build is installed and whether it will use this machine's GPU.
 
-The project pins the CPU wheel of torch. A CUDA build on a machine without a GPU is several GB of
-dead weight and the usual sign that an unpinned requirement pulled torch from the index again, so
-it is an error here. Run as ``python -m anatcl_core.envcheck`` (the Makefile does, after install).
+``requirements.txt`` pins ``torch==2.13.0`` by version only, so the index decides the build: the
+public index serves the CUDA build on Linux x86-64 (it runs on CPUs as well, several GB larger),
+the CPU index (see the README) the CPU-only wheel. Every combination works, so nothing here fails
+the install: a CUDA build on a machine without a GPU, or a CPU build on a machine with one, is a
+one-line note. Run as ``python -m anatcl_core.envcheck`` (the Makefile does, after install).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
-logger = logging.getLogger(__name__)
+CPU_INDEX_HINT = (
+    "for the smaller CPU-only wheel: pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0"
+)
 
 
-def torch_build_problem(cuda_version: str | None, gpu_available: bool) -> str | None:
-    """Return why a torch build does not suit this machine, or ``None`` if it does.
+def torch_build_note(cuda_version: str | None, gpu_available: bool) -> str | None:
+    """Return a one-line note when the torch build and the machine do not match, else ``None``.
 
     Args:
         cuda_version: ``torch.version.cuda`` of the installed build (``None`` for a CPU build).
         gpu_available: whether a CUDA device is visible.
 
     Returns:
-        A one-line explanation, or ``None``.
+        A one-line note (never an error: every combination runs), or ``None``.
     """
     if cuda_version is not None and not gpu_available:
-        return (
-            f"torch is a CUDA {cuda_version} build but this machine has no GPU: reinstall the CPU wheel "
-            "with `pip install torch==2.13.0` (requirements.txt pins it; something unpinned pulled CUDA)"
-        )
+        return f"torch is a CUDA {cuda_version} build and this machine has no GPU: it runs on the CPU ({CPU_INDEX_HINT})"
+    if cuda_version is None and gpu_available:
+        return "torch is a CPU-only build although a GPU is visible: training will not use it"
     return None
 
 
+def describe(version: str, cuda_version: str | None, gpu_available: bool) -> str:
+    """One status line: the torch version, its build and the device training will use."""
+    build = f"CUDA {cuda_version} build" if cuda_version else "CPU build"
+    device = "GPU" if cuda_version and gpu_available else "CPU"
+    return f"envcheck: torch {version} ({build}), training runs on the {device}"
+
+
 def main() -> int:
+    """Print the status line and, where build and machine differ, a note; always succeeds."""
     import torch
 
-    problem = torch_build_problem(torch.version.cuda, torch.cuda.is_available())
-    if problem:
-        print(f"envcheck: {problem}", file=sys.stderr)
-        return 1
-    print(f"envcheck: torch {torch.__version__} ({'CUDA ' + torch.version.cuda if torch.version.cuda else 'CPU build'}) ok")
+    cuda_version, gpu = torch.version.cuda, torch.cuda.is_available()
+    print(describe(torch.__version__, cuda_version, gpu))
+    note = torch_build_note(cuda_version, gpu)
+    if note:
+        print(f"envcheck: note: {note}")
     return 0
 
 

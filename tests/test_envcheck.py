@@ -1,15 +1,44 @@
-"""The install check refuses a CUDA torch on a machine without a GPU."""
+"""The install check passes with a note for every torch build on every machine (issue 10, item 4)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
-from anatcl_core.envcheck import torch_build_problem
+from anatcl_core import envcheck
 
 
-def test_cuda_build_without_gpu_is_refused():
-    assert "no GPU" in torch_build_problem("12.8", gpu_available=False)
-    assert torch_build_problem("12.8", gpu_available=True) is None
-    assert torch_build_problem(None, gpu_available=False) is None
+@pytest.mark.parametrize(
+    ("cuda_version", "gpu", "device", "note"),
+    [
+        ("12.8", False, "CPU", "no GPU"),  # the public index's build on a stock CPU-only box
+        ("12.8", True, "GPU", None),  # the same pinned install on a GPU machine
+        (None, False, "CPU", None),  # the CPU-index wheel (this machine)
+        (None, True, "CPU", "CPU-only build"),
+    ],
+)
+def test_main_passes_for_both_builds(monkeypatch, capsys, cuda_version, gpu, device, note):
+    monkeypatch.setattr(torch.version, "cuda", cuda_version)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    assert envcheck.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"training runs on the {device}")
+    if note is None:
+        assert len(lines) == 1
+    else:
+        assert len(lines) == 2 and note in lines[1]
+    if cuda_version and not gpu:
+        assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in lines[1]
 
 
-def test_installed_torch_suits_this_machine():
-    assert torch_build_problem(torch.version.cuda, torch.cuda.is_available()) is None
+def test_cpu_hint_names_the_pinned_version():
+    pin = next(line for line in (Path(__file__).parents[1] / "requirements.txt").read_text().splitlines() if line.startswith("torch=="))
+    assert pin.strip() in envcheck.CPU_INDEX_HINT
+
+
+def test_module_runs_and_exits_zero_here():
+    done = subprocess.run([sys.executable, "-m", "anatcl_core.envcheck"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"envcheck: torch {torch.__version__}")
