@@ -27,9 +27,12 @@ env: $(STAMP)
 # Recreated whenever a pin changes. torch==2.13.0 comes as whatever build the index serves (CUDA on
 # the public index for Linux x86-64, CPU-only from the CPU index); envcheck prints which one and
 # where it will run, with a one-line note (never a failure) when build and machine differ.
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+# requirements-test.txt: test-only clients (nidl, anatcl) without their dependencies, whose declared
+# pins conflict with ours (that file says why).
+$(STAMP): requirements.txt constraints.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m anatcl_core.envcheck
 	touch $(STAMP)
@@ -44,7 +47,7 @@ data-update: $(STAMP)
 
 # Re-pin every transitive dependency after editing requirements.txt.
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v -E '^pip==' | sed 's/+cpu//' > constraints.txt
+	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v -E '^(pip|nidl|anatcl)==' | sed 's/+cpu//' > constraints.txt
 
 clean-env:
 	rm -rf $(VENV)

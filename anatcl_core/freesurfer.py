@@ -22,6 +22,18 @@ CHANNELS: tuple[str, ...] = (
     "intrinsic_curvature_index",
 )
 
+#: The same channels as OpenBHB's ``resource/freesurfer_channels.txt`` names them (FreeSurfer's
+#: aparcstats measure names), in :data:`CHANNELS` order.
+PUBLISHED_CHANNELS: tuple[str, ...] = (
+    "surface_area_mm^2",
+    "gray_matter_volume_mm^3",
+    "average_thickness_mm",
+    "thickness_stddev_mm",
+    "integrated_rectified_mean_curvature_mm^-1",
+    "integrated_rectified_gaussian_curvature_mm^-2",
+    "intrinsic_curvature_index",
+)
+
 #: Short names used in params.yaml and in the paper (CT, GMV, SA).
 CHANNEL_ALIASES: dict[str, str] = {
     "SA": "surface_area",
@@ -66,6 +78,20 @@ def channel_index(name: str) -> int:
         valid = ", ".join(list(CHANNEL_ALIASES) + list(CHANNELS))
         raise KeyError(f"unknown FreeSurfer channel {name!r}; expected one of: {valid}")
     return CHANNELS.index(full)
+
+
+def canonical_channel(name: str) -> str:
+    """:data:`CHANNELS` name of a channel given by its published name, full name or alias.
+
+    Raises:
+        KeyError: for any other name; the message names it and the published names.
+    """
+    if name in PUBLISHED_CHANNELS:
+        return CHANNELS[PUBLISHED_CHANNELS.index(name)]
+    full = CHANNEL_ALIASES.get(name, name)
+    if full not in CHANNELS:
+        raise KeyError(f"unknown FreeSurfer channel {name!r}; expected one of: {', '.join(PUBLISHED_CHANNELS)}")
+    return full
 
 
 def select_channels(table: np.ndarray, names: Sequence[str]) -> np.ndarray:

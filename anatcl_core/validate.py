@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from anatcl_core.data import io, layout
+from anatcl_core.data import io, layout, resources
 from anatcl_core.data.manifest import manifest_file, read_manifest_raw, score_columns, task_columns
 from anatcl_core.data.openbhb import REQUIRED_PARTICIPANT_COLUMNS, SEX_CODES
 from anatcl_core.freesurfer import CHANNELS
@@ -153,23 +153,33 @@ def check_volume(
     return problems, found
 
 
-def check_roi(path: str | Path, participant_id: str | None = None) -> list[Problem]:
-    """A FreeSurfer Desikan table: shape (7, 68), finite, channels present and in range."""
-    problems: list[Problem] = []
+def check_roi(path: str | Path, participant_id: str | None = None,
+              order: tuple[list[int], list[int]] | None = None) -> list[Problem]:  # fmt: skip
+    """A per-subject FreeSurfer Desikan ``.npy``: see :func:`check_roi_table`.
 
-    def add(message: str) -> None:
-        problems.append(Problem(str(path), participant_id, message))
-
+    ``order`` is the root's ``(rows, cols)`` permutation to the canonical order
+    (:func:`resources.table_order`); None keeps the file's order.
+    """
     if not Path(path).is_file():
-        add("missing file (expected a (7, 68) FreeSurfer Desikan table)")
-        return problems
+        return [Problem(str(path), participant_id, "missing file (expected a (7, 68) FreeSurfer Desikan table)")]
     try:
         table = np.load(path, allow_pickle=False)
     except Exception as err:
-        add(f"cannot read ROI table ({type(err).__name__}: {err})")
-        return problems
+        return [Problem(str(path), participant_id, f"cannot read ROI table ({type(err).__name__}: {err})")]
     if table.ndim == 3 and table.shape[0] == 1:
         table = table[0]
+    if order is not None and table.shape == ROI_SHAPE:
+        table = table[order[0]][:, order[1]]
+    return check_roi_table(table, path, participant_id)
+
+
+def check_roi_table(table: np.ndarray, where: str | Path, participant_id: str | None = None) -> list[Problem]:
+    """A FreeSurfer Desikan table in canonical order: shape (7, 68), finite, channels present and in range."""
+    problems: list[Problem] = []
+
+    def add(message: str) -> None:
+        problems.append(Problem(str(where), participant_id, message))
+
     if table.shape != ROI_SHAPE:
         add(f"ROI table of shape {table.shape}; expected {ROI_SHAPE} (FreeSurfer channels x regions)")
         return problems
@@ -184,6 +194,29 @@ def check_roi(path: str | Path, participant_id: str | None = None) -> list[Probl
             add(f"channel {name} has negative values (min {values.min():.3g}); expected >= 0")
         elif upper is not None and values.max() > upper:
             add(f"channel {name} max {values.max():.4g} > {upper:g}: implausible for a Desikan region")
+    return problems
+
+
+def _roi_checks(root: Path, subjects: list[tuple[str, str]]) -> list[Problem]:
+    """Every subject's Desikan table, from the per-split CSVs when the root holds them, else per subject."""
+    try:
+        order = resources.table_order(root)
+        folders = resources.csv_folders(root, sorted({s for _, s in subjects}) or layout.SPLITS)
+        tables = {f: resources.read_tables(root, f) for f in folders or ()}
+    except ValueError as err:  # ResourceError or an unreadable CSV: the message names the file
+        return [Problem(str(root), None, str(err))]
+    problems: list[Problem] = []
+    for pid, split in subjects:
+        if folders is None:
+            problems += check_roi(layout.subject_file(root, split, pid, layout.DESIKAN_KIND), pid, order)
+            continue
+        folder = layout.SPLIT_FOLDER[split]
+        table = tables[folder].get(pid, tables[folder].get(str(int(pid))) if pid.isdigit() else None)
+        csv = resources.roi_csv_path(root, folder)
+        if table is None:
+            problems.append(Problem(str(csv), pid, "no row for this subject in the ROI CSV"))
+        else:
+            problems += check_roi_table(table, csv, pid)
     return problems
 
 
@@ -277,7 +310,7 @@ def validate_openbhb(
         volume_problems, voxel = check_volume(vbm, pid, voxel_mm)
         problems += volume_problems
         found.append((str(vbm), pid, voxel))
-        problems += check_roi(layout.subject_file(root, split, pid, layout.DESIKAN_KIND), pid)
+    problems += _roi_checks(root, subjects)
     return problems + _cohort_voxel_size(found)
 
 

@@ -1,6 +1,9 @@
-"""OpenBHB reader for the per-subject layout (a local OpenBHB copy or the synthetic cohort).
+"""OpenBHB reader for both published layouts (a local OpenBHB copy or the synthetic cohort).
 
-Layout and file kinds: :mod:`anatcl_core.data.layout`. Images are memory-mapped
+Layout and file kinds: :mod:`anatcl_core.data.layout`. FreeSurfer tables come from the per-split
+CSVs when the root holds them (the current release), else from per-subject ``.npy`` files (older
+copies); channel and region names come from ``resource/`` when present
+(:mod:`anatcl_core.data.resources`), so CT/GMV/SA are selected by the names the root declares. Images are memory-mapped
 (``np.load(mmap_mode="r")``) and read lazily in ``__getitem__`` (torchio's pattern), or stacked once
 into a compact in-memory array with :meth:`OpenBHB.images` for fast CPU training. Images are raw
 modulated GM values (upstream applies no intensity rescaling), centre-cropped along the second
@@ -19,7 +22,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from anatcl_core.data import io, layout
+from anatcl_core.data import io, layout, resources
+from anatcl_core.data.resources import read_roi_csv  # noqa: F401  (public here since the first release)
 from anatcl_core.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
 
 log = logging.getLogger(__name__)
@@ -64,31 +68,6 @@ def read_participants(root: str | Path) -> pd.DataFrame:
     return frame
 
 
-def read_roi_csv(path: str | Path, n_channels: int = len(CHANNELS)) -> tuple[list[str], np.ndarray]:
-    """OpenBHB's per-split ROI CSV as ``(participant_ids, tables (N, n_channels, R))``.
-
-    Assumed flattening: every column other than ``participant_id`` / ``session`` (and an unnamed
-    index) is a value, in file order, and each row is the **channel-major** flattening of the
-    ``(7, R)`` table, i.e. ``row.reshape(7, R)`` in C order (all regions of channel 0, then channel
-    1, ...), the order ``np.ndarray.ravel`` of the ``.npy`` table gives.
-
-    Raises:
-        ValueError: no ``participant_id`` column, a value count not divisible by ``n_channels``,
-            or duplicate ids.
-    """
-    frame = pd.read_csv(path, sep=None, engine="python", dtype={"participant_id": str})
-    if "participant_id" not in frame.columns:
-        raise ValueError(f"{path}: expected a 'participant_id' column, got {list(frame.columns)[:5]}")
-    meta = {"participant_id", "session"} | {c for c in frame.columns if str(c).startswith("Unnamed")}
-    values = frame[[c for c in frame.columns if c not in meta]].to_numpy(dtype=np.float32)
-    if values.shape[1] == 0 or values.shape[1] % n_channels:
-        raise ValueError(f"{path}: {values.shape[1]} value columns; expected a multiple of {n_channels}")
-    ids = frame["participant_id"].tolist()
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: duplicate participant_id values")
-    return ids, values.reshape(len(ids), n_channels, -1)  # (N, 7, R), C order = channel-major
-
-
 class OpenBHB(Dataset):
     """OpenBHB (per-subject layout) as a PyTorch dataset.
 
@@ -98,7 +77,8 @@ class OpenBHB(Dataset):
         crop: ``"upstream"`` (:func:`io.resolve_crop`), an explicit ``(x, y, z)`` or None.
         channels: FreeSurfer descriptors returned per item, by name (``("CT", "GMV", "SA")``).
         in_memory: stack every image once (:meth:`images`) instead of reading lazily.
-        roi_csv: optional OpenBHB per-split ROI CSV(s) used instead of the per-subject ``.npy``.
+        roi_csv: ROI CSV(s) to use instead of what the root holds (default: the root's per-split
+            CSVs when it has them for every selected split, else the per-subject ``.npy`` tables).
         dtype: in-memory dtype (``np.float32`` or ``np.float16``); items are always float32.
 
     An item is ``dict(image (1, X, Y, Z) float32, age float, sex int, site, descriptors (C, 68)
@@ -128,7 +108,8 @@ class OpenBHB(Dataset):
         self.channels = tuple(channels)
         select_channels(np.zeros((len(CHANNELS), 1)), self.channels)  # fail early on a bad name
         self.sex = encode_sex(self.participants["sex"], f"{self.root / layout.PARTICIPANTS_FILE}")
-        self._roi_csv = self._read_roi_csvs(roi_csv) if roi_csv is not None else None
+        self._rows, self._cols = resources.table_order(self.root)  # file order -> canonical (7, 68)
+        self._roi_csv = self._read_roi_csvs(roi_csv) if roi_csv is not None else self._root_csvs()
         self._images = self.images(dtype=dtype) if in_memory else None
 
     def __len__(self) -> int:
@@ -156,6 +137,8 @@ class OpenBHB(Dataset):
             table = table[0]
         if table.ndim != 2 or table.shape[0] != len(CHANNELS):
             raise ValueError(f"{path}: ROI table of shape {table.shape}; expected (7, R)")
+        if table.shape[1] == len(self._cols):
+            table = table[self._rows][:, self._cols]  # the root's names -> canonical order
         return np.asarray(table, dtype=np.float32)
 
     def descriptor_tables(self) -> np.ndarray:
@@ -191,11 +174,29 @@ class OpenBHB(Dataset):
             "participant_id": str(row["participant_id"]),
         }
 
-    @staticmethod
-    def _read_roi_csvs(paths: str | Path | Sequence[str | Path]) -> dict[str, np.ndarray]:
+    def _read_roi_csvs(self, paths: str | Path | Sequence[str | Path]) -> dict[str, np.ndarray]:
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         tables: dict[str, np.ndarray] = {}
         for path in paths:
             ids, values = read_roi_csv(path)
+            if values.shape[2] == len(self._cols):
+                values = values[:, self._rows][:, :, self._cols]  # canonical order
             tables.update(zip(ids, values))
         return tables
+
+    def _root_csvs(self) -> dict[str, np.ndarray] | None:
+        """The root's per-split CSV tables keyed by this reader's ids, or None (per-subject files)."""
+        folders = resources.csv_folders(self.root, self.splits)
+        if folders is None:
+            return None
+        tables: dict[str, np.ndarray] = {}
+        for folder in folders:
+            tables.update(resources.read_tables(self.root, folder))
+        # nidl and the release store ids as integers: "0012" in participants.tsv is 12 in a CSV
+        by_number = {int(k): v for k, v in tables.items() if k.isdigit()}
+        found: dict[str, np.ndarray] = {}
+        for pid in self.participants["participant_id"]:
+            table = tables.get(pid, by_number.get(int(pid)) if pid.isdigit() else None)
+            if table is not None:
+                found[pid] = table
+        return found

@@ -1,4 +1,9 @@
-"""Write the synthetic benchmark to disk: OpenBHB-like pretraining cohort, downstream, travelling heads."""
+"""Write the synthetic benchmark to disk: OpenBHB-like pretraining cohort, downstream, travelling heads.
+
+The pretraining cohort holds OpenBHB's complete published layout: ``participants.tsv``, per-subject
+VBM ``.npy``, the per-split FreeSurfer CSVs with their ``resource/`` names (the current release,
+what ``nidl.datasets.OpenBHB`` reads) and per-subject ROI ``.npy`` tables (older copies).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from anatcl_core.data import layout
+from anatcl_core.data import layout, resources
+from anatcl_core.freesurfer import DESIKAN_SHAPE
 from anatcl_core.synth import cohorts
 from anatcl_core.synth.anatomy import CONDITIONS, make_population, sample_anatomy
 from anatcl_core.synth.base import load_base
@@ -60,6 +66,7 @@ def _write_pretraining(writer: _Writer, root: Path) -> None:
     sites = cohorts.pretraining_sites(config)
     table = cohorts.pretraining_table(config, sites)
     rows = []
+    tables: dict[str, list] = {"train": [], "val": []}  # per split folder: (participant_id, (7, 68))
     for index, row in enumerate(table.itertuples(index=False)):
         site = sites[row.site]
         anatomy, image = writer.subject(cohorts.generator(config.seed, "pretrain", 1, index),
@@ -69,6 +76,7 @@ def _write_pretraining(writer: _Writer, root: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         np.save(layout.subject_file(root, row.split, row.participant_id, layout.VBM_KIND), image[None])
         np.save(layout.subject_file(root, row.split, row.participant_id, layout.DESIKAN_KIND), anatomy.table)
+        tables[layout.SPLIT_FOLDER[row.split]].append((row.participant_id, anatomy.table))
         volumes = {k: round(v, 2) for k, v in anatomy.volumes_cm3.items()}
         rows.append(dict(participant_id=row.participant_id, study=_STUDY_NAMES[row.site % len(_STUDY_NAMES)],
                          sex=row.sex, age=row.age, site=row.site, siteXacq=row.site * 10 + int(site.field_t > 2),
@@ -76,6 +84,16 @@ def _write_pretraining(writer: _Writer, root: Path) -> None:
                          acquisition_setting=1, split=row.split))  # fmt: skip
     participants = pd.DataFrame(rows)[list(layout.PARTICIPANTS_COLUMNS)]
     participants.to_csv(root / layout.PARTICIPANTS_FILE, sep="\t", index=False)
+    _write_published_tables(root, tables)
+
+
+def _write_published_tables(root: Path, tables: dict[str, list]) -> None:
+    """The release's form of the same tables: ``resource/`` names and one channel-major CSV per split folder."""
+    resources.write_resources(root)
+    for folder, entries in tables.items():
+        ids = [pid for pid, _ in entries]
+        stacked = np.stack([t for _, t in entries]) if entries else np.zeros((0, *DESIKAN_SHAPE), np.float32)
+        resources.write_tables(resources.roi_csv_path(root, folder), ids, stacked)
 
 
 def _write_manifest_subject(root: Path, pid: str, anatomy, image, affine) -> dict:

@@ -1,0 +1,187 @@
+"""OpenBHB's FreeSurfer tables as NeuroSpin publishes them: per-split CSVs named by ``resource/``.
+
+The current release (the Hugging Face dataset that ``nidl.datasets.OpenBHB`` streams) holds::
+
+    <root>/resource/freesurfer_channels.txt                 one channel name a line
+    <root>/resource/freesurfer_atlas-desikan_labels.txt      one region name a line (lh-..., rh-...)
+    <root>/resource/resources.json                           {"desikan_roi": {"channels", "features"}}
+    <root>/{train,val}/derivatives/freesurfer_roi/desikan_roi_features.csv
+
+Each CSV row is ``participant_id, session`` then the ``(7, 68)`` table flattened channel-major
+(``row.reshape(7, 68)``, channel and region order as ``resource/`` names them). Older copies hold
+per-subject ``.npy`` tables instead (:data:`layout.DESIKAN_KIND`), without ``resource/``: their
+order is OpenBHB's documented one (:data:`anatcl_core.freesurfer.CHANNELS`, ``DESIKAN_COLUMNS``).
+
+:func:`table_order` turns whatever names a root declares into the permutation to that canonical
+order, so every reader gets CT/GMV/SA by name and a root that names a channel or region we do not
+know, or leaves one out, is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from anatcl_core.data import layout
+from anatcl_core.freesurfer import CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, canonical_channel
+
+RESOURCE_DIR = "resource"
+CHANNELS_FILE = "freesurfer_channels.txt"
+DESIKAN_LABELS_FILE = "freesurfer_atlas-desikan_labels.txt"
+RESOURCES_JSON = "resources.json"
+#: Per-split Desikan table, relative to ``<root>/{train,val}``.
+DESIKAN_CSV = Path("derivatives") / "freesurfer_roi" / "desikan_roi_features.csv"
+class ResourceError(ValueError):
+    """A root's ``resource/`` names or ROI tables are missing, unknown or inconsistent."""
+
+
+def roi_csv_path(root: str | Path, folder: str) -> Path:
+    """``<root>/<folder>/derivatives/freesurfer_roi/desikan_roi_features.csv`` (folder: train or val)."""
+    return Path(root) / folder / DESIKAN_CSV
+
+
+def csv_folders(root: str | Path, splits: Sequence[str] = layout.SPLITS) -> list[str] | None:
+    """The split folders whose CSVs hold ``splits``' tables, or None when any of them is missing.
+
+    None means the root holds per-subject ``.npy`` tables (an older copy) for those splits.
+    """
+    folders = sorted({layout.SPLIT_FOLDER[s] for s in splits})
+    return folders if all(roi_csv_path(root, f).is_file() for f in folders) else None
+
+
+def _read_lines(path: Path) -> tuple[str, ...]:
+    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def declared_names(root: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(channel names, region names)`` a root's ``resource/`` declares, or None without ``resource/``.
+
+    The text files and ``resources.json`` must agree where both are present.
+
+    Raises:
+        ResourceError: ``resource/`` exists but names no channels or regions, or its files disagree.
+    """
+    folder = Path(root) / RESOURCE_DIR
+    if not folder.is_dir():
+        return None
+    found: dict[str, dict[str, tuple[str, ...]]] = {"channels": {}, "features": {}}
+    for key, name in (("channels", CHANNELS_FILE), ("features", DESIKAN_LABELS_FILE)):
+        if (folder / name).is_file():
+            found[key][name] = _read_lines(folder / name)
+    if (folder / RESOURCES_JSON).is_file():
+        try:
+            desikan = json.loads((folder / RESOURCES_JSON).read_text()).get("desikan_roi", {})
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ResourceError(f"{folder / RESOURCES_JSON}: not a JSON object ({err})") from None
+        for key in found:
+            if desikan.get(key):
+                found[key][f"{RESOURCES_JSON} desikan_roi.{key}"] = tuple(str(n) for n in desikan[key])
+    names = []
+    for key, sources in found.items():
+        if not sources:
+            raise ResourceError(f"{folder}: no Desikan {key} names (expected {CHANNELS_FILE if key == 'channels' else DESIKAN_LABELS_FILE} or {RESOURCES_JSON} desikan_roi.{key})")
+        (first, values), *others = sources.items()
+        for other, other_values in others:
+            if other_values != values:
+                raise ResourceError(f"{folder}: {first} and {other} name different Desikan {key}")
+        names.append(values)
+    return names[0], names[1]
+
+
+def table_order(root: str | Path) -> tuple[list[int], list[int]]:
+    """Row and column permutations from a root's tables to the canonical (7, 68) order.
+
+    ``table[..., rows, :][..., cols]`` puts :data:`CHANNELS` rows and :data:`DESIKAN_COLUMNS`
+    columns in order. Identity for a root without ``resource/``.
+
+    Raises:
+        ResourceError: a name is unknown, a canonical channel or region is missing, or repeated.
+    """
+    declared = declared_names(root)
+    if declared is None:
+        return list(range(len(CHANNELS))), list(range(len(DESIKAN_COLUMNS)))
+    where = Path(root) / RESOURCE_DIR
+    channels, regions = declared
+    try:
+        canonical = [canonical_channel(n) for n in channels]
+    except KeyError as err:
+        raise ResourceError(f"{where}: {err.args[0]}") from None
+    return _order(canonical, CHANNELS, where, "channel"), _order(list(regions), DESIKAN_COLUMNS, where, "region")
+
+
+def _order(names: list[str], expected: Sequence[str], where: Path, what: str) -> list[int]:
+    unknown = [n for n in names if n not in expected]
+    missing = [n for n in expected if n not in names]
+    if unknown or missing or len(set(names)) != len(names):
+        raise ResourceError(
+            f"{where}: Desikan {what} names do not match the expected {len(expected)} "
+            f"(unknown {unknown[:3]}, missing {missing[:3]}, {len(names) - len(set(names))} repeated)"
+        )
+    return [names.index(n) for n in expected]
+
+
+def read_roi_csv(path: str | Path, n_channels: int = len(CHANNELS)) -> tuple[list[str], np.ndarray]:
+    """One ROI CSV as ``(participant_ids, tables (N, n_channels, R))`` in the file's own order.
+
+    Every column other than ``participant_id`` / ``session`` (and an unnamed index) is a value, in
+    file order; each row is the **channel-major** flattening of the ``(7, R)`` table, i.e.
+    ``row.reshape(7, R)`` in C order (all regions of channel 0, then channel 1, ...), as nidl reads it.
+
+    Raises:
+        ValueError: no ``participant_id`` column, a value count not divisible by ``n_channels``,
+            or duplicate ids.
+    """
+    frame = pd.read_csv(path, sep=None, engine="python", dtype={"participant_id": str})
+    if "participant_id" not in frame.columns:
+        raise ValueError(f"{path}: expected a 'participant_id' column, got {list(frame.columns)[:5]}")
+    meta = {"participant_id", "session"} | {c for c in frame.columns if str(c).startswith("Unnamed")}
+    values = frame[[c for c in frame.columns if c not in meta]].to_numpy(dtype=np.float32)
+    if values.shape[1] == 0 or values.shape[1] % n_channels:
+        raise ValueError(f"{path}: {values.shape[1]} value columns; expected a multiple of {n_channels}")
+    ids = frame["participant_id"].str.strip().tolist()
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate participant_id values")
+    return ids, values.reshape(len(ids), n_channels, -1)  # (N, 7, R), C order = channel-major
+
+
+def read_tables(root: str | Path, folder: str) -> dict[str, np.ndarray]:
+    """A split folder's CSV as ``{participant_id: (7, 68) float32}`` in canonical order.
+
+    Raises:
+        ResourceError: names (see :func:`table_order`), or a row that is not 7 x 68 values.
+    """
+    rows, cols = table_order(root)
+    path = roi_csv_path(root, folder)
+    ids, tables = read_roi_csv(path)
+    if tables.shape[1:] != (len(CHANNELS), len(DESIKAN_COLUMNS)):
+        raise ResourceError(f"{path}: tables of shape {tables.shape[1:]}; expected (7, 68)")
+    tables = tables[:, rows][:, :, cols]  # (N, 7, 68), canonical order
+    return dict(zip(ids, tables))
+
+
+def write_resources(root: str | Path, channels: Sequence[str] = PUBLISHED_CHANNELS,
+                    regions: Sequence[str] = DESIKAN_COLUMNS) -> None:  # fmt: skip
+    """Write ``resource/`` (both text files and ``resources.json``) naming ``channels`` and ``regions``."""
+    folder = Path(root) / RESOURCE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CHANNELS_FILE).write_text("".join(f"{n}\n" for n in channels))
+    (folder / DESIKAN_LABELS_FILE).write_text("".join(f"{n}\n" for n in regions))
+    content = {"desikan_roi": {"shape": [-1, len(channels), len(regions)], "features": list(regions),
+                               "channels": list(channels)}}  # fmt: skip
+    (folder / RESOURCES_JSON).write_text(json.dumps(content, indent=2) + "\n")
+
+
+def write_tables(path: str | Path, ids: Sequence[str], tables: np.ndarray,
+                 channels: Sequence[str] = PUBLISHED_CHANNELS, regions: Sequence[str] = DESIKAN_COLUMNS) -> None:  # fmt: skip
+    """Write ``(N, 7, R)`` tables (rows in ``channels`` order) as one OpenBHB ROI CSV, channel-major."""
+    tables = np.asarray(tables, dtype=np.float32)
+    columns = [f"{c}_{r}" for c in channels for r in regions]  # channel-major, like the values
+    frame = pd.DataFrame(tables.reshape(len(ids), -1), columns=columns)
+    frame.insert(0, "session", 1)
+    frame.insert(0, "participant_id", list(ids))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
