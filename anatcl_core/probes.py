@@ -43,9 +43,15 @@ logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------- linear models
 def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """z-score every array with the mean and std (ddof 0) of ``train`` (StandardScaler)."""
+    """z-score every array with the mean and std (ddof 0) of ``train`` (StandardScaler).
+
+    A column constant on ``train`` (a dead feature channel: released AnatCL weights have some) is
+    only shifted by its value, so it is exactly 0 on ``train`` and never divided by a rounding-error
+    std (``np.full(97, 0.1).std()`` is 1.4e-17, not 0) or by zero.
+    """
     mean, std = train.mean(0), train.std(0)
-    std[std == 0] = 1.0
+    constant = (train == train[:1]).all(0)  # (F,)
+    mean[constant], std[constant] = train[0, constant], 1.0
     return [(a - mean) / std for a in (train, *others)]
 
 

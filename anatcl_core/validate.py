@@ -14,6 +14,8 @@ non-linear warp) and why:
   real maps below ~1.2; more means T1 intensities, percentages or a wrong scaling.
 * ``COVERAGE_THRESHOLD = 0.1`` / ``MIN_COVERAGE = 0.02``: a GM map of a whole brain puts ~30 % of
   CAT12's box above 0.1; under 2 % is a failed segmentation, a mask of one region or an empty map.
+* A map that looks smoothed (CAT12's ``s6mwp1`` instead of ``mwp1``) is logged as a warning naming
+  the file, not counted as a problem (criterion and calibration: :mod:`anatcl_core.data.qc`).
 * FreeSurfer Desikan tables (7, 68): finite, non-negative (areas, volumes, thicknesses and
   rectified curvatures), thickness at most 5 mm (FreeSurfer's cap), a region's area at most
   20,000 mm^2 and volume at most 60,000 mm^3 (superior frontal, the largest, is ~10,000 / ~25,000);
@@ -35,7 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from anatcl_core.data import io, layout, resources
+from anatcl_core.data import io, layout, qc, resources
 from anatcl_core.data.manifest import manifest_file, read_manifest_raw, score_columns, task_columns
 from anatcl_core.data.openbhb import REQUIRED_PARTICIPANT_COLUMNS, SEX_CODES
 from anatcl_core.freesurfer import CHANNELS
@@ -149,7 +151,11 @@ def check_volume(
         add(str(err).removeprefix(f"{path}: "))
         return problems, None
     found = _check_geometry(tuple(volume.shape), affine, voxel_mm, add)
-    _check_values(np.asarray(volume, dtype=np.float32), add)
+    values = np.asarray(volume, dtype=np.float32)
+    _check_values(values, add)
+    smoothed = qc.smoothing_warning(values, found, path) if not problems else None
+    if smoothed:  # a warning, not a problem: the map is valid, only probably the wrong CAT12 output
+        log.warning(smoothed if participant_id is None else f"{smoothed} [{participant_id}]")
     return problems, found
 
 

@@ -166,3 +166,35 @@ def test_brain_age_protocol():
     out2 = probes.brain_age_probe(leaky[0], leaky[1], (np.column_stack([external[0], np.zeros((80, 4))]),
                                                        external[1]), cv_splits=3)
     assert out2["site_bacc_internal"] > 0.9
+
+
+def _with_dead_columns(x):
+    """``x`` with dead feature channels: all zero, and constants whose float std is not exactly 0."""
+    n = len(x)
+    dead = np.column_stack([np.zeros(n), np.full(n, 0.1), np.full(n, np.float32(123.456))])
+    assert dead[:, 1].std() > 0  # rounding: a naive StandardScaler would divide by ~1e-17
+    return np.column_stack([x[:, :2], dead, x[:, 2:]])
+
+
+def test_zero_variance_columns_pass_every_probe_without_nan():
+    x, y = _cohort(signal=1.5)
+    dx, dx_dead = probes.diagnosis_probe(x, y, **FAST), probes.diagnosis_probe(_with_dead_columns(x), y, **FAST)
+    score = x[:, 0] * 2.0 + np.random.default_rng(4).normal(size=len(x))
+    sc, sc_dead = probes.score_probe(x, score, **FAST), probes.score_probe(_with_dead_columns(x), score, **FAST)
+    rng = np.random.default_rng(5)
+    age = rng.uniform(20, 80, len(x))
+    site = np.arange(len(x)) % 3
+    feats = np.column_stack([age / 10 + rng.normal(size=len(x)), rng.normal(size=(len(x), 3))])
+    train, internal, external = slice(0, 60), slice(60, 90), slice(90, 120)
+
+    def brain_age(f):
+        return probes.brain_age_probe((f[train], age[train], site[train]), (f[internal], age[internal], site[internal]),
+                                      (f[external], age[external]), cv_splits=3)  # fmt: skip
+
+    ba, ba_dead = brain_age(feats), brain_age(_with_dead_columns(feats))
+    for clean, with_dead in ((dx, dx_dead), (sc, sc_dead), (ba, ba_dead)):
+        for key, value in clean.items():
+            values = np.asarray(with_dead[key], float)
+            assert np.isfinite(values).all(), key
+            # a dead channel carries nothing: the probes give what they give without it
+            np.testing.assert_allclose(values, np.asarray(value, float), rtol=1e-6, atol=1e-9, err_msg=key)

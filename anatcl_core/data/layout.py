@@ -50,7 +50,9 @@ CAT12_AFFINE = np.array(
         [0.0, 0.0, 0.0, 1.0],
     ]
 )
-#: Upstream AnatCL's input: OpenBHB's grid cropped along the second spatial axis.
+#: Upstream AnatCL's input: OpenBHB's grid cropped along the second spatial axis, ``[:, 8:136, :]``
+#: at 1.5 mm (145 -> 128, start (145 - 128) // 2 = 8), what third-party users of the released
+#: weights feed; :func:`upstream_crop` gives it at any voxel size.
 UPSTREAM_INPUT_SHAPE: tuple[int, int, int] = (121, 128, 121)
 
 PARTICIPANTS_FILE = "participants.tsv"
@@ -103,3 +105,17 @@ def crop_shape(voxel_mm: float) -> tuple[int, int, int]:
     full = grid_shape(voxel_mm)
     second = int(round(full[1] * UPSTREAM_INPUT_SHAPE[1] / CAT12_SHAPE[1]))
     return (full[0], second, full[2])
+
+
+def upstream_crop(voxel_mm: float) -> tuple[slice, slice, slice]:
+    """Index of upstream's crop on CAT12's grid at ``voxel_mm``: ``[:, 8:136, :]`` at 1.5 mm.
+
+    The second axis keeps :func:`crop_shape`'s length from ``(n - t) // 2`` on (the readers'
+    centre crop, :func:`anatcl_core.data.io.crop_slices`); on every grid of
+    ``io.KNOWN_VOXEL_MM`` the first and last kept slice centres lie within half a voxel of the
+    1.5 mm crop's (12 mm and 202.5 mm past the grid's first slice), so coarser grids crop the same
+    stretch of brain.
+    """
+    full, kept = grid_shape(voxel_mm)[1], crop_shape(voxel_mm)[1]
+    start = (full - kept) // 2
+    return (slice(None), slice(start, start + kept), slice(None))
