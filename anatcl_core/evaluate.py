@@ -1,4 +1,4 @@
-"""Evaluation of one frozen encoder: params.yaml ``evaluate``, every probe, metrics JSON.
+"""Evaluation of one frozen encoder: params.yaml ``evaluate``, every probe, metrics (dvclive).
 
 For a pretraining checkpoint: features of the pretraining cohort (all splits), of the downstream
 cohort and of the travelling heads; then the OpenBHB brain-age and site-leakage probes, one
@@ -21,13 +21,12 @@ import pandas as pd
 import torch
 
 from anatcl_core import features as feat
-from anatcl_core import probes, reliability
+from anatcl_core import live, probes, reliability
 from anatcl_core.data.manifest import score_columns, task_columns
 from anatcl_core.data.layout import DX_PREFIX, SCORE_PREFIX
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 PROBES_FILE = "probes.json"
 FEATURES_FILE = "features.npz"
 
@@ -92,7 +91,8 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
         data_dir: the cohorts' tables (``data/``). arrays_dir: their stacked images (cohort stage).
         out_dir: ``outputs/evaluate/<method>-s<seed>``.
 
-    Writes ``metrics.json`` (headline numbers), ``probes.json`` (everything, CIs and chosen
+    Writes ``dvclive/metrics.json`` (headline numbers, :func:`headline`), ``probes.json``
+    (everything, CIs and chosen
     hyper-parameters included) and ``features.npz`` (features and ids, for the report's maps).
 
     Returns:
@@ -130,7 +130,7 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
     result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
                                                       table["site"].astype(str).to_numpy())
     (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / METRICS_FILE).write_text(json.dumps(headline(result), indent=2) + "\n")
+    live.write_metrics(out_dir, headline(result))  # dvclive/metrics.json, for dvc metrics / exp show
     np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
                         **{f"{k}_ids": np.asarray(c.table["participant_id"].astype(str).tolist(), dtype=str)
                            for k, c in cohorts.items()})

@@ -1,7 +1,7 @@
 """Report stage: params.yaml ``report``; the paper's tables and figures from the stage outputs.
 
 Everything is read from disk: ``outputs/evaluate/<method>-s<seed>/probes.json`` and
-``features.npz``, ``outputs/pretrain/<method>-s<seed>/curves.tsv`` and the cohort stage's summary
+``features.npz``, ``outputs/pretrain/<method>-s<seed>/dvclive/`` (curves) and the cohort stage's summary
 and QC figures. Methods are summarised as mean ± std over their pretraining seeds. The tables are
 written as TSV (numbers) and the headline numbers as ``metrics.json`` (``dvc metrics show``);
 :mod:`anatcl_core.report_html` assembles the self-contained ``report.html``.
@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
-from anatcl_core import plots  # noqa: E402
+from anatcl_core import live, plots  # noqa: E402
 from anatcl_core.config import load_params  # noqa: E402
 from anatcl_core.data.manifest import read_manifest, task_columns  # noqa: E402
 
@@ -74,7 +74,7 @@ def expected_runs(params_file: str | Path) -> list[tuple[str, int]]:
 
 
 def collect(evaluate_dir: str | Path, pretrain_dir: str | Path, runs: list[tuple[str, int]]) -> Results:
-    """Read the ``probes.json`` and ``curves.tsv`` of every (method, seed) in ``runs``.
+    """Read the ``probes.json`` and dvclive curves of every (method, seed) in ``runs``.
 
     Outputs of runs no longer listed (left on disk by an earlier configuration) are ignored.
 
@@ -89,11 +89,9 @@ def collect(evaluate_dir: str | Path, pretrain_dir: str | Path, runs: list[tuple
         probes[(method, seed)] = json.loads(path.read_text())
     frames = []
     for (method, seed) in probes:
-        path = Path(pretrain_dir) / f"{method}-s{seed}" / "curves.tsv"
-        if path.exists() and path.stat().st_size:
-            frame = pd.read_csv(path, sep="\t")
-            if len(frame):
-                frames.append(frame.assign(method=method, seed=seed))
+        frame = live.read_curves(Path(pretrain_dir) / f"{method}-s{seed}")
+        if len(frame):
+            frames.append(frame.assign(method=method, seed=seed))
     curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["method", "seed", "epoch", "loss"])
     return Results(probes, curves)

@@ -1,4 +1,4 @@
-"""Pretraining of one (method, seed): params.yaml ``pretrain``, checkpoints, resume, curves.
+"""Pretraining of one (method, seed): params.yaml ``pretrain``, checkpoints, resume, dvclive curves.
 
 Recipe (REFERENCE §1.4): Adam (``learning_rate``, ``weight_decay``), ``batch_size`` subjects x 2
 views, lr x ``lr_gamma`` every ``lr_step_epochs`` epochs, tau = ``temperature``, age RBF
@@ -34,7 +34,6 @@ same checkpoint (a shared file system across nodes).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from anatcl_core import distributed
+from anatcl_core import distributed, live
 from anatcl_core.checkpoint import load_state_dict_checked, model_config, safe_load, save_checkpoint
 from anatcl_core.data.augment import make_augmentation
 from anatcl_core.data.openbhb import OpenBHB
@@ -60,8 +59,6 @@ from anatcl_core.objectives import MethodConfig, Objective
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-CURVES_FILE = "curves.tsv"
-SUMMARY_FILE = "summary.json"
 #: On a GPU the summed losses are read (a host sync, and the NaN check) every this many steps.
 _SYNC_STEPS = 25
 
@@ -259,8 +256,8 @@ def pretrain(
     Args:
         config: the ``pretrain`` section; method: a key of ``config.methods``; seed: run seed.
         data: :func:`load_train_data` output.
-        out_dir: ``outputs/pretrain/<method>-s<seed>``; holds ``checkpoint.pt``, ``curves.tsv``
-            and ``summary.json``.
+        out_dir: ``outputs/pretrain/<method>-s<seed>``; holds ``checkpoint.pt`` and ``dvclive/``
+            (curves per epoch and the run's summary, :mod:`anatcl_core.live`).
         progress: show a tqdm bar over epochs (rank 0 only).
         on_epoch_end: called with ``(epoch, row)`` after each saved epoch (tests interrupt here).
         device: ``"auto"`` (cuda if available), ``"cpu"``, ``"cuda"``; under torchrun a bare
@@ -306,6 +303,9 @@ def pretrain(
     start = _resume(out_dir / CHECKPOINT_FILE, recipe, data.fingerprint, model, objective,
                     optimizer, scheduler, history)
     ctx.barrier()  # every rank has read the checkpoint before rank 0 rewrites it
+    curves = live.open_live(out_dir) if ctx.is_main else None  # rank 0 logs (dvclive)
+    if curves is not None:
+        live.log_history(curves, history)  # the epochs restored from the checkpoint, if any
     net = distributed.wrap_model(model, ctx, find_unused_parameters=method_cfg.objective == "supervised")
     augment = make_augmentation(list(method_cfg.augmentation))
     n, bs = len(data.age), config.batch_size
@@ -390,12 +390,13 @@ def pretrain(
         save(epoch + 1)
         ctx.barrier()  # the others wait for rank 0's checkpoint
         if ctx.is_main:
+            live.log_epoch(curves, row)
             logger.info("%s s%d epoch %d/%d loss %.4f (%.1fs)", method, seed, epoch + 1, epochs,
                         row["loss"], row["seconds"])
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
     if ctx.is_main:
-        write_curves(history, out_dir)
+        live.finish(curves, run_summary(history))
     ctx.barrier()
     return history
 
@@ -439,19 +440,12 @@ def _resume(path: Path, recipe: dict, fingerprint: str, model, objective, optimi
     return int(state["epoch"])
 
 
-def write_curves(history: list[dict], out_dir: str | Path) -> None:
-    """``curves.tsv`` (one row per epoch, for ``dvc plots``) and ``summary.json`` (last epoch)."""
-    out_dir = Path(out_dir)
-    columns = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
-    with open(out_dir / CURVES_FILE, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns or ["epoch", "loss"], delimiter="\t")
-        writer.writeheader()
-        writer.writerows(history)
+def run_summary(history: list[dict]) -> dict:
+    """What a run adds to its ``dvclive/metrics.json``: epochs, final loss, timed training seconds."""
     last = history[-1] if history else {}
     seconds = [r["seconds"] for r in history if math.isfinite(r.get("seconds", math.nan))]
-    summary = {"epochs": len(history), "final_loss": last.get("loss", math.nan),
-               "train_seconds": sum(seconds), "timed_epochs": len(seconds)}
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return {"epochs": len(history), "final_loss": last.get("loss", math.nan),
+            "train_seconds": sum(seconds), "timed_epochs": len(seconds)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

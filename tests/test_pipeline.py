@@ -84,6 +84,14 @@ def test_pipeline_end_to_end(tmp_path):
     headline = json.loads((root / "outputs/report/metrics.json").read_text())
     assert set(headline) == set(TINY["pretrain"]["run"])
     assert "anatcl_global" in dvc(root, env, "metrics", "show")
+    # dvclive's files are the stages' metrics and plots: DVC reads them with no glue
+    metrics_json = json.loads(dvc(root, env, "metrics", "show", "--json"))
+    workspace = json.dumps(metrics_json)
+    for run in ("pretrain/anatcl_global-s0", "evaluate/anatcl_global-s0"):
+        assert f"outputs/{run}/dvclive/metrics.json" in workspace, run
+    assert '"final_loss"' in workspace and '"mae_external"' in workspace
+    plots_json = dvc(root, env, "plots", "show", "--json")
+    assert "outputs/pretrain/anatcl_global-s0/dvclive/plots/metrics/loss.tsv" in plots_json
 
     # clean afterwards; a second repro runs nothing
     assert "up to date" in dvc(root, env, "status").lower()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import write_openbhb
 
-from anatcl_core import train
+from anatcl_core import live, train
 from anatcl_core.checkpoint import load_model, safe_load
 from anatcl_core.config import ConfigError, from_mapping
 from anatcl_core.data.openbhb import OpenBHB
@@ -72,6 +72,15 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path, data, method):
     assert [r["loss"] for r in full["history"]] == [r["loss"] for r in cut["history"]]
     # byte-identical files: DVC sees an unchanged output and reruns nothing downstream
     assert (tmp_path / "full" / train.CHECKPOINT_FILE).read_bytes() == (tmp_path / "cut" / train.CHECKPOINT_FILE).read_bytes()
+    # the dvclive curves of the resumed run equal the uninterrupted run's (wall-clock seconds aside)
+    curves = {d: tmp_path / d / live.LIVE_DIR / live.CURVES_DIR for d in ("full", "cut")}
+    names = sorted(p.name for p in curves["full"].glob("*.tsv"))
+    assert "loss.tsv" in names and "lr.tsv" in names and names == sorted(p.name for p in curves["cut"].glob("*.tsv"))
+    for name in set(names) - {"seconds.tsv"}:
+        assert (curves["full"] / name).read_bytes() == (curves["cut"] / name).read_bytes(), name
+    full_curves, cut_curves = live.read_curves(tmp_path / "full"), live.read_curves(tmp_path / "cut")
+    assert full_curves["epoch"].tolist() == [1, 2, 3] and full_curves["loss"].tolist() == [r["loss"] for r in history]
+    assert cut_curves["seconds"].isna().tolist() == [True, True, False]  # epochs 1-2 were restored, not timed
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path, data):
@@ -81,7 +90,8 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, data):
     a, b, c = (_weights(tmp_path / n / train.CHECKPOINT_FILE) for n in "abc")
     assert _same(a, b)
     assert not _same(a, c)
-    assert (tmp_path / "a" / train.CURVES_FILE).read_text() .count("\n") == 2  # header + 1 epoch
+    curve = tmp_path / "a" / live.LIVE_DIR / live.CURVES_DIR / "loss.tsv"  # dvclive's layout
+    assert curve.read_text().splitlines() == ["step\tloss", f"1\t{safe_load(tmp_path / 'a' / train.CHECKPOINT_FILE)['history'][0]['loss']}"]
 
 
 def test_training_changes_weights_and_random_does_not_train(tmp_path, data):
@@ -124,8 +134,8 @@ def test_normaliser_is_fitted_on_the_train_split_only(tmp_path, cohort, data):
     np.testing.assert_allclose(np.asarray(norm["mean"]), select_channels(tables, ["CT", "GMV", "SA"]).mean(0),
                                rtol=1e-6)
     assert state["config"]["method"] == "anatcl_global" and state["config"]["seed"] == 0
-    summary = json.loads((tmp_path / train.SUMMARY_FILE).read_text())
-    assert summary["epochs"] == 1
+    summary = json.loads((tmp_path / live.LIVE_DIR / live.METRICS_FILE).read_text())
+    assert summary["epochs"] == 1 and summary["step"] == 1 and summary["final_loss"] == summary["loss"]
     model = load_model(tmp_path / train.CHECKPOINT_FILE)  # rebuilt from the checkpoint alone
     assert model.encoder.feature_dim == 32
 
