@@ -27,7 +27,8 @@ def torch_build_note(cuda_version: str | None, gpu_available: bool) -> str | Non
         A one-line note (never an error: every combination runs), or ``None``.
     """
     if cuda_version is not None and not gpu_available:
-        return f"torch is a CUDA {cuda_version} build and this machine has no GPU: it runs on the CPU ({CPU_INDEX_HINT})"
+        return (f"torch is a CUDA {cuda_version} build and this machine has no GPU: it runs on the CPU "
+                f"({CPU_INDEX_HINT})")
     if cuda_version is None and gpu_available:
         return "torch is a CPU-only build although a GPU is visible: training will not use it"
     return None

@@ -7,10 +7,13 @@ Pretraining cohort (OpenBHB, Hugging Face ``benoit-dufumier/openBHB`` layout)::
 
     <root>/participants.tsv
     <root>/{train,val}/derivatives/sub-<id>/ses-1/sub-<id>_preproc-<kind>.npy
+    <root>/{train,val}/derivatives/freesurfer_roi/desikan_roi_features.csv   (current release)
+    <root>/resource/...                     channel and region names (:mod:`anatcl_core.data.resources`)
 
 ``train`` holds the ``train`` split; ``val`` holds ``internal_test`` and ``external_test`` (the
 ``split`` column of ``participants.tsv`` tells which). Kinds: :data:`VBM_KIND` (modulated GM map,
-``(1, 121, 145, 121)`` at 1.5 mm) and :data:`DESIKAN_KIND` (FreeSurfer table ``(7, 68)``).
+``(1, 121, 145, 121)`` at 1.5 mm) and :data:`DESIKAN_KIND` (FreeSurfer table ``(7, 68)``, in older
+copies; the current release holds the tables as the per-split CSVs instead).
 
 Downstream cohort (what a CAT12 user has)::
 

@@ -68,8 +68,9 @@ def declared_names(root: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]] 
     folder = Path(root) / RESOURCE_DIR
     if not folder.is_dir():
         return None
+    files = {"channels": CHANNELS_FILE, "features": DESIKAN_LABELS_FILE}
     found: dict[str, dict[str, tuple[str, ...]]] = {"channels": {}, "features": {}}
-    for key, name in (("channels", CHANNELS_FILE), ("features", DESIKAN_LABELS_FILE)):
+    for key, name in files.items():
         if (folder / name).is_file():
             found[key][name] = _read_lines(folder / name)
     if (folder / RESOURCES_JSON).is_file():
@@ -83,7 +84,8 @@ def declared_names(root: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]] 
     names = []
     for key, sources in found.items():
         if not sources:
-            raise ResourceError(f"{folder}: no Desikan {key} names (expected {CHANNELS_FILE if key == 'channels' else DESIKAN_LABELS_FILE} or {RESOURCES_JSON} desikan_roi.{key})")
+            expected = f"{files[key]} or {RESOURCES_JSON} desikan_roi.{key}"
+            raise ResourceError(f"{folder}: no Desikan {key} names (expected {expected})")
         (first, values), *others = sources.items()
         for other, other_values in others:
             if other_values != values:
@@ -110,12 +112,16 @@ def table_order(root: str | Path) -> tuple[list[int], list[int]]:
         canonical = [canonical_channel(n) for n in channels]
     except KeyError as err:
         raise ResourceError(f"{where}: {err.args[0]}") from None
-    return _order(canonical, CHANNELS, where, "channel"), _order(list(regions), DESIKAN_COLUMNS, where, "region")
+    published = dict(zip(CHANNELS, PUBLISHED_CHANNELS))
+    rows = _order(canonical, CHANNELS, where, "channel", shown=published)
+    return rows, _order(list(regions), DESIKAN_COLUMNS, where, "region")
 
 
-def _order(names: list[str], expected: Sequence[str], where: Path, what: str) -> list[int]:
+def _order(names: list[str], expected: Sequence[str], where: Path, what: str,
+           shown: dict[str, str] | None = None) -> list[int]:  # fmt: skip
+    """Index in ``names`` of each ``expected`` name; ``shown`` renames names in the message."""
     unknown = [n for n in names if n not in expected]
-    missing = [n for n in expected if n not in names]
+    missing = [(shown or {}).get(n, n) for n in expected if n not in names]
     if unknown or missing or len(set(names)) != len(names):
         raise ResourceError(
             f"{where}: Desikan {what} names do not match the expected {len(expected)} "
@@ -135,7 +141,9 @@ def read_roi_csv(path: str | Path, n_channels: int = len(CHANNELS)) -> tuple[lis
         ValueError: no ``participant_id`` column, a value count not divisible by ``n_channels``,
             or duplicate ids.
     """
-    frame = pd.read_csv(path, sep=None, engine="python", dtype={"participant_id": str})
+    sniff = not str(path).endswith(".csv")  # the release's .csv are comma-separated; sniff anything else
+    frame = pd.read_csv(path, sep=None if sniff else ",", engine="python" if sniff else "c",
+                        dtype={"participant_id": str})  # fmt: skip
     if "participant_id" not in frame.columns:
         raise ValueError(f"{path}: expected a 'participant_id' column, got {list(frame.columns)[:5]}")
     meta = {"participant_id", "session"} | {c for c in frame.columns if str(c).startswith("Unnamed")}
@@ -163,8 +171,9 @@ def read_tables(root: str | Path, folder: str) -> dict[str, np.ndarray]:
     return dict(zip(ids, tables))
 
 
-def write_resources(root: str | Path, channels: Sequence[str] = PUBLISHED_CHANNELS,
-                    regions: Sequence[str] = DESIKAN_COLUMNS) -> None:  # fmt: skip
+def write_resources(
+    root: str | Path, channels: Sequence[str] = PUBLISHED_CHANNELS, regions: Sequence[str] = DESIKAN_COLUMNS
+) -> None:
     """Write ``resource/`` (both text files and ``resources.json``) naming ``channels`` and ``regions``."""
     folder = Path(root) / RESOURCE_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -175,8 +184,13 @@ def write_resources(root: str | Path, channels: Sequence[str] = PUBLISHED_CHANNE
     (folder / RESOURCES_JSON).write_text(json.dumps(content, indent=2) + "\n")
 
 
-def write_tables(path: str | Path, ids: Sequence[str], tables: np.ndarray,
-                 channels: Sequence[str] = PUBLISHED_CHANNELS, regions: Sequence[str] = DESIKAN_COLUMNS) -> None:  # fmt: skip
+def write_tables(
+    path: str | Path,
+    ids: Sequence[str],
+    tables: np.ndarray,
+    channels: Sequence[str] = PUBLISHED_CHANNELS,
+    regions: Sequence[str] = DESIKAN_COLUMNS,
+) -> None:
     """Write ``(N, 7, R)`` tables (rows in ``channels`` order) as one OpenBHB ROI CSV, channel-major."""
     tables = np.asarray(tables, dtype=np.float32)
     columns = [f"{c}_{r}" for c in channels for r in regions]  # channel-major, like the values
