@@ -14,8 +14,9 @@ pipeline (started in the root) they are exactly the strings it passed and nothin
 ``outputs/`` belongs to the pipeline (DVC tracks it); interactive runs write to ``outputs/scratch/``,
 which no stage reads or writes. An output folder elsewhere under ``outputs/`` (e.g. when an executed
 copy from ``outputs/notebooks/`` is re-run, its injected ``out_dir`` being the stage's) is redirected
-there, unless ``ANATCL_WRITE_OUTPUTS=1`` is set: the runner sets it for the pipeline, a user may set
-it to rewrite a stage's outputs by hand (``dvc commit`` then records them).
+there, except inside a DVC stage (DVC sets ``DVC_STAGE`` for every stage command; the kernel inherits
+it) or with ``ANATCL_WRITE_OUTPUTS=1``, for a user who means to rewrite a stage's outputs by hand
+(``dvc commit`` then records them).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ logger = logging.getLogger(__name__)
 ROOT_MARKERS = ("dvc.yaml", "params.yaml")
 #: The pipeline's output folder and the scratch folder inside it (never a stage's input or output).
 OUTPUTS, SCRATCH = "outputs", "outputs/scratch"
-#: Environment variable that lets a run write inside ``outputs/`` outside ``outputs/scratch/``.
-WRITE_OUTPUTS_ENV = "ANATCL_WRITE_OUTPUTS"
+#: Environment variables that let a run write inside ``outputs/`` outside ``outputs/scratch/``: the
+#: user's opt-in (value ``1``) and the one DVC sets for a stage's command (any value).
+WRITE_OUTPUTS_ENV, DVC_STAGE_ENV = "ANATCL_WRITE_OUTPUTS", "DVC_STAGE"
 
 
 def find_root(start: str | Path | None = None) -> Path:
@@ -66,13 +68,13 @@ def inputs(*paths: str | Path, root: str | Path | None = None) -> tuple[str, ...
 def output(path: str | Path, root: str | Path | None = None) -> str:
     """Resolve an output folder; inside ``outputs/`` but outside ``outputs/scratch/``, redirect it there.
 
-    ``outputs/report`` becomes ``outputs/scratch/report`` unless ``ANATCL_WRITE_OUTPUTS=1`` (module
-    docstring), so an interactive run never rewrites what DVC tracks.
+    ``outputs/report`` becomes ``outputs/scratch/report`` outside a DVC stage unless
+    ``ANATCL_WRITE_OUTPUTS=1`` (module docstring), so an interactive run never rewrites what DVC tracks.
     """
     root = Path(root or find_root()).resolve()
     target = (root / Path(path).expanduser()).resolve()
     outputs, scratch = root / OUTPUTS, root / SCRATCH
-    allowed = os.environ.get(WRITE_OUTPUTS_ENV) == "1"
+    allowed = os.environ.get(WRITE_OUTPUTS_ENV) == "1" or bool(os.environ.get(DVC_STAGE_ENV))
     if not allowed and target.is_relative_to(outputs) and not target.is_relative_to(scratch):
         redirected = scratch / target.relative_to(outputs)
         logger.warning("%s is a pipeline output: writing to %s instead (set %s=1 to write there)",

@@ -12,8 +12,6 @@ Parameters are what varies per stage instance: strings, and integers when the va
 The kernel runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller set it: on a machine whose
 cores are shared, OpenMP threads that spin while waiting for a descheduled sibling made 3D
 convolutions ~10x slower (3.6 s instead of 0.32 s per training step, measured on 2 busy cores).
-It also runs with ``ANATCL_WRITE_OUTPUTS=1``: a stage run writes its outputs where ``out_dir`` says,
-whereas a notebook run by hand (in JupyterLab) writes under ``outputs/scratch/`` (:mod:`anatcl_core.project`).
 """
 
 from __future__ import annotations
@@ -26,8 +24,6 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from anatcl_core.project import WRITE_OUTPUTS_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +56,8 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict[str, s
     output.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the kernel (module docstring)
     logger.info("running %s -> %s with %s", source, output, parameters)
-    before = os.environ.get(WRITE_OUTPUTS_ENV)
-    os.environ[WRITE_OUTPUTS_ENV] = "1"  # the stage's out_dir is meant (module docstring)
-    try:
-        papermill.execute_notebook(notebook, str(output), parameters=parameters, kernel_name=kernel_name,
-                                   language="python", cwd=str(cwd), log_output=log_output, progress_bar=False)
-    finally:  # only this kernel inherits it
-        if before is None:
-            del os.environ[WRITE_OUTPUTS_ENV]
-        else:
-            os.environ[WRITE_OUTPUTS_ENV] = before
+    papermill.execute_notebook(notebook, str(output), parameters=parameters, kernel_name=kernel_name, language="python",
+                               cwd=str(cwd), log_output=log_output, progress_bar=False)
 
 
 def _module_file(root: Path, dotted: str) -> Path | None:

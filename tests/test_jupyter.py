@@ -3,7 +3,8 @@
 - Every notebook (the four stages and ``explore.py``) runs "Run All" in a kernel started in
   ``notebooks/``, as JupyterLab starts it, with its default parameters: it finds the project,
   reads the default run's inputs, writes only under ``outputs/scratch/`` (``dvc status`` stays
-  clean) and computes what the pipeline computed (same checkpoint bytes, probes, metrics).
+  clean) and computes what the pipeline computed (same checkpoint bytes, probes, metrics). So does
+  the report's executed copy re-run from ``outputs/notebooks/`` (its ``out_dir`` is redirected).
 - A JupyterLab server (``make lab``'s flags) on 127.0.0.1 serves ``notebooks/pretrain.py`` as a
   notebook through jupytext's contents manager and makes its notebook viewer the default for it.
 - ``report.html`` in headless Chromium (Debian's ``chromium``): every figure decodes, every table
@@ -36,11 +37,11 @@ RUN = "anatcl_global-s0"  # the default parameters' run
 SETUP = "sudo apt-get install -y chromium  (Debian; README, 'Explore in JupyterLab')"
 
 
-def run_in_notebooks_folder(root: Path, name: str) -> dict:
-    """Execute ``notebooks/<name>.py`` as JupyterLab would: a kernel whose cwd is ``notebooks/``."""
-    notebook = jupytext.read(root / "notebooks" / f"{name}.py")
+def run_all(path: Path) -> dict:
+    """Execute a notebook as JupyterLab's Run All does: a kernel whose cwd is the notebook's folder."""
+    notebook = jupytext.read(path)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     return notebook
 
 
@@ -55,9 +56,12 @@ def test_every_notebook_runs_all_from_notebooks_folder(tiny_pipeline, monkeypatc
     monkeypatch.setenv("PYTHONPATH", str(root))  # the workspace's library, as `pip install -e .` gives
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     monkeypatch.delenv("ANATCL_WRITE_OUTPUTS", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
     shutil.rmtree(root / "outputs/scratch", ignore_errors=True)
     before = {p: p.stat().st_mtime_ns for p in (root / "outputs").rglob("*") if p.is_file()}
-    executed = {name: run_in_notebooks_folder(root, name) for name in NOTEBOOKS}
+    executed = {name: run_all(root / "notebooks" / f"{name}.py") for name in NOTEBOOKS}
+    shutil.rmtree(root / "outputs/scratch/report")
+    run_all(root / "outputs/notebooks/report.ipynb")  # an executed copy: its out_dir is the stage's
 
     scratch, outputs = root / "outputs/scratch", root / "outputs"
     assert (scratch / "cohort/summary.json").read_text() == (outputs / "cohort/summary.json").read_text()
@@ -80,6 +84,7 @@ def test_every_notebook_runs_all_from_notebooks_folder(tiny_pipeline, monkeypatc
     assert len(_outputs(explore, "image/png")) >= 3  # seeds spread, per-task points, curves
 
 
+@pytest.mark.slow
 def test_explore_headline_matches_the_report(tiny_pipeline):
     """explore's headline means are the numbers of the report's metrics.json."""
     from anatcl_core import explore, report

@@ -19,6 +19,7 @@ def tree(tmp_path: Path, monkeypatch) -> Path:
     (tmp_path / "params.yaml").write_text("{}\n")
     (tmp_path / "notebooks" / "deep").mkdir(parents=True)
     monkeypatch.delenv(project.WRITE_OUTPUTS_ENV, raising=False)
+    monkeypatch.delenv(project.DVC_STAGE_ENV, raising=False)
     return tmp_path
 
 
@@ -46,7 +47,7 @@ def test_inputs_are_the_same_files_from_notebooks(tree, monkeypatch):
 
 def test_in_the_pipeline_paths_are_the_strings_given(tree, monkeypatch):
     monkeypatch.chdir(tree)
-    monkeypatch.setenv(project.WRITE_OUTPUTS_ENV, "1")  # as the runner sets it
+    monkeypatch.setenv(project.DVC_STAGE_ENV, "report")  # as DVC sets it for a stage
     assert project.inputs("params.yaml", "outputs/pretrain/m-s0/checkpoint.pt") == (
         "params.yaml", os.path.join("outputs", "pretrain", "m-s0", "checkpoint.pt"))
     assert project.output("outputs/report") == os.path.join("outputs", "report")
@@ -64,13 +65,10 @@ def test_interactive_runs_never_write_pipeline_outputs(tree, monkeypatch, caplog
     assert project.output("outputs/evaluate/m-s0") == os.path.join("..", "outputs", "evaluate", "m-s0")
 
 
-def test_runner_lets_only_its_kernel_write_outputs(tree, monkeypatch):
-    """The stage kernel sees ANATCL_WRITE_OUTPUTS=1; the calling process is left as it was."""
-    from anatcl_core.runner import run_notebook
-
-    source = tree / "notebooks" / "probe.py"
-    source.write_text('# %% tags=["parameters"]\nout = "x"\n\n# %%\nimport os\n'
-                      'open(out, "w").write(os.environ.get("ANATCL_WRITE_OUTPUTS", "unset"))\n')
-    run_notebook(source, tree / "executed.ipynb", {"out": str(tree / "seen.txt")}, cwd=tree, log_output=False)
-    assert (tree / "seen.txt").read_text() == "1"
-    assert project.WRITE_OUTPUTS_ENV not in os.environ
+def test_a_dvc_stage_writes_its_outputs(tree, monkeypatch):
+    """DVC sets DVC_STAGE for each stage command; the runner's kernel inherits it."""
+    monkeypatch.chdir(tree)
+    monkeypatch.setenv(project.DVC_STAGE_ENV, "evaluate@m-0")
+    assert project.output("outputs/evaluate/m-s0") == os.path.join("outputs", "evaluate", "m-s0")
+    monkeypatch.setenv(project.DVC_STAGE_ENV, "")
+    assert project.output("outputs/evaluate/m-s0") == os.path.join("outputs", "scratch", "evaluate", "m-s0")
