@@ -1,6 +1,7 @@
-# The two commands of the README:
+# The two commands of the README (and `make lab`, to explore in JupyterLab):
 #   make repro   set up .venv, generate the embedded cohort if missing, run the DVC pipeline
 #   make test    set up .venv, run the whole test suite
+#   make lab     JupyterLab on the project, from .venv (LAB_ARGS="--port 8890 --no-browser" for more)
 # Only Python 3.11 and pip are needed beforehand.
 PYTHON ?= python3
 VENV   := .venv
@@ -14,13 +15,19 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export OMP_WAIT_POLICY := PASSIVE
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test env data data-update lock clean-env
+.PHONY: repro test lab env data data-update lock clean-env
 
 repro: $(STAMP) data
 	$(BIN)/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Kernels start in the notebook's folder with this environment (venv on PATH, DVC site cache, OpenMP
+# policy); jupytext opens notebooks/*.py as notebooks (default viewer: .jupyter/lab/settings).
+LAB_ARGS ?=
+lab: $(STAMP)
+	$(BIN)/jupyter-lab --ServerApp.root_dir=$(CURDIR) --LabApp.app_settings_dir=$(CURDIR)/.jupyter/lab/settings $(LAB_ARGS)
 
 env: $(STAMP)
 

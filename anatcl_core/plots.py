@@ -2,7 +2,8 @@
 
 Every function takes plain tables (pandas) read from stage outputs and returns a Figure; the
 caller saves it. Colours follow the order of the methods given, so a method keeps its colour in
-every figure.
+every figure. The spread over seeds (:func:`seed_spread`, :func:`mean_curves`) is drawn with
+seaborn from long tables (:mod:`anatcl_core.explore`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, tuple]:
@@ -166,5 +168,58 @@ def icc_boxes(per_dim: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100) 
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set_ylabel("ICC(2,1) per dimension")
     ax.set_title("Between-site reliability on the travelling heads", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def seed_spread(long: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100, ncols: int = 4) -> plt.Figure:
+    """One panel per metric: each seed's value per method (dots), mean ± std over seeds (bar).
+
+    Args:
+        long: columns ``method``, ``seed``, ``metric``, ``value`` (e.g. :func:`anatcl_core.explore.headline_long`).
+        labels: display name of each method.
+    """
+    methods, metrics = list(dict.fromkeys(long["method"])), list(dict.fromkeys(long["metric"]))
+    ncols = min(ncols, max(1, len(metrics)))
+    nrows = int(np.ceil(len(metrics) / ncols)) if metrics else 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), dpi=dpi, squeeze=False)
+    palette = method_colours(methods)
+    for ax, metric in zip(axes.flat, metrics):
+        part = long[long["metric"] == metric]
+        sns.stripplot(part, x="method", y="value", hue="method", order=methods, hue_order=methods,
+                      palette=palette, size=4, jitter=0.15, legend=False, ax=ax)
+        sns.pointplot(part, x="method", y="value", order=methods, errorbar="sd", color="black",
+                      linestyle="none", markers="_", markersize=12, capsize=0.2, err_kws={"linewidth": 1}, ax=ax)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels([labels.get(m, m) for m in methods], rotation=30, ha="right", fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def mean_curves(curves: pd.DataFrame, labels: Mapping[str, str], y: str = "loss", dpi: int = 100) -> plt.Figure:
+    """Training curve of each method: mean over seeds with a ± std band, one panel per method.
+
+    Args:
+        curves: long table with columns ``method``, ``seed``, ``epoch`` and ``y``.
+        labels: display name of each method.
+    """
+    methods = list(dict.fromkeys(curves["method"]))
+    ncols = min(4, max(1, len(methods)))
+    nrows = int(np.ceil(len(methods) / ncols)) if methods else 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), dpi=dpi, squeeze=False)
+    palette = method_colours(methods)
+    for ax, method in zip(axes.flat, methods):  # one axis each: objectives have different scales
+        sns.lineplot(curves[curves["method"] == method], x="epoch", y=y, errorbar="sd",
+                     color=palette[method], ax=ax)
+        ax.set_title(labels.get(method, method), fontsize=9)
+        ax.set_ylabel("")
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel(f"training {y} (mean ± std over seeds)")
     fig.tight_layout()
     return fig

@@ -18,13 +18,16 @@
 # %% tags=["parameters"]
 params_file = "params.yaml"
 data_dir = "data"
-out_dir = "outputs/cohort"
+out_dir = "outputs/scratch/cohort"  # the pipeline passes outputs/cohort
 
 # %%
 from IPython.display import Image, display
 
-from anatcl_core import cohort, features
+from anatcl_core import cohort, features, project
 from anatcl_core.config import load_section
+
+params_file, data_dir = project.inputs(params_file, data_dir)  # from wherever the kernel started
+out_dir = project.output(out_dir)
 
 config = load_section(params_file, "cohort", cohort.CohortConfig)
 config

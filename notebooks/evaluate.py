@@ -27,13 +27,16 @@ seed = 0
 checkpoint = "outputs/pretrain/anatcl_global-s0/checkpoint.pt"
 data_dir = "data"
 arrays_dir = "outputs/cohort/arrays"
-out_dir = "outputs/evaluate/anatcl_global-s0"
+out_dir = "outputs/scratch/evaluate/anatcl_global-s0"  # the pipeline passes outputs/evaluate/<method>-s<seed>
 
 # %%
 import pandas as pd
 
-from anatcl_core import evaluate
+from anatcl_core import evaluate, project
 from anatcl_core.config import load_section
+
+params_file, checkpoint, data_dir, arrays_dir = project.inputs(params_file, checkpoint, data_dir, arrays_dir)
+out_dir = project.output(out_dir)  # paths from wherever the kernel started
 
 config = load_section(params_file, "evaluate", evaluate.EvaluateConfig)
 config

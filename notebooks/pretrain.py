@@ -20,13 +20,16 @@ params_file = "params.yaml"
 method = "anatcl_global"
 seed = 0
 data_dir = "data"
-out_dir = "outputs/pretrain/anatcl_global-s0"
+out_dir = "outputs/scratch/pretrain/anatcl_global-s0"  # the pipeline passes outputs/pretrain/<method>-s<seed>
 
 # %%
 import pandas as pd
 
-from anatcl_core import train
+from anatcl_core import project, train
 from anatcl_core.config import load_section
+
+params_file, data_dir = project.inputs(params_file, data_dir)  # from wherever the kernel started
+out_dir = project.output(out_dir)
 
 config = load_section(params_file, "pretrain", train.PretrainConfig).for_method(method)
 config.methods[method]

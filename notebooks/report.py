@@ -19,13 +19,17 @@ data_dir = "data"
 cohort_dir = "outputs/cohort"
 pretrain_dir = "outputs/pretrain"
 evaluate_dir = "outputs/evaluate"
-out_dir = "outputs/report"
+out_dir = "outputs/scratch/report"  # the pipeline passes outputs/report
 
 # %%
 from IPython.display import Image, display
 
-from anatcl_core import ablation, report, report_html
+from anatcl_core import ablation, project, report, report_html
 from anatcl_core.config import load_section
+
+params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir = project.inputs(
+    params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir)  # from wherever the kernel started
+out_dir = project.output(out_dir)
 
 config = load_section(params_file, "report", report.ReportConfig)
 

@@ -1,18 +1,27 @@
 """Shared fixtures: tiny cohorts *written to disk* in both layouts (OpenBHB per-subject, manifest).
 
 The writers are plain functions so other test modules can call them with their own arguments
-(``from conftest import write_openbhb``); the fixtures are their defaults. Grids are CAT12's field of
+(``from conftest import write_openbhb``); the fixtures are their defaults. ``tiny_pipeline`` runs
+``dvc repro`` once per session on the tiny profile in a temporary copy of the repo; the end-to-end
+test and the notebook/browser tests share it. Grids are CAT12's field of
 view at 9 mm, ``layout.grid_shape(9.0) == (21, 25, 21)``; volumes are brain-like blobs of modulated
 GM values (0..~0.9) so the validator passes on them, ROI tables hold plausible FreeSurfer values.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from anatcl_core.data import io, layout
 from anatcl_core.freesurfer import DESIKAN_SHAPE
@@ -134,3 +143,57 @@ def manifest_path(tmp_path: Path) -> Path:
 def manifest_npy_path(tmp_path: Path) -> Path:
     """The same cohort with ``.npy`` images (no affine)."""
     return write_manifest(tmp_path / "downstream_npy", fmt="npy")
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Tiny profile, merged over params.yaml in the temporary copy.
+TINY = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+
+
+def make_workspace(root: Path, overrides: dict = TINY) -> tuple[Path, dict]:
+    """Copy the pipeline's files to ``root``, write tiny params and a tiny cohort; return (root, env)."""
+    from anatcl_core.config import from_mapping
+    from anatcl_core.profile import merge
+    from anatcl_core.synth.config import SynthConfig
+    from anatcl_core.synth.generate import synthesize
+
+    for name in ("dvc.yaml", ".dvcignore"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, root / name)
+    for folder in ("anatcl_core", "notebooks"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    synthesize(from_mapping(SynthConfig, params["synth"], "tiny:synth"), root / "data", progress=False)
+    env = {**os.environ, "DVC_SITE_CACHE_DIR": str(root / ".dvc_site"), "PYTHONHASHSEED": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    dvc(root, env, "init", "--no-scm", "-q")
+    dvc(root, env, "config", "core.analytics", "false")
+    return root, env
+
+
+def dvc(root: Path, env: dict, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, text=True,
+                          capture_output=True, timeout=600)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+class TinyPipeline(NamedTuple):
+    """A workspace after ``dvc repro`` on the tiny profile."""
+
+    root: Path
+    env: dict
+    repro_output: str
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> TinyPipeline:
+    """The tiny pipeline, run once per session (about a minute on 2 cores)."""
+    root, env = make_workspace(tmp_path_factory.mktemp("tiny_pipeline"))
+    return TinyPipeline(root, env, dvc(root, env, "repro"))

@@ -10,59 +10,16 @@ gives identical metrics, and the report refuses missing runs.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-
-#: Tiny profile, merged over params.yaml in the temporary copy.
-TINY = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
-
-
-def make_workspace(root: Path, overrides: dict = TINY) -> tuple[Path, dict]:
-    """Copy the pipeline's files to ``root``, write tiny params and a tiny cohort; return (root, env)."""
-    from anatcl_core.config import from_mapping
-    from anatcl_core.profile import merge
-    from anatcl_core.synth.config import SynthConfig
-    from anatcl_core.synth.generate import synthesize
-
-    for name in ("dvc.yaml", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy(REPO / name, root / name)
-    for folder in ("anatcl_core", "notebooks"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    synthesize(from_mapping(SynthConfig, params["synth"], "tiny:synth"), root / "data", progress=False)
-    env = {**os.environ, "DVC_SITE_CACHE_DIR": str(root / ".dvc_site"), "PYTHONHASHSEED": "0",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    dvc(root, env, "init", "--no-scm", "-q")
-    dvc(root, env, "config", "core.analytics", "false")
-    return root, env
-
-
-def dvc(root: Path, env: dict, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, text=True,
-                          capture_output=True, timeout=600)
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
+from conftest import TINY, dvc, ran
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end(tmp_path):
-    root, env = make_workspace(tmp_path)
-    first = dvc(root, env, "repro")
+def test_pipeline_end_to_end(tiny_pipeline):
+    root, env, first = tiny_pipeline  # the session's `dvc repro` (tests/conftest.py)
     stages = {"cohort", "report"} | {f"{s}@{m}-{k}" for s in ("pretrain", "evaluate")
                                      for m in TINY["pretrain"]["run"] for k in TINY["pretrain"]["seeds"]}
     assert ran(first) == stages

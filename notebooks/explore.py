@@ -1,0 +1,96 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: py:percent
+#     notebook_metadata_filter: -all
+# ---
+
+# %% [markdown]
+# # Explore the results
+#
+# Not a pipeline stage: after `make repro`, open this notebook in JupyterLab (`make lab`) and run it
+# from the top. It loads the outputs of every stage of the run in `params.yaml` into tidy pandas
+# tables (one row per method × seed × task × metric), so any comparison is a `groupby` or a
+# seaborn call away. It only reads: `dvc status` stays clean. Loading code: `anatcl_core.explore`.
+
+# %% tags=["parameters"]
+params_file = "params.yaml"
+data_dir = "data"
+cohort_dir = "outputs/cohort"
+pretrain_dir = "outputs/pretrain"
+evaluate_dir = "outputs/evaluate"
+method = "anatcl_global"
+seed = 0
+
+# %%
+import json
+from pathlib import Path
+
+import seaborn as sns
+
+from anatcl_core import explore, plots, project, report
+from anatcl_core.config import load_section
+
+params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir = project.inputs(
+    params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir)  # from wherever the kernel started
+labels = load_section(params_file, "report", report.ReportConfig).labels
+results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file))
+results.methods
+
+# %%
+# %matplotlib inline
+
+# %% [markdown]
+# ## The cohort (cohort stage)
+
+# %%
+json.loads(Path(cohort_dir, "summary.json").read_text())
+
+# %% [markdown]
+# ## Headline metrics: mean and std over pretraining seeds
+
+# %%
+metrics = explore.metrics_table(results)
+explore.headline_table(metrics, labels).round(3)
+
+# %% [markdown]
+# ## Methods compared across seeds (one dot per seed, bar: mean ± std)
+
+# %%
+figure = plots.seed_spread(explore.headline_long(metrics), labels)
+
+# %% [markdown]
+# ## Every metric, tidy: filter and pivot
+#
+# Columns `method, seed, probe, task, metric, value`; e.g. balanced accuracy per diagnosis task:
+
+# %%
+bacc = metrics.query("probe == 'diagnosis' and metric == 'balanced_accuracy'")
+bacc.pivot_table(index="method", columns="task", values="value", aggfunc=["mean", "std"]).round(3)
+
+# %%
+sns.catplot(bacc, x="task", y="value", hue="method", kind="point", errorbar="sd", dodge=0.3, height=3, aspect=2);
+
+# %% [markdown]
+# ## Runs and training curves (pretrain stage)
+
+# %%
+explore.runs_table(results, pretrain_dir)
+
+# %%
+figure = plots.mean_curves(results.curves, labels)
+
+# %% [markdown]
+# ## Features of one run (evaluate stage)
+#
+# The frozen encoder's features of `method` / `seed` (parameters above) beside the downstream
+# cohort's covariates; `cohort="openbhb"` or `"travelling"` for the other cohorts.
+
+# %%
+features = explore.features(evaluate_dir, method, seed, data_dir)
+features.iloc[:5, :12]
+
+# %%
+dims = features.filter(regex=r"^f\d+$")
+dims.corrwith(features["age"]).abs().sort_values(ascending=False).head(5).rename("|r| with age")
