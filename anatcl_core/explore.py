@@ -23,7 +23,8 @@ import pandas as pd
 from anatcl_core.evaluate import FEATURES_FILE
 from anatcl_core.features import cohort_tables
 from anatcl_core.report import Results
-from anatcl_core.train import CHECKPOINT_FILE, SUMMARY_FILE
+from anatcl_core import live
+from anatcl_core.train import CHECKPOINT_FILE
 
 METRIC_COLUMNS = ["method", "seed", "probe", "task", "metric", "value"]
 
@@ -99,11 +100,11 @@ def headline_table(metrics: pd.DataFrame, labels: dict[str, str] | None = None) 
 
 
 def runs_table(results: Results, pretrain_dir: str | Path) -> pd.DataFrame:
-    """One row per run: ``method, seed, checkpoint`` path and its training ``summary.json`` entries."""
+    """One row per run: ``method, seed, checkpoint`` path and its training summary (``dvclive/metrics.json``)."""
     rows = []
     for method, seed in results.probes:
         folder = Path(pretrain_dir) / f"{method}-s{seed}"
-        summary = folder / SUMMARY_FILE
+        summary = folder / live.LIVE_DIR / live.METRICS_FILE
         rows.append({"method": method, "seed": seed, "checkpoint": str(folder / CHECKPOINT_FILE),
                      **(json.loads(summary.read_text()) if summary.exists() else {})})
     return pd.DataFrame(rows)

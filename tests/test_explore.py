@@ -69,8 +69,8 @@ def test_headline_table_is_the_reports_metrics(results, tmp_path):
 
 
 def test_runs_table_reads_each_training_summary(results, tmp_path):
-    (tmp_path / "a-s0").mkdir()
-    (tmp_path / "a-s0" / "summary.json").write_text(json.dumps({"epochs": 3, "final_loss": 1.5}))
+    (tmp_path / "a-s0" / "dvclive").mkdir(parents=True)
+    (tmp_path / "a-s0" / "dvclive" / "metrics.json").write_text(json.dumps({"epochs": 3, "final_loss": 1.5}))
     runs = explore.runs_table(results, tmp_path)
     assert runs[["method", "seed"]].values.tolist() == [["a", 0], ["a", 1], ["b", 0]]
     assert runs.loc[0, "epochs"] == 3 and np.isnan(runs.loc[1, "epochs"])
