@@ -321,8 +321,8 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
     "normalizer": plain dict, "epoch": int, "optimizer": state dict, ...}; keep them to tensors,
     numpy arrays and plain containers so ``safe_load`` reads them back.
     """
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)  # a handle, not a name: the archive's inner name stays "archive"
 
 
 def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str = "state dict") -> None:

@@ -53,7 +53,8 @@ from anatcl_core import distributed
 from pydantic import Field
 
 from anatcl_core.checkpoint import load_state_dict_checked, model_config, safe_load, save_checkpoint
-from anatcl_core.config import NonNegative, NonNegativeInt, Positive, PositiveInt, section
+from anatcl_core.config import ConfigError, NonNegative, NonNegativeInt, Positive, PositiveInt, section
+from anatcl_core.data import io
 from anatcl_core.data.augment import make_augmentation
 from anatcl_core.data.openbhb import OpenBHB
 from anatcl_core.kernels import DescriptorNormalizer
@@ -159,6 +160,12 @@ def load_train_data(openbhb_root: str | Path, config: PretrainConfig, progress: 
     The returned fingerprint hashes the images, tables and ages read, and the training code.
     """
     dataset = OpenBHB(openbhb_root, split="train", crop=config.crop, channels=config.channels)
+    if len(dataset):  # the crop must fit the data's grid: say so before reading every image
+        first = dataset.path(0)
+        try:
+            io.resolve_crop(config.crop, io.load_volume(first, mmap=True)[0].shape)
+        except ValueError as err:
+            raise ConfigError(f"pretrain.crop = {config.crop!r}: {err} ({first})") from None
     images = dataset.images(dtype=np.dtype(config.image_dtype).type, progress=progress)
     tables = dataset.descriptor_tables()  # (N, 7, R)
     normalizer = DescriptorNormalizer().fit(tables, config.channels)
@@ -482,6 +489,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from anatcl_core.cliargs import ArgumentError, check_device
+
+    try:
+        check_device(args.device)
+    except ValueError as err:
+        raise ArgumentError(f"python -m anatcl_core.train: --device = {args.device!r}: {err}") from None
     config = load_section(args.params, "pretrain", PretrainConfig).for_method(args.method)
     out_dir = args.out_dir or f"outputs/pretrain/{args.method}-s{args.seed}"
     ctx = distributed.init_from_env(backend="nccl" if resolve_device(args.device).type == "cuda" else "gloo",
