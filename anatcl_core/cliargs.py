@@ -125,12 +125,12 @@ def check_output(out: str | Path, inputs: Sequence[str | Path], suffixes: Sequen
     where = f"{command}: --out {str(out)!r}"
     if out.is_dir():
         raise ArgumentError(f"{where}: is a folder; expected a file name ending in {'/'.join(suffixes)}")
-    if out.suffix.lower() not in suffixes:
-        raise ArgumentError(f"{where}: unknown output format; expected one of {tuple(suffixes)}")
     resolved = out.resolve()
     for item in map(Path, inputs):
         if item.exists() and (item.resolve() == resolved or (out.exists() and os.path.samefile(item, out))):
             raise ArgumentError(f"{where}: is also an input ({item}); refusing to overwrite it")
+    if out.suffix.lower() not in suffixes:
+        raise ArgumentError(f"{where}: unknown output format; expected one of {tuple(suffixes)}")
     problem = _writable_folder(out.parent if str(out.parent) else Path("."))
     if problem:
         raise ArgumentError(f"{where}: cannot be written: {problem}")

@@ -36,7 +36,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from anatcl_core.atomic import atomic_write
-from anatcl_core.checkpoint import MODEL_CONFIG_KEYS, safe_load
+from anatcl_core.checkpoint import MODEL_CONFIG_KEYS, check_weight_values, safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -165,12 +165,12 @@ def expected_sha256(entry: WeightsEntry, cache: str | Path | None = None) -> str
 
 
 # ---------------------------------------------------------------- checkpoint check
-def _expected_shapes(depth: str, config: dict | None) -> dict[str, tuple[int, ...]]:
+def _expected_state(depth: str, config: dict | None) -> dict[str, torch.Tensor]:
     from anatcl_core.models import build_model  # models imports checkpoint; keep import light
 
-    with torch.device("meta"):  # shapes only, no memory, no init cost
+    with torch.device("meta"):  # shapes and dtypes only, no memory, no init cost
         model = build_model(**config) if config is not None else build_model(depth)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return model.state_dict()
 
 
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
@@ -200,8 +200,10 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     else:
         fmt, candidates = "upstream", {depth: None for depth in RESNET_SPECS}
     for depth, config in candidates.items():
-        expected = _expected_shapes(depth, config)
+        meta = _expected_state(depth, config)
+        expected = {k: tuple(v.shape) for k, v in meta.items()}
         if shapes == expected and len(state) == len(expected):
+            check_weight_values(state, meta, str(path))  # no int32 / NaN weights
             return CheckpointInfo(path, sha256_file(path), fmt, depth, expected["head.0.weight"][1],
                                   len(state))
     missing = sorted(set(expected) - set(shapes))[:5]

@@ -74,9 +74,11 @@ def _read_nifti(path: Path) -> nib.Nifti1Image:
     data = path.read_bytes()
     if path.name.lower().endswith(".gz"):
         data = gzip.decompress(data)  # BadGzipFile / zlib.error / EOFError on corruption
-    klass = nib.Nifti2Image if data[:4] == (540).to_bytes(4, "little") or data[:4] == (540).to_bytes(4, "big") \
-        else nib.Nifti1Image
-    return klass.from_bytes(data)
+    sizes = {int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big")}
+    if not sizes & {348, 540}:  # NIfTI-1 / NIfTI-2 header size, either byte order
+        raise VolumeError(f"{path}: not a NIfTI file (header size field {data[:4].hex() or 'missing'}; "
+                          "expected 348 or 540)")
+    return (nib.Nifti2Image if 540 in sizes else nib.Nifti1Image).from_bytes(data)
 
 
 def check_dtype(dtype: np.dtype, where: str | Path, scaled: bool = False) -> None:
@@ -131,7 +133,8 @@ def load_volume(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.nd
     except FileNotFoundError:
         raise VolumeError(f"{path}: file not found") from None
     except Exception as err:  # nibabel / numpy raise many types for corrupt files
-        raise VolumeError(f"{path}: cannot read volume ({type(err).__name__}: {err})") from None
+        reason = " ".join(str(err).split())  # one line, whatever the library wrote
+        raise VolumeError(f"{path}: cannot read volume ({type(err).__name__}: {reason})") from None
     raise VolumeError(f"{path}: unknown volume format; expected .nii, .nii.gz or .npy")
 
 
