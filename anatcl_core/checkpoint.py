@@ -230,7 +230,7 @@ class _StorageLoader:
             raise CheckpointError(f"{self.path}: persistent id names no storage type ({storage_type!r:.60})")
         key = key.decode() if isinstance(key, bytes) else str(key)
         if key not in self.storages:
-            nbytes = numel * torch._utils._element_size(dtype)
+            nbytes = numel * torch.empty((), dtype=dtype).element_size()
             raw = _read_exactly(self.archive, f"{self.prefix}data/{key}", nbytes, self.path)
             untyped = torch.frombuffer(raw, dtype=torch.uint8).untyped_storage() if nbytes else torch.UntypedStorage(0)
             self.storages[key] = torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)

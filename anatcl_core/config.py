@@ -167,7 +167,8 @@ def format_error(err: ValidationError, where: str, values: Mapping | None = None
         texts = list(dict.fromkeys(texts))
         if all(t.startswith("expected ") for t in texts):  # a union: any of its members
             texts = ["expected " + " or ".join(t.removeprefix("expected ") for t in texts)]
-        value = f" = {inputs[key]!r}" if key else ""
+        shown = key and not (isinstance(inputs[key], Mapping) and inputs[key])  # a whole block: not repeated
+        value = f" = {inputs[key]!r}" if shown else ""
         clauses.append(f"{where}{key}{value}: {'; '.join(texts)}")
     return "; ".join(clauses)
 
