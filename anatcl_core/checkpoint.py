@@ -8,7 +8,7 @@ unpickler (the one behind ``torch.load(weights_only=True)``), under
 
 * a few inert standard types on top of torch's defaults: ``argparse.Namespace`` (upstream's
   options), numpy arrays / dtypes / scalars (no object dtype), pure paths, dates, ``frozenset``,
-  ``slice``, ``range``, ``defaultdict`` of a plain type;
+  ``slice``, ``defaultdict``; none of them allocates more than the pickle already holds;
 * for the foreign classes upstream's files are known to pickle (:data:`FOREIGN_CLASSES`, by class
   name, in any module that does not exist to run code): an inert ``Placeholder`` that is never
   imported. Creating one (pickle's NEWOBJ) records the arguments and the state; *calling* it
@@ -121,8 +121,8 @@ def _np_dtype(spec, align=False, copy=False) -> np.dtype:
 
 
 def _np_reconstruct(cls, shape, dtype_code):
-    if cls is not np.ndarray:
-        raise UnsafeCheckpointError(f"numpy array reconstruction of {cls!r} refused")
+    if cls is not np.ndarray or tuple(shape) != (0,):  # numpy pickles (0,), then sets the real data
+        raise UnsafeCheckpointError(f"numpy array reconstruction of {cls!r} with shape {shape!r:.40} refused")
     return np.ndarray.__new__(np.ndarray, shape, dtype_code)
 
 
@@ -133,7 +133,7 @@ def _np_scalar(dtype, data=None):
 
 
 def _defaultdict(factory=None, *args):
-    return collections.defaultdict(factory if factory in (list, dict, set, int, float) else None)
+    return collections.defaultdict(factory if factory in (set,) else None)
 
 
 def _safe_globals() -> list:
@@ -144,8 +144,9 @@ def _safe_globals() -> list:
         (pathlib.PurePosixPath, "pathlib.PosixPath"), (pathlib.PurePosixPath, "pathlib.PurePosixPath"),
         (pathlib.PureWindowsPath, "pathlib.WindowsPath"), (pathlib.PureWindowsPath, "pathlib.PureWindowsPath"),
     ]
-    pairs += [(t, f"builtins.{t.__name__}") for t in (frozenset, slice, range, list, dict, tuple, int,
-                                                       float, str, bool)]
+    # Not list, range, str, ...: a REDUCE of an allowed callable is a call, and list(range(10**12))
+    # would allocate what it asks for. frozenset and slice only take what the pickle already holds.
+    pairs += [(t, f"builtins.{t.__name__}") for t in (frozenset, slice)]
     pairs += [(t, f"datetime.{t.__name__}") for t in (datetime.datetime, datetime.date, datetime.time,
                                                        datetime.timedelta, datetime.timezone)]
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
@@ -298,8 +299,12 @@ def safe_load(path: str | os.PathLike) -> Any:
                     "not on the allow-list (it could run code or exhaust memory); nothing was executed")
             with torch.serialization.safe_globals(_SAFE_GLOBALS + stand_ins):
                 return _unpickle(pickle_bytes, archive, prefix, path)
-    except (CheckpointError, UnsafeCheckpointError):
+    except CheckpointError:
         raise
+    except UnsafeCheckpointError as err:  # raised by an allowed callable: name the file if it does not
+        if str(path) in str(err):
+            raise
+        raise UnsafeCheckpointError(f"{path}: refusing to load: {err}; nothing was executed") from None
     except MemoryError:
         raise CheckpointError(f"{path}: the pickle asks for more memory than there is; refused") from None
     except (pickle.UnpicklingError, EOFError) as err:
