@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -692,13 +691,18 @@ def test_subprocess_refusals_have_exit_codes_and_no_traceback(tmp_path, checkpoi
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_embed_with_one_line_and_leaves_nothing(tmp_path, checkpoint_file, signum, status):
     scans, copy = embed_kit(tmp_path, checkpoint_file)
-    for i in range(2, 40):
-        npy(scans / f"s{i:02d}.npy", good_volume(i))
+    for i in range(2, 400):
+        npy(scans / f"s{i:03d}.npy", good_volume(i % 7))
     out = tmp_path / "features.csv"
     proc = _anatcl("embed", scans, "--weights", copy, "--out", out, "--no-progress", "--batch-size", "1")
-    time.sleep(4.0)  # imports done, validation or embedding under way
+    seen = []
+    for line in proc.stderr:  # the model is loaded: embedding starts now
+        seen.append(line)
+        if "loaded" in line:
+            break
     proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
+    stderr = "".join(seen) + stderr
     assert proc.returncode == status, stderr
     assert "Traceback" not in stderr
     lines = [line for line in stderr.splitlines() if "interrupted" in line]
