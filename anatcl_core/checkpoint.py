@@ -1,33 +1,42 @@
 """Checkpoints that load without running pickled code, atomic saving, model rebuilding.
 
-``torch.load(weights_only=False)`` executes whatever the pickle asks for, and
-``weights_only=True`` refuses the upstream files, which also pickle objects of the authors' own
-classes. ``safe_load`` reads the torch zip format itself (``<archive>/data.pkl`` plus one raw
-record ``<archive>/data/<key>`` per storage) with an unpickler whose ``find_class`` hands out:
+``torch.load(weights_only=False)`` executes whatever the pickle asks for, and a plain
+``weights_only=True`` refuses the upstream files, which also pickle training options and objects of
+the authors' own classes (REFERENCE §2). ``safe_load`` unpickles with PyTorch's own weights-only
+unpickler (the one behind ``torch.load(weights_only=True)``), under
+``torch.serialization.safe_globals`` with:
 
-* allow-listed globals: tensor rebuild functions, dtypes, plain containers, ``OrderedDict``,
-  numpy arrays / dtypes / scalars (no object dtype), ``argparse.Namespace``, pure paths, datetime;
-* for globals from modules that exist to run code (``os``, ``subprocess``, ``builtins`` beyond
-  plain types, ``importlib``, ...): an ``UnsafeCheckpointError`` before anything is called;
-* for every other global: an inert ``Placeholder`` subclass that is never imported. Creating an
-  instance (pickle's NEWOBJ, how ordinary objects are stored) only records the arguments and the
-  state; *calling* it (pickle's REDUCE, how functions and custom reducers are invoked) raises
-  ``UnsafeCheckpointError``. So nothing outside the allow-list is ever executed.
+* a few inert standard types on top of torch's defaults: ``argparse.Namespace`` (upstream's
+  options), numpy arrays / dtypes / scalars (no object dtype), pure paths, dates, ``frozenset``,
+  ``slice``, ``defaultdict``; none of them allocates more than the pickle already holds;
+* for the foreign classes upstream's files are known to pickle (:data:`FOREIGN_CLASSES`, by class
+  name, in any module that does not exist to run code): an inert ``Placeholder`` that is never
+  imported. Creating one (pickle's NEWOBJ) records the arguments and the state; *calling* it
+  (REDUCE) raises ``UnsafeCheckpointError``.
+
+Every other global is refused before anything is unpickled
+(``torch.serialization.get_unsafe_globals_in_checkpoint``), so nothing outside this list runs.
+
+The archive is read through :mod:`zipfile`, not torch's reader, so that every record is
+bounded and checked as it streams: ``data.pkl`` at most :data:`MAX_PICKLE_BYTES`; each storage
+record must hold exactly the bytes its tensor declares (checked on the zip header before
+anything is inflated, then while reading) and match its CRC. Memory is therefore bounded by the
+sizes the tensors declare. Every failure (not a zip, bad CRC, truncated pickle, a tensor outside
+its storage, a record of the wrong size) is one :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
 import argparse
-import codecs
 import collections
-import copyreg
 import datetime
+import io
 import logging
 import os
 import pathlib
 import pickle
+import pickletools
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -35,11 +44,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch import _weights_only_unpickler as weights_only
+
+from anatcl_core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
 # Keys of checkpoint["config"] that describe the network (kwargs of models.build_model).
 MODEL_CONFIG_KEYS = ("depth", "base_width", "norm", "projection_dim", "hidden_dim", "in_channels")
+#: Classes of the authors' own modules that upstream checkpoints pickle (REFERENCE §2).
+FOREIGN_CLASSES = frozenset({"AgeEstimator"})
+#: Largest pickle (``data.pkl``, inflated) read: the structure, never the tensors' bytes.
+MAX_PICKLE_BYTES = 64 * 2**20
+_CHUNK = 2**20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read safely: corrupt, truncated or inconsistent."""
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -47,11 +68,11 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 
 class CheckpointMismatchError(ValueError):
-    """A state dict does not fit the network (missing / unexpected keys, other shapes)."""
+    """A state dict does not fit the network (missing / unexpected keys, other shapes, bad values)."""
 
 
 class _PlaceholderMeta(type):
-    def __call__(cls, *args, **kwargs):  # pickle REDUCE / INST with arguments: a call
+    def __call__(cls, *args, **kwargs):  # pickle REDUCE with arguments: a call
         raise UnsafeCheckpointError(
             f"{cls._source}: refusing to load: the pickle calls {cls.pickled_module}."
             f"{cls.pickled_name}{args!r:.80}, which is not on the allow-list; nothing was executed")
@@ -64,7 +85,6 @@ class Placeholder(metaclass=_PlaceholderMeta):
         pickled_module, pickled_name: where the original class lives.
         pickled_args: arguments given to ``__new__`` by the pickle.
         pickled_state: the state the original ``__setstate__`` would have received.
-        pickled_items, pickled_entries: list items / dict entries (list or dict subclasses).
     Attribute access falls back to a dict state, so ``opts.lr`` works on a pickled options object.
     """
 
@@ -72,23 +92,12 @@ class Placeholder(metaclass=_PlaceholderMeta):
 
     def __new__(cls, *args, **kwargs):
         self = object.__new__(cls)
-        for name, value in (("pickled_args", args), ("pickled_kwargs", kwargs),
-                            ("pickled_state", None), ("pickled_items", []),
-                            ("pickled_entries", {})):
+        for name, value in (("pickled_args", args), ("pickled_kwargs", kwargs), ("pickled_state", None)):
             object.__setattr__(self, name, value)
         return self
 
     def __setstate__(self, state: Any) -> None:
         object.__setattr__(self, "pickled_state", state)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.pickled_entries[key] = value
-
-    def append(self, item: Any) -> None:
-        self.pickled_items.append(item)
-
-    def extend(self, items: Any) -> None:
-        self.pickled_items.extend(items)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name.startswith("pickled_"):
@@ -104,41 +113,6 @@ class Placeholder(metaclass=_PlaceholderMeta):
         return f"<Placeholder {self.pickled_module}.{self.pickled_name}>"
 
 
-class _StorageType:
-    """What ``torch.FloatStorage`` etc. resolve to: just the dtype, nothing callable."""
-
-    def __init__(self, dtype: torch.dtype):
-        self.dtype = dtype
-
-
-class _LoadedStorage:
-    """A storage read from the archive, as a flat tensor of its dtype."""
-
-    def __init__(self, flat: torch.Tensor):
-        self.flat = flat
-
-
-_STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
-    "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
-}
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False,
-                    backward_hooks=None, metadata=None) -> torch.Tensor:
-    if not isinstance(storage, _LoadedStorage):
-        raise pickle.UnpicklingError(f"tensor rebuild got {type(storage).__name__}, not a storage")
-    tensor = storage.flat.as_strided(tuple(size), tuple(stride), int(storage_offset))
-    return tensor.detach().requires_grad_(bool(requires_grad))
-
-
-def _rebuild_parameter(data, requires_grad, backward_hooks, state=None) -> nn.Parameter:
-    return nn.Parameter(data, requires_grad=bool(requires_grad))
-
-
 def _np_dtype(spec, align=False, copy=False) -> np.dtype:
     dtype = np.dtype(spec, align=bool(align), copy=bool(copy))
     if dtype.hasobject:  # object arrays would hold arbitrary Python objects
@@ -147,8 +121,8 @@ def _np_dtype(spec, align=False, copy=False) -> np.dtype:
 
 
 def _np_reconstruct(cls, shape, dtype_code):
-    if cls is not np.ndarray:
-        raise UnsafeCheckpointError(f"numpy array reconstruction of {cls!r} refused")
+    if cls is not np.ndarray or tuple(shape) != (0,):  # numpy pickles (0,), then sets the real data
+        raise UnsafeCheckpointError(f"numpy array reconstruction of {cls!r} with shape {shape!r:.40} refused")
     return np.ndarray.__new__(np.ndarray, shape, dtype_code)
 
 
@@ -158,58 +132,33 @@ def _np_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
-def _encode(text, encoding="utf-8"):  # how protocol-2 pickles store bytes
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
-        raise UnsafeCheckpointError(f"_codecs.encode({type(text).__name__}, {encoding!r}) refused")
-    return codecs.encode(text, encoding)
-
-
-def _reconstructor(cls, base, state):  # protocol 0/1 objects
-    if isinstance(cls, _PlaceholderMeta) or cls is argparse.Namespace:
-        obj = cls.__new__(cls)
-        if isinstance(obj, Placeholder):
-            obj.__setstate__(state)
-        elif state is not None:
-            obj.__dict__.update(state)
-        return obj
-    raise UnsafeCheckpointError(f"copyreg._reconstructor of {cls!r} refused")
-
-
 def _defaultdict(factory=None, *args):
-    return collections.defaultdict(factory if factory in (list, dict, set, int, float) else None)
+    return collections.defaultdict(factory if factory in (set,) else None)
 
 
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch", "device"): torch.device,
-    ("torch", "Size"): torch.Size,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("collections", "defaultdict"): _defaultdict,
-    ("argparse", "Namespace"): argparse.Namespace,
-    ("copyreg", "_reconstructor"): _reconstructor,
-    ("_codecs", "encode"): _encode,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _np_dtype,
-    ("pathlib", "PosixPath"): pathlib.PurePosixPath,
-    ("pathlib", "PurePosixPath"): pathlib.PurePosixPath,
-    ("pathlib", "WindowsPath"): pathlib.PureWindowsPath,
-    ("pathlib", "PureWindowsPath"): pathlib.PureWindowsPath,
-}
-_ALLOWED.update({("torch", name): getattr(torch, name) for name in dir(torch)
-                 if isinstance(getattr(torch, name, None), torch.dtype)})
-_ALLOWED.update({("builtins", t.__name__): t for t in (
-    set, frozenset, list, dict, tuple, slice, complex, bytes, bytearray, int, float, str, bool,
-    range, object)})
-_ALLOWED.update({("datetime", t.__name__): t for t in (
-    datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone)})
-for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _ALLOWED[(_module, "_reconstruct")] = _np_reconstruct
-    _ALLOWED[(_module, "scalar")] = _np_scalar
+def _safe_globals() -> list:
+    """What ``safe_load`` allows on top of torch's defaults: (object, name as pickled) pairs."""
+    pairs: list[tuple[Any, str]] = [
+        (argparse.Namespace, "argparse.Namespace"), (_defaultdict, "collections.defaultdict"),
+        (np.ndarray, "numpy.ndarray"), (_np_dtype, "numpy.dtype"),
+        (pathlib.PurePosixPath, "pathlib.PosixPath"), (pathlib.PurePosixPath, "pathlib.PurePosixPath"),
+        (pathlib.PureWindowsPath, "pathlib.WindowsPath"), (pathlib.PureWindowsPath, "pathlib.PureWindowsPath"),
+    ]
+    # Not list, range, str, ...: a REDUCE of an allowed callable is a call, and list(range(10**12))
+    # would allocate what it asks for. frozenset and slice only take what the pickle already holds.
+    pairs += [(t, f"builtins.{t.__name__}") for t in (frozenset, slice)]
+    pairs += [(t, f"datetime.{t.__name__}") for t in (datetime.datetime, datetime.date, datetime.time,
+                                                       datetime.timedelta, datetime.timezone)]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        pairs += [(_np_reconstruct, f"{module}._reconstruct"), (_np_scalar, f"{module}.scalar")]
+    dtype_classes = {type(np.dtype(c)) for c in np.typecodes["All"] if c != "O"}
+    pairs += [(c, f"numpy.dtypes.{c.__name__}") for c in dtype_classes]
+    return pairs
 
-# Modules whose globals exist to run code, touch files or processes: refused outright.
+
+_SAFE_GLOBALS = _safe_globals()
+
+# Modules whose globals exist to run code, touch files or processes: never a placeholder.
 _DENIED_MODULES = frozenset("""
     os posix nt posixpath ntpath sys subprocess _posixsubprocess builtins __builtin__ shutil
     importlib runpy pty socket ctypes _ctypes pickle _pickle marshal types code codeop webbrowser
@@ -217,61 +166,100 @@ _DENIED_MODULES = frozenset("""
     timeit asyncio threading _thread platform gc site sysconfig zipimport glob urllib http ftplib
     smtplib xmlrpc shelve dbm sqlite3 logging unittest doctest trace cProfile profile distutils
     setuptools pip venv ensurepip zipfile tarfile copyreg copy_reg codecs _codecs dill cloudpickle
-    joblib
-    yaml torch.hub torch.jit torch.serialization torch.utils.cpp_extension numpy.testing
-    numpy.lib.npyio numpy.f2py numpy.distutils
+    joblib yaml torch numpy
 """.split())
 
 
-def _is_denied(module: str) -> bool:
+def _placeholder(qualified: str, source: str) -> tuple[type, str] | None:
+    """A stand-in class for ``module.Name`` if it is a known foreign class, else None."""
+    module, _, name = qualified.rpartition(".")
     parts = module.split(".")
-    return any(".".join(parts[:i]) in _DENIED_MODULES for i in range(1, len(parts) + 1))
+    if name not in FOREIGN_CLASSES or any(".".join(parts[:i]) in _DENIED_MODULES for i in range(1, len(parts) + 1)):
+        return None
+    stand_in = _PlaceholderMeta(name, (Placeholder,), {"pickled_module": module, "pickled_name": name,
+                                                        "_source": source})
+    return stand_in, qualified
 
 
-_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+def _archive_prefix(archive: zipfile.ZipFile, path: Path) -> str:
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise CheckpointError(f"{path}: expected one <archive>/data.pkl record, found {pickles}")
+    prefix = pickles[0][: -len("data.pkl")]
+    if prefix + "byteorder" in archive.namelist():
+        byteorder = archive.read(prefix + "byteorder")[:16].decode(errors="replace")
+        if byteorder != sys.byteorder:
+            raise CheckpointError(f"{path}: {byteorder}-endian archive on a {sys.byteorder} machine")
+    return prefix
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def __init__(self, file, source: str, read_record):
-        super().__init__(file)
-        self._source, self._read_record = source, read_record
-        self._placeholders: dict[tuple[str, str], type] = {}
-        self._storages: dict[str, _LoadedStorage] = {}
+def _read_exactly(archive: zipfile.ZipFile, name: str, nbytes: int, path: Path) -> bytearray:
+    """Record ``name``, which must inflate to exactly ``nbytes`` bytes (CRC checked on the way)."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise CheckpointError(f"{path}: record {name} is missing") from None
+    if info.file_size != nbytes:
+        raise CheckpointError(f"{path}: record {name} holds {info.file_size} bytes; its tensor "
+                              f"storage declares {nbytes}")
+    buffer = bytearray(nbytes)
+    view, done = memoryview(buffer), 0
+    with archive.open(info) as record:
+        while done < nbytes:
+            n = record.readinto(view[done:done + _CHUNK])
+            if not n:
+                raise CheckpointError(f"{path}: record {name} is truncated ({done} of {nbytes} bytes)")
+            done += n
+        if record.read(1):
+            raise CheckpointError(f"{path}: record {name} inflates beyond its declared {nbytes} bytes")
+    return buffer
 
-    def find_class(self, module: str, name: str) -> Any:
-        module = _PY2_MODULES.get(module, module)  # protocol-2 pickles name Python 2 modules
-        key = (module, name)
-        if key in _ALLOWED:
-            return _ALLOWED[key]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
-        if _is_denied(module):
-            raise UnsafeCheckpointError(
-                f"{self._source}: refusing to load: the pickle references {module}.{name}, which "
-                "is not on the allow-list and can run code; nothing was executed")
-        if key not in self._placeholders:
-            logger.debug("%s: %s.%s becomes a placeholder", self._source, module, name)
-            self._placeholders[key] = _PlaceholderMeta(
-                name.rpartition(".")[2], (Placeholder,),
-                {"pickled_module": module, "pickled_name": name, "_source": self._source})
-        return self._placeholders[key]
 
-    def persistent_load(self, pid: Any) -> _LoadedStorage:
-        # pid = ("storage", storage type, key, location, numel), as torch.save writes it
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")
-                and isinstance(pid[1], _StorageType) and isinstance(pid[4], int)):
-            raise pickle.UnpicklingError(f"{self._source}: unexpected persistent id {pid!r:.100}")
+class _StorageLoader:
+    """``persistent_load`` of the weights-only unpickler: storages read from the zip, bounded."""
+
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path):
+        self.archive, self.prefix, self.path = archive, prefix, path
+        self.storages: dict[str, torch.storage.TypedStorage] = {}
+
+    def __call__(self, pid: Any) -> torch.storage.TypedStorage:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[4], int) and pid[4] >= 0):
+            raise CheckpointError(f"{self.path}: unexpected persistent id {pid!r:.100}")
         _, storage_type, key, _location, numel = pid
+        dtype = torch.uint8 if storage_type is torch.UntypedStorage else getattr(storage_type, "dtype", None)
+        if not isinstance(dtype, torch.dtype):
+            raise CheckpointError(f"{self.path}: persistent id names no storage type ({storage_type!r:.60})")
         key = key.decode() if isinstance(key, bytes) else str(key)
-        if key not in self._storages:
-            raw = self._read_record(key)
-            nbytes = numel * storage_type.dtype.itemsize
-            if len(raw) < nbytes:
-                raise pickle.UnpicklingError(f"{self._source}: storage {key} is truncated")
-            flat = (torch.frombuffer(bytearray(raw[:nbytes]), dtype=storage_type.dtype)
-                    if nbytes else torch.empty(0, dtype=storage_type.dtype))
-            self._storages[key] = _LoadedStorage(flat)
-        return self._storages[key]
+        if key not in self.storages:
+            nbytes = numel * torch.empty((), dtype=dtype).element_size()
+            raw = _read_exactly(self.archive, f"{self.prefix}data/{key}", nbytes, self.path)
+            untyped = torch.frombuffer(raw, dtype=torch.uint8).untyped_storage() if nbytes else torch.UntypedStorage(0)
+            self.storages[key] = torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+        return self.storages[key]
+
+
+#: Globals torch's weights-only unpickler allows that are refused here anyway:
+#: ``bytearray(10**13)`` would allocate the memory it asks for (tests/test_bad_inputs_checkpoints.py).
+_REFUSED_DEFAULTS = frozenset({"builtins.bytearray"})
+
+
+def _refused_globals(path: Path, pickle_bytes: bytes, extra: list) -> list[str]:
+    """Globals of the pickle outside torch's defaults + ``extra``, and :data:`_REFUSED_DEFAULTS`."""
+    with torch.serialization.safe_globals(extra):
+        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    named = {arg.replace("__builtin__ ", "builtins ").replace(" ", ".")  # protocol 2 names Python 2's
+             for op, arg, _ in pickletools.genops(pickle_bytes) if op.name == "GLOBAL"}
+    return sorted(unsafe | (named & _REFUSED_DEFAULTS))
+
+
+def _unpickle(pickle_bytes: bytes, archive: zipfile.ZipFile, prefix: str, path: Path) -> Any:
+    data = io.BytesIO(pickle_bytes)
+    unpickler = weights_only.Unpickler(data, encoding="utf-8")
+    unpickler.persistent_load = _StorageLoader(archive, prefix, path)
+    obj = unpickler.load()
+    if data.read(1):
+        raise CheckpointError(f"{path}: data.pkl has bytes after the pickle's end")
+    return obj
 
 
 def safe_load(path: str | os.PathLike) -> Any:
@@ -281,52 +269,65 @@ def safe_load(path: str | os.PathLike) -> Any:
         path: file written by ``torch.save`` (torch >= 1.6 zip format).
 
     Returns:
-        The saved object; objects of classes outside the allow-list come back as ``Placeholder``.
+        The saved object; objects of :data:`FOREIGN_CLASSES` come back as ``Placeholder``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a torch zip archive (legacy format) or a big-endian archive.
         UnsafeCheckpointError: the pickle references or calls a global outside the allow-list.
+        CheckpointError: anything else wrong with the file (one line naming it).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a torch zip checkpoint (legacy torch<1.6 files are not "
-                         "supported; re-save with a current torch)")
-    with zipfile.ZipFile(path) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one <archive>/data.pkl record, found {pickles}")
-        prefix = pickles[0][: -len("data.pkl")]
-        if prefix + "byteorder" in archive.namelist():
-            byteorder = archive.read(prefix + "byteorder").decode()
-            if byteorder != sys.byteorder:
-                raise ValueError(f"{path}: {byteorder}-endian archive on a {sys.byteorder} machine")
-        with archive.open(pickles[0]) as data:
-            unpickler = _SafeUnpickler(data, str(path), lambda key: archive.read(f"{prefix}data/{key}"))
-            return unpickler.load()
+        raise CheckpointError(f"{path}: not a torch zip checkpoint (legacy torch<1.6 files are not "
+                              "supported; re-save with a current torch)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            prefix = _archive_prefix(archive, path)
+            size = archive.getinfo(prefix + "data.pkl").file_size
+            if size > MAX_PICKLE_BYTES:  # checked before anything is inflated
+                raise CheckpointError(f"{path}: data.pkl inflates to {size} bytes; at most "
+                                      f"{MAX_PICKLE_BYTES} expected (tensors live in their own records)")
+            pickle_bytes = bytes(_read_exactly(archive, prefix + "data.pkl", size, path))  # CRC checked
+            unsafe = _refused_globals(path, pickle_bytes, _SAFE_GLOBALS)
+            stand_ins = [p for p in (_placeholder(g, str(path)) for g in unsafe) if p is not None]
+            refused = [g for g in unsafe if g not in {name for _, name in stand_ins}]
+            if refused:
+                raise UnsafeCheckpointError(
+                    f"{path}: refusing to load: the pickle references {', '.join(refused)}, which is "
+                    "not on the allow-list (it could run code or exhaust memory); nothing was executed")
+            with torch.serialization.safe_globals(_SAFE_GLOBALS + stand_ins):
+                return _unpickle(pickle_bytes, archive, prefix, path)
+    except CheckpointError:
+        raise
+    except UnsafeCheckpointError as err:  # raised by an allowed callable: name the file if it does not
+        if str(path) in str(err):
+            raise
+        raise UnsafeCheckpointError(f"{path}: refusing to load: {err}; nothing was executed") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: the pickle asks for more memory than there is; refused") from None
+    except (pickle.UnpicklingError, EOFError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt pickle ({_one_line(err)})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError, ValueError, TypeError,
+            KeyError, IndexError, AttributeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {_one_line(err)})") from None
+
+
+def _one_line(err: BaseException, width: int = 200) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` with ``torch.save`` atomically: temp file in the same folder, then rename.
+    """Write ``obj`` with ``torch.save`` atomically (:func:`anatcl_core.atomic.atomic_write`).
 
     Our checkpoints are {"model": state dict, "config": {key: value for MODEL_CONFIG_KEYS},
     "normalizer": plain dict, "epoch": int, "optimizer": state dict, ...}; keep them to tensors,
     numpy arrays and plain containers so ``safe_load`` reads them back.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)  # a handle, not a name: the archive's inner name stays "archive"
 
 
 def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str = "state dict") -> None:
@@ -350,7 +351,29 @@ def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str = "
         raise CheckpointMismatchError(
             f"{source} does not fit {type(module).__name__}: missing keys {missing}; "
             f"unexpected keys {unexpected}; wrong shapes or types {wrong}")
+    check_weight_values(state_dict, expected, source)
     module.load_state_dict(state_dict, strict=True)
+
+
+def check_weight_values(state_dict: dict, expected: dict, source: str) -> None:
+    """Floating weights must be stored as floating point and be finite (no NaN / Inf).
+
+    ``load_state_dict`` would silently cast int32 weights (all-zero features) and keep NaNs
+    (features of empty cells).
+
+    Raises:
+        CheckpointMismatchError: naming the first offending entries.
+    """
+    not_float = [f"{k} ({state_dict[k].dtype})" for k, v in expected.items()
+                 if v.is_floating_point() and not state_dict[k].is_floating_point()]
+    if not_float:
+        raise CheckpointMismatchError(f"{source}: non-floating-point weights {not_float[:3]}"
+                                      f"{' ...' if len(not_float) > 3 else ''}; expected float tensors")
+    bad = [k for k, v in expected.items() if v.is_floating_point()
+           and not bool(torch.isfinite(state_dict[k]).all())]
+    if bad:
+        raise CheckpointMismatchError(f"{source}: NaN or infinite values in {len(bad)} weight tensor(s), "
+                                      f"e.g. {bad[:3]}; expected finite weights")
 
 
 def model_config(model: nn.Module) -> dict:

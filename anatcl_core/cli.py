@@ -5,13 +5,17 @@
     anatcl embed INPUT... --weights F --out F.csv   frozen encoder features, one row per subject
     anatcl weights list|fetch|verify                 known checkpoints (upstream and ours)
 
-Sub-commands import their module only when chosen, so ``anatcl --help`` stays fast.
+Sub-commands import their module only when chosen, so ``anatcl --help`` stays fast. Ctrl-C
+(SIGINT) and SIGTERM stop a command with one line on stderr and status 130 / 143; every temp
+file is removed on the way out (:mod:`anatcl_core.atomic`). An error a command did not report
+itself is one line too, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import sys
 from collections.abc import Sequence
 
@@ -65,7 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv[:1])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handler, _ = COMMANDS[ns.command]
-    return handler(argv[1:])
+    from anatcl_core.atomic import Terminated, exit_on_signals
+
+    exit_on_signals()
+    try:
+        return handler(argv[1:])
+    except KeyboardInterrupt as err:
+        signal_name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+        sys.stderr.write(f"anatcl {ns.command}: interrupted ({signal_name}); no output was left half-written\n")
+        return 143 if isinstance(err, Terminated) else 130
+    except (ValueError, OSError, KeyError, pickle.UnpicklingError) as err:
+        sys.stderr.write(f"anatcl {ns.command}: error: {' '.join(str(err).split())}\n")
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -22,17 +21,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from anatcl_core import validate  # noqa: E402
+from anatcl_core.config import Positive, PositiveInt, section  # noqa: E402
 from anatcl_core.data import io, layout  # noqa: E402
 from anatcl_core.data.manifest import read_manifest, task_columns  # noqa: E402
 from anatcl_core.data.openbhb import OpenBHB  # noqa: E402
-from anatcl_core.freesurfer import select_channels  # noqa: E402
+from anatcl_core.freesurfer import Channels, select_channels  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 OPENBHB_DIR, DOWNSTREAM_DIR, TRAVELLING_DIR = "openbhb", "downstream", "travelling"
 
 
-@dataclass(frozen=True)
+@section
 class CohortConfig:
     """params.yaml ``cohort``.
 
@@ -44,11 +44,11 @@ class CohortConfig:
         dpi: resolution of the PNG figures.
     """
 
-    voxel_mm: float | None = None
+    voxel_mm: Positive | None = None
     fail_on_problems: bool = True
-    age_bin_years: float = 5.0
-    trajectory_channels: tuple[str, ...] = ("CT", "GMV", "SA")
-    dpi: int = 100
+    age_bin_years: Positive = 5.0
+    trajectory_channels: Channels = ("CT", "GMV", "SA")
+    dpi: PositiveInt = 100
 
 
 class CohortProblems(ValueError):

@@ -1,124 +1,230 @@
-"""Strict loading of ``params.yaml`` sections into dataclasses.
+"""Strict loading of ``params.yaml`` sections into declared, validated dataclasses.
 
-One name per concept: a ``params.yaml`` key is the dataclass field is the keyword argument. A key
-the dataclass does not declare is an error (a typo must never silently fall back to a default),
-and so is a value of the wrong type.
+One name per concept: a ``params.yaml`` key is the dataclass field is the keyword argument. Each
+section is a :func:`section` dataclass (a frozen pydantic dataclass) whose every rule sits beside
+its field, as a type (``Literal`` names, ``tuple[...]``) and a constraint (:data:`Positive`,
+``Field(ge=1)``, ``min_length=1``, ...). Loading refuses, with one line naming the file, the key,
+the value and what was expected (``params.yaml: pretrain.temperature = 0: expected > 0``):
+
+* a key the dataclass does not declare (a typo must never fall back to a default);
+* a value of the wrong type: YAML values are validated in pydantic's strict JSON mode, so
+  ``"3"`` is not an integer, ``true`` is not a number and ``2.0`` is not an integer;
+* NaN or infinite numbers anywhere, values outside their range, empty lists where one is needed;
+* a duplicate key in the file (YAML would keep the last one silently) and a file that is not
+  UTF-8 text.
+
+To add a field, declare it with its type, default and constraint; nothing else changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import pydantic
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 T = TypeVar("T")
+
+#: Rules every section shares: no unknown keys, no NaN/Inf.
+PARAMS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class ConfigError(ValueError):
     """A parameter file or section does not match its dataclass."""
 
 
+def section(cls: type[T]) -> type[T]:
+    """Decorator of a params section: a frozen pydantic dataclass with :data:`PARAMS_CONFIG`.
+
+    It stays a standard dataclass (``dataclasses.replace`` / ``asdict`` work, and ``replace``
+    validates again); constructing one in code validates the same rules as loading it.
+    """
+    return pydantic.dataclasses.dataclass(cls, frozen=True, config=PARAMS_CONFIG)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]}; YAML would keep "
+                    "the last one silently)", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path) -> dict[str, Any]:
     """Read a ``params.yaml`` file into a dict of sections.
 
     Raises:
-        ConfigError: if the file is missing, is not YAML, or its top level is not a mapping.
+        ConfigError: missing file, not UTF-8, not YAML, a duplicate key, or a top level that is
+            not a mapping.
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: parameter file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a YAML parameter file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                          f"{err.start})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return data
 
 
-def _check_value(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
+def _plain(value: Any, where: str) -> Any:
+    """YAML value -> JSON-able value, refusing what JSON cannot say (dates, binary, sets)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, str)):
         return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in args:
-            try:
-                return _check_value(value, option, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{where}: {value!r} matches none of {hint}")
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{where}: expected null, got {value!r}")
-    if origin is typing.Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        items = [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {k: _check_value(v, args[1] if args else Any, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(hint):
-        return from_mapping(hint, value, where)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got boolean {value!r}")
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
+    if isinstance(value, float):
+        return value  # NaN / Infinity pass into JSON and are refused there as "not finite"
+    raise ConfigError(f"{where} = {value!r}: expected a number, string, list or mapping, "
+                      f"not {type(value).__name__}")
+
+
+_EXPECTED = {
+    "greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
+    "less_than_equal": "<= {le}", "finite_number": "a finite number", "int_type": "an integer",
+    "int_from_float": "an integer", "float_type": "a number", "bool_type": "true or false",
+    "string_type": "a string", "literal_error": "one of {expected}", "tuple_type": "a list",
+    "list_type": "a list", "dict_type": "a mapping", "dataclass_type": "a mapping",
+    "too_short": "at least {min_length} item(s)", "too_long": "at most {max_length} item(s)",
+    "none_required": "null", "missing": "a value (required key missing)",
+    "missing_argument": "a value (required key missing)",
+}
+
+
+def _where(loc: tuple) -> tuple[str, str | None]:
+    """Error location -> (``.a.b[0]``, union member tag such as ``"tuple[int, int, int]"`` or None)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in part or part in ("int", "float", "str", "bool", "none"):
+            return out, part  # pydantic names the union member that failed: stop at the field
+        else:
+            out += f".{part}"
+    return out, None
+
+
+def _expected(error: dict, tag: str | None) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if tag is not None:  # a union: say which member forms are accepted
+        return "expected " + (ctx["expected"] if kind == "literal_error" else tag.replace("tuple", "list").replace("constrained-", ""))
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("int_type", "float_type") and isinstance(error["input"], bool):
+        return f"expected {_EXPECTED[kind]}, not a boolean"
+    template = _EXPECTED.get(kind)
+    return "expected " + template.format(**ctx) if template else error["msg"]
+
+
+def format_error(err: ValidationError, where: str, values: Mapping | None = None) -> str:
+    """``<where>.<key> = <value>: expected ...``, one clause per key (unknown keys grouped)."""
+    unknown: dict[str, list[str]] = {}
+    reasons: dict[str, list[str]] = {}
+    inputs: dict[str, Any] = {}
+    for error in err.errors():
+        key, tag = _where(tuple(error["loc"]))
+        if error["type"] == "unexpected_keyword_argument":
+            parent, _, name = key.rpartition(".")
+            unknown.setdefault(parent, []).append(name)
+            continue
+        reasons.setdefault(key, []).append(_expected(error, tag))
+        inputs.setdefault(key, error["input"] if tag is None else _lookup(values, key, error["input"]))
+    for key in list(reasons):  # "too short" after an item failed says nothing new
+        if any(other.startswith(key + "[") or other.startswith(key + ".") for other in reasons if other != key):
+            reasons[key] = [r for r in reasons[key] if "item(s)" not in r] or reasons[key]
+            if not reasons[key] or all("item(s)" in r for r in reasons[key]):
+                del reasons[key]
+    clauses = [f"{where}{parent}: unknown key(s) {sorted(names)}" for parent, names in unknown.items()]
+    for key, texts in reasons.items():
+        texts = list(dict.fromkeys(texts))
+        if all(t.startswith("expected ") for t in texts):  # a union: any of its members
+            texts = ["expected " + " or ".join(t.removeprefix("expected ") for t in texts)]
+        shown = key and not (isinstance(inputs[key], Mapping) and inputs[key])  # a whole block: not repeated
+        value = f" = {inputs[key]!r}" if shown else ""
+        clauses.append(f"{where}{key}{value}: {'; '.join(texts)}")
+    return "; ".join(clauses)
+
+
+def _lookup(values: Mapping | None, key: str, default: Any) -> Any:
+    """The value at ``.a.b`` in ``values`` (the section as given), else ``default``."""
+    node: Any = values
+    for part in key.strip(".").split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _adapter(cls: type) -> TypeAdapter:
+    if not pydantic.dataclasses.is_pydantic_dataclass(cls):
+        raise TypeError(f"{cls.__name__} is not a params section (decorate it with config.section)")
+    return TypeAdapter(cls)
 
 
 def from_mapping(cls: type[T], mapping: Any, where: str) -> T:
-    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types.
+    """Build section ``cls`` from a parsed YAML mapping, with every declared rule checked.
 
     Missing keys take the dataclass defaults. Lists become tuples where the field says ``tuple``.
 
     Args:
-        cls: a dataclass type whose fields carry type annotations.
+        cls: a :func:`section` dataclass.
         mapping: the parsed YAML section (``None`` is taken as empty).
-        where: the section's name for error messages, e.g. ``"params.yaml:pretrain"``.
+        where: the section's name for error messages, e.g. ``"params.yaml: pretrain"``.
 
     Raises:
-        ConfigError: naming the key and what was expected.
+        ConfigError: one line naming the key, the value and what was expected.
     """
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {mapping!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(mapping) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
-    values = {k: _check_value(v, hints[k], f"{where}.{k}") for k, v in mapping.items()}
+    text = json.dumps(_plain(mapping, where))
     try:
-        return cls(**values)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+        return _adapter(cls).validate_json(text, strict=True)
+    except ValidationError as err:
+        raise ConfigError(format_error(err, where, mapping)) from None
 
 
-def load_section(path: str | Path, section: str, cls: type[T]) -> T:
+def load_section(path: str | Path, section_name: str, cls: type[T]) -> T:
     """Load one section of a parameter file into ``cls`` (see :func:`from_mapping`).
 
     Raises:
         ConfigError: if the section is absent or does not match ``cls``.
     """
     params = load_params(path)
-    if section not in params:
-        raise ConfigError(f"{path}: no section {section!r}; sections are {sorted(params)}")
-    return from_mapping(cls, params[section], f"{path}:{section}")
+    if section_name not in params:
+        raise ConfigError(f"{path}: no section {section_name!r}; sections are {sorted(params)}")
+    return from_mapping(cls, params[section_name], f"{path}: {section_name}")
+
+
+def field_names(cls: type) -> list[str]:
+    """The keys of a section, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls)]

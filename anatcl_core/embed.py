@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import pickle
 import queue
 import sys
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,11 +41,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from anatcl_core.atomic import atomic_write
 from anatcl_core.checkpoint import load_model
+from anatcl_core.cliargs import EmbedArgs, check_output, parse
 from anatcl_core.data import io, layout
 from anatcl_core.data.manifest import manifest_file, read_manifest
 from anatcl_core.models import AnatCL
-from anatcl_core.validate import Problem, check_volume
+from anatcl_core.validate import Problem, check_volume, volume_files
 from anatcl_core.weights import WeightsError, inspect_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def gather_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
             frame = read_manifest(item)  # FileNotFoundError / ManifestError name the file
             subjects += [(pid, Path(p)) for pid, p in zip(frame["participant_id"], frame["image"])]
         elif item.is_dir():
-            files = sorted(p for p in item.iterdir() if p.is_file() and io.is_volume_file(p))
+            files = volume_files(item)
             if not files:
                 raise EmbedError(f"{item}: folder holds no .nii/.nii.gz/.npy files and no {layout.MANIFEST_FILE}")
             subjects += [(file_id(p), p) for p in files]
@@ -271,23 +271,33 @@ def features_frame(ids: Sequence[str], features: np.ndarray, prefix: str = "feat
     return frame
 
 
+#: First characters that make a spreadsheet evaluate a CSV cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with text cells that a spreadsheet would evaluate prefixed by ``'`` (OWASP's rule).
+
+    Only text cells change (``=cmd|calc!A1`` -> ``'=cmd|calc!A1``); numbers, negative ones
+    included, are written as they are.
+    """
+    out = frame.copy()
+    for column in out.columns[out.dtypes.map(lambda d: not pd.api.types.is_numeric_dtype(d))]:
+        out[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+                       for v in out[column]]
+    return out
+
+
 def write_table(frame: pd.DataFrame, out: str | Path) -> Path:
-    """Write ``frame`` as CSV or Parquet (by suffix), atomically: temp file + rename."""
+    """Write ``frame`` as CSV (:func:`spreadsheet_safe`) or Parquet (as is), by suffix, atomically."""
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise EmbedError(f"{out}: unknown output format; expected one of {OUTPUT_SUFFIXES}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write(out) as tmp:
         if out.suffix.lower() == ".csv":
-            frame.to_csv(tmp, index=False)
+            spreadsheet_safe(frame).to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 
@@ -300,16 +310,17 @@ def embed(inputs: Sequence[str | Path], weights: str | Path, out: str | Path, he
         EmbedError: invalid inputs (without ``skip_invalid``; nothing is written), nothing left
             to embed, or a bad output name.
     """
-    if Path(out).suffix.lower() not in OUTPUT_SUFFIXES:
-        raise EmbedError(f"{out}: unknown output format; expected one of {OUTPUT_SUFFIXES}")
-    if batch_size < 1:
-        raise EmbedError(f"batch_size must be >= 1, got {batch_size}")
-    subjects = gather_inputs(inputs)
+    given = argparse.Namespace(inputs=tuple(map(str, inputs)), weights=str(weights), out=str(out),
+                               batch_size=batch_size, device=device)
+    args = parse(EmbedArgs, given, "anatcl embed")  # every option's rule, before anything is read
+    check_output(out, [*inputs, weights], OUTPUT_SUFFIXES, "anatcl embed")
+    subjects = gather_inputs(args.inputs)
+    check_output(out, [path for _, path in subjects], OUTPUT_SUFFIXES, "anatcl embed")
     problems = check_inputs(subjects, progress)
     if problems and not skip_invalid:
-        lines = "\n".join(f"  {p}" for p in problems)
-        raise EmbedError(f"{len(problems)} invalid input(s); nothing written (use --skip-invalid to "
-                         f"embed the others):\n{lines}")
+        listed = "; ".join(map(str, problems))
+        raise EmbedError(f"{listed} ({len(problems)} invalid input(s); nothing written; --skip-invalid "
+                         "embeds the others)")
     bad = {p.path for p in problems}
     subjects = [(pid, path) for pid, path in subjects if str(path) not in bad]
     if not subjects:

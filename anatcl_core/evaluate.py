@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from anatcl_core import features as feat
 from anatcl_core import live, probes, reliability
+from anatcl_core.config import NonNegativeInt, Positive, PositiveInt, section
 from anatcl_core.data.manifest import score_columns, task_columns
 from anatcl_core.data.layout import DX_PREFIX, SCORE_PREFIX
 
@@ -31,7 +33,13 @@ PROBES_FILE = "probes.json"
 FEATURES_FILE = "features.npz"
 
 
-@dataclass(frozen=True)
+#: A non-empty grid of positive regularisation values.
+Grid = Annotated[tuple[Positive, ...], Field(min_length=1)]
+#: A number of cross-validation folds or groups.
+Folds = Annotated[int, Field(ge=2)]
+
+
+@section
 class EvaluateConfig:
     """params.yaml ``evaluate`` (field = yaml key = keyword argument of the probes).
 
@@ -39,18 +47,18 @@ class EvaluateConfig:
     this many groups; the leave-sites-out brain-age probe holds out one group per fold.
     """
 
-    batch_size: int = 64
-    c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
-    alpha_grid: tuple[float, ...] = (1e-2, 1e-1, 1.0, 1e1, 1e2)
-    site_c_grid: tuple[float, ...] = (1e-2, 1e-1, 1.0, 1e1, 1e2)
-    n_splits: int = 5
-    n_repeats: int = 3
-    inner_splits: int = 3
-    brain_age_cv_splits: int = 5
-    n_bootstrap: int = 1000
-    seed: int = 0
-    num_threads: int = 2
-    site_held_out_groups: int = 4
+    batch_size: PositiveInt = 64
+    c_grid: Grid = (1e-3, 1e-2, 1e-1, 1.0)
+    alpha_grid: Grid = (1e-2, 1e-1, 1.0, 1e1, 1e2)
+    site_c_grid: Grid = (1e-2, 1e-1, 1.0, 1e1, 1e2)
+    n_splits: Folds = 5
+    n_repeats: PositiveInt = 3
+    inner_splits: Folds = 3
+    brain_age_cv_splits: Folds = 5
+    n_bootstrap: PositiveInt = 1000
+    seed: NonNegativeInt = 0
+    num_threads: PositiveInt = 2
+    site_held_out_groups: Folds = 4
 
 
 def icc_1_1(values: np.ndarray, subjects: np.ndarray) -> float:

@@ -8,8 +8,10 @@ aparc order followed by the same 34 on the right (REFERENCE §3). Rows are alway
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 #: Row order of OpenBHB's FreeSurfer ROI tables. Row 5 is the *Gaussian* curvature (REFERENCE §4).
 CHANNELS: tuple[str, ...] = (
@@ -44,6 +46,11 @@ CHANNEL_ALIASES: dict[str, str] = {
     "GausCurv": "integrated_rectified_gaussian_curvature",
     "CurvInd": "intrinsic_curvature_index",
 }
+
+#: Every name a params.yaml channel list may use: the aliases, then the full names.
+CHANNEL_NAMES: tuple[str, ...] = tuple(CHANNEL_ALIASES) + CHANNELS
+#: A params.yaml list of descriptors: non-empty, each a name of :data:`CHANNEL_NAMES`.
+Channels = Annotated[tuple[Literal[CHANNEL_NAMES], ...], Field(min_length=1)]
 
 #: The anatomical kernel's default descriptors.
 DEFAULT_CHANNELS: tuple[str, ...] = ("CT", "GMV", "SA")

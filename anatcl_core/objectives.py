@@ -13,22 +13,28 @@ A method is an *objective* plus its settings:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anatcl_core.config import NonNegative, Positive, PositiveInt, section
+from anatcl_core.data.augment import AUGMENTATIONS
+from anatcl_core.freesurfer import Channels
 from anatcl_core.kernels import delta_kernel
 from anatcl_core.losses import AnatCLLoss, WeightedInfoNCE
 
 OBJECTIVES: tuple[str, ...] = ("anatcl", "simclr", "supervised", "random")
 #: ``pretrain`` recipe keys a method may override (ablation variants).
 RECIPE_OVERRIDES: tuple[str, ...] = ("channels", "sigma_years", "temperature", "mapping", "depth", "base_width")
+Augmentations = Annotated[tuple[Literal[tuple(AUGMENTATIONS)], ...], Field(min_length=1)]
+Depth = Literal["resnet18", "resnet34", "resnet50"]
 
 
-@dataclass(frozen=True)
+@section
 class MethodConfig:
     """One pretraining method (``pretrain.methods.<name>``; field = yaml key = keyword argument).
 
@@ -48,18 +54,18 @@ class MethodConfig:
     """
 
     objective: Literal["anatcl", "simclr", "supervised", "random"]
-    lambda_anat: float = 0.0
-    lambda_age: float = 0.0
+    lambda_anat: NonNegative = 0.0
+    lambda_age: NonNegative = 0.0
     mode: Literal["global", "local"] = "global"
     method: Literal["yaware", "expw", "threshold"] = "yaware"
     anat_method: Literal["yaware", "expw", "threshold"] | None = None
-    augmentation: tuple[str, ...] = ("none",)
-    channels: tuple[str, ...] | None = None
-    sigma_years: float | None = None
-    temperature: float | None = None
+    augmentation: Augmentations = ("none",)
+    channels: Channels | None = None
+    sigma_years: Positive | None = None
+    temperature: Positive | None = None
     mapping: Literal["affine", "relu"] | None = None
-    depth: Literal["resnet18", "resnet34", "resnet50"] | None = None
-    base_width: int | None = None
+    depth: Depth | None = None
+    base_width: PositiveInt | None = None
 
     def overrides(self) -> dict:
         """The shared-recipe keys this method sets itself."""

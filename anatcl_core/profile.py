@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from anatcl_core.atomic import atomic_write
 from anatcl_core.config import ConfigError, load_params
 
 
@@ -50,8 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default=None, help="where to write (default: --params, in place)")
     args = parser.parse_args(argv)
-    merged = apply_profile(args.profile, args.params)
-    Path(args.out or args.params).write_text(yaml.safe_dump(merged, sort_keys=False, width=110))
+    try:
+        merged = apply_profile(args.profile, args.params)
+    except ConfigError as err:
+        sys.stderr.write(f"{err}\n")
+        return 2
+    with atomic_write(args.out or args.params) as tmp:
+        tmp.write_text(yaml.safe_dump(merged, sort_keys=False, width=110))
     return 0
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import matplotlib
 
@@ -22,16 +22,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
+from pydantic import Field  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from anatcl_core import live, plots  # noqa: E402
-from anatcl_core.config import load_params  # noqa: E402
+from anatcl_core.config import NonNegativeInt, PositiveInt, load_params, section  # noqa: E402
+from anatcl_core.freesurfer import Channels  # noqa: E402
 from anatcl_core.data.manifest import read_manifest, task_columns  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@section
 class ReportConfig:
     """params.yaml ``report``.
 
@@ -48,11 +50,11 @@ class ReportConfig:
 
     title: str = "AnatCL compendium report"
     embedding: Literal["pca", "tsne"] = "pca"
-    embedding_seed: int = 0
-    dpi: int = 100
+    embedding_seed: NonNegativeInt = 0
+    dpi: PositiveInt = 100
     labels: dict[str, str] = field(default_factory=dict)
-    ablations: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    reliability_channels: tuple[str, ...] = ("CT", "GMV", "SA")
+    ablations: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = field(default_factory=dict)
+    reliability_channels: Channels = ("CT", "GMV", "SA")
 
 
 @dataclass

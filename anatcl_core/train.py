@@ -42,19 +42,23 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from anatcl_core import distributed, live
 from anatcl_core.checkpoint import load_state_dict_checked, model_config, safe_load, save_checkpoint
+from anatcl_core.config import ConfigError, NonNegative, NonNegativeInt, Positive, PositiveInt, section
+from anatcl_core.data import io
 from anatcl_core.data.augment import make_augmentation
 from anatcl_core.data.openbhb import OpenBHB
 from anatcl_core.kernels import DescriptorNormalizer
 from anatcl_core.models import build_model
-from anatcl_core.objectives import MethodConfig, Objective
+from anatcl_core.freesurfer import Channels
+from anatcl_core.objectives import Depth, MethodConfig, Objective
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +67,11 @@ CHECKPOINT_FILE = "checkpoint.pt"
 _SYNC_STEPS = 25
 
 
-@dataclass(frozen=True)
+#: A centre crop: ``upstream`` (121x128x121 at the data's voxel size), ``[x, y, z]`` or null.
+Crop = Literal["upstream"] | tuple[PositiveInt, PositiveInt, PositiveInt] | None
+
+
+@section
 class PretrainConfig:
     """params.yaml ``pretrain`` (field = yaml key = keyword argument).
 
@@ -71,34 +79,32 @@ class PretrainConfig:
     (the ablation set stays defined). Every other key is the recipe shared by all methods.
     """
 
-    methods: dict[str, MethodConfig]
-    run: tuple[str, ...]
-    seeds: tuple[int, ...] = (0, 1, 2)
-    depth: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
-    base_width: int = 64
+    methods: Annotated[dict[str, MethodConfig], Field(min_length=1)]
+    run: Annotated[tuple[str, ...], Field(min_length=1)]
+    seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] = (0, 1, 2)
+    depth: Depth = "resnet18"
+    base_width: PositiveInt = 64
     norm: Literal["batch", "instance", "group", "none"] = "batch"
-    projection_dim: int = 128
-    hidden_dim: int | None = None
-    crop: str | tuple[int, ...] | None = "upstream"
-    channels: tuple[str, ...] = ("CT", "GMV", "SA")
+    projection_dim: PositiveInt = 128
+    hidden_dim: PositiveInt | None = None
+    crop: Crop = "upstream"
+    channels: Channels = ("CT", "GMV", "SA")
     mapping: Literal["affine", "relu"] = "affine"
-    temperature: float = 0.1
-    sigma_years: float = 2.0
-    epochs: int = 300
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    weight_decay: float = 5e-5
-    lr_step_epochs: int = 10
-    lr_gamma: float = 0.9
+    temperature: Positive = 0.1
+    sigma_years: Positive = 2.0
+    epochs: NonNegativeInt = 300
+    batch_size: Annotated[int, Field(ge=2)] = 32
+    learning_rate: Positive = 1e-4
+    weight_decay: NonNegative = 5e-5
+    lr_step_epochs: PositiveInt = 10
+    lr_gamma: Annotated[float, Field(gt=0, le=1)] = 0.9
     image_dtype: Literal["float32", "float16"] = "float32"
-    num_threads: int = 2
+    num_threads: PositiveInt = 2
 
     def __post_init__(self) -> None:
         missing = [m for m in self.run if m not in self.methods]
         if missing:
             raise ValueError(f"run lists {missing}, not defined under methods ({sorted(self.methods)})")
-        if self.batch_size < 2 or self.epochs < 0 or self.learning_rate <= 0:
-            raise ValueError("need batch_size >= 2, epochs >= 0 and learning_rate > 0")
 
     def for_method(self, method: str) -> "PretrainConfig":
         """This config with ``method``'s own recipe overrides applied (idempotent).
@@ -150,6 +156,12 @@ def load_train_data(openbhb_root: str | Path, config: PretrainConfig, progress: 
     The returned fingerprint hashes the images, tables and ages read, and the training code.
     """
     dataset = OpenBHB(openbhb_root, split="train", crop=config.crop, channels=config.channels)
+    if len(dataset):  # the crop must fit the data's grid: say so before reading every image
+        first = dataset.path(0)
+        try:
+            io.resolve_crop(config.crop, io.load_volume(first, mmap=True)[0].shape)
+        except ValueError as err:
+            raise ConfigError(f"pretrain.crop = {config.crop!r}: {err} ({first})") from None
     images = dataset.images(dtype=np.dtype(config.image_dtype).type, progress=progress)
     tables = dataset.descriptor_tables()  # (N, 7, R)
     normalizer = DescriptorNormalizer().fit(tables, config.channels)
@@ -470,6 +482,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from anatcl_core.cliargs import ArgumentError, check_device
+
+    try:
+        check_device(args.device)
+    except ValueError as err:
+        raise ArgumentError(f"python -m anatcl_core.train: --device = {args.device!r}: {err}") from None
     config = load_section(args.params, "pretrain", PretrainConfig).for_method(args.method)
     out_dir = args.out_dir or f"outputs/pretrain/{args.method}-s{args.seed}"
     ctx = distributed.init_from_env(backend="nccl" if resolve_device(args.device).type == "cuda" else "gloo",

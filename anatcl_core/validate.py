@@ -1,7 +1,8 @@
 """Check a cohort against the CAT12-VBM contract before anything is trained on it.
 
-``anatcl validate PATH...`` takes OpenBHB roots (folders with ``participants.tsv``), downstream
-cohorts (``manifest.tsv`` or its folder) and single files (``.nii``, ``.nii.gz``, ``.npy``). Every
+``anatcl validate PATH...`` takes what ``anatcl embed`` takes and OpenBHB roots: folders with
+``participants.tsv``, downstream cohorts (``manifest.tsv`` or its folder), plain folders of maps
+(their ``.nii`` / ``.nii.gz`` / ``.npy`` files, not recursive) and single files. Every
 problem is one line naming the file, the subject and what was expected; the exit status is 1 if
 there is any. The validator reads only; it writes nothing.
 
@@ -37,9 +38,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from anatcl_core.cliargs import ArgumentError, ValidateArgs, parse
 from anatcl_core.data import io, layout, qc, resources
 from anatcl_core.data.manifest import manifest_file, read_manifest_raw, score_columns, task_columns
 from anatcl_core.data.openbhb import REQUIRED_PARTICIPANT_COLUMNS, SEX_CODES
+from anatcl_core.data.tables import TableError, check_tsv
 from anatcl_core.freesurfer import CHANNELS
 
 log = logging.getLogger(__name__)
@@ -242,6 +245,10 @@ def _cohort_voxel_size(found: list[tuple[str, str, float | None]]) -> list[Probl
 def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
     """A TSV with every cell as text (ids keep leading zeros; empty cells are "")."""
     try:
+        check_tsv(path)
+    except TableError as err:
+        return None, [Problem(str(path), None, str(err).removeprefix(f"{path}: "))]
+    try:
         return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values={}), []
     except Exception as err:
         return None, [Problem(str(path), None, f"cannot read table ({type(err).__name__}: {err})")]
@@ -302,13 +309,17 @@ def validate_openbhb(
     if "participant_id" not in frame.columns:
         return problems
     problems += _check_rows(frame, tsv)
+    for line, pid in zip(np.arange(len(frame)) + 2, frame["participant_id"].str.strip()):
+        if pid and not _safe_id(pid):  # OpenBHB ids become folder and file names
+            problems.append(Problem(str(tsv), None, f"line {line}: participant_id {pid!r}; expected letters, "
+                                    "digits, '-', '_' or '.' (no path separators, no '..')"))
     subjects = []
     if "split" in frame.columns:
         for pid, split in zip(frame["participant_id"].str.strip(), frame["split"].str.strip()):
             if split not in layout.SPLITS:
                 message = f"unknown split {split!r}; expected one of {list(layout.SPLITS)}"
                 problems.append(Problem(str(tsv), pid, message))
-            elif pid:
+            elif pid and _safe_id(pid):  # an unsafe id never becomes a path
                 subjects.append((pid, split))
     found = []
     for pid, split in tqdm(subjects, desc=f"validate {root.name}", disable=not progress, leave=False):
@@ -401,10 +412,39 @@ def _is_roi_file(path: Path) -> bool:
         return False  # unreadable: reported by the volume checks
 
 
+def _safe_id(pid: str) -> bool:
+    try:
+        layout.check_participant_id(pid)
+    except ValueError:
+        return False
+    return True
+
+
+def volume_files(folder: Path) -> list[Path]:
+    """The ``.nii`` / ``.nii.gz`` / ``.npy`` files of ``folder``, sorted (not recursive)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and io.is_volume_file(p))
+
+
+def validate_folder(folder: str | Path, voxel_mm: float | None = None, progress: bool = True) -> list[Problem]:
+    """A plain folder of maps (what ``anatcl embed FOLDER`` reads): every map, one voxel size."""
+    folder = Path(folder)
+    files = volume_files(folder)
+    if not files:
+        return [Problem(str(folder), None, "folder holds no .nii/.nii.gz/.npy files, no participants.tsv "
+                        "and no manifest.tsv")]
+    problems, found = [], []
+    for path in tqdm(files, desc=f"validate {folder.name}", disable=not progress, leave=False):
+        volume_problems, voxel = check_volume(path, None, voxel_mm)
+        problems += volume_problems
+        found.append((str(path), None, voxel))
+    return problems + _cohort_voxel_size(found)
+
+
 def validate_paths(
     paths: Iterable[str | Path], voxel_mm: float | None = None, progress: bool = True
 ) -> list[Problem]:
-    """Validate OpenBHB roots, manifests (or their folders) and single files, then their overlap."""
+    """Validate OpenBHB roots, manifests (or their folders), folders of maps and single files, then
+    the overlap of pretraining and downstream subjects."""
     problems: list[Problem] = []
     roots, manifests = [], []
     for path in map(Path, paths):
@@ -415,7 +455,7 @@ def validate_paths(
             manifests.append(path)
             problems += validate_manifest(path, voxel_mm, progress)
         elif path.is_dir():
-            problems.append(Problem(str(path), None, "folder holds neither participants.tsv nor manifest.tsv"))
+            problems += validate_folder(path, voxel_mm, progress)
         elif _is_roi_file(path):
             problems += check_roi(path)
         elif io.is_volume_file(path) or not path.exists():
@@ -437,6 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--voxel-mm", type=float, default=None, help="expected voxel size (default: inferred)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    try:
+        parse(ValidateArgs, args, "anatcl validate")
+    except ArgumentError as err:
+        log.error("%s", err)
+        return 2
     problems = validate_paths(args.paths, args.voxel_mm, progress=not args.no_progress)
     for problem in problems:
         sys.stdout.write(f"{problem}\n")  # the command's report

@@ -25,7 +25,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
@@ -36,7 +35,8 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from anatcl_core.checkpoint import MODEL_CONFIG_KEYS, safe_load
+from anatcl_core.atomic import atomic_write
+from anatcl_core.checkpoint import MODEL_CONFIG_KEYS, check_weight_values, safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -104,16 +104,9 @@ def _read_yaml(path: Path) -> dict:
 
 
 def _write_yaml(data: dict, path: Path) -> None:
-    """Atomic YAML write (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(data, handle, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic YAML write (:func:`anatcl_core.atomic.atomic_write`)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 def _parse_entry(name: str, raw: object, source: Path) -> WeightsEntry:
@@ -172,12 +165,12 @@ def expected_sha256(entry: WeightsEntry, cache: str | Path | None = None) -> str
 
 
 # ---------------------------------------------------------------- checkpoint check
-def _expected_shapes(depth: str, config: dict | None) -> dict[str, tuple[int, ...]]:
+def _expected_state(depth: str, config: dict | None) -> dict[str, torch.Tensor]:
     from anatcl_core.models import build_model  # models imports checkpoint; keep import light
 
-    with torch.device("meta"):  # shapes only, no memory, no init cost
+    with torch.device("meta"):  # shapes and dtypes only, no memory, no init cost
         model = build_model(**config) if config is not None else build_model(depth)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return model.state_dict()
 
 
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
@@ -207,8 +200,10 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     else:
         fmt, candidates = "upstream", {depth: None for depth in RESNET_SPECS}
     for depth, config in candidates.items():
-        expected = _expected_shapes(depth, config)
+        meta = _expected_state(depth, config)
+        expected = {k: tuple(v.shape) for k, v in meta.items()}
         if shapes == expected and len(state) == len(expected):
+            check_weight_values(state, meta, str(path))  # no int32 / NaN weights
             return CheckpointInfo(path, sha256_file(path), fmt, depth, expected["head.0.weight"][1],
                                   len(state))
     missing = sorted(set(expected) - set(shapes))[:5]
@@ -220,18 +215,17 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
 
 
 # ---------------------------------------------------------------- fetch
-def _download(url: str, target: Path, progress: bool, timeout: float) -> tuple[Path, str]:
-    """Stream ``url`` into a temp file next to ``target``; returns (temp path, sha256)."""
+def _download(url: str, tmp: Path, progress: bool, timeout: float) -> str:
+    """Stream ``url`` into ``tmp`` (an :func:`~anatcl_core.atomic.atomic_write` path); returns its sha256."""
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in ("http", "https", "file"):
         raise WeightsError(f"{url}: unsupported URL scheme {scheme!r}; expected http(s):// or file://")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     digest, written = hashlib.sha256(), 0
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=tmp.name, disable=not progress) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
@@ -239,14 +233,11 @@ def _download(url: str, target: Path, progress: bool, timeout: float) -> tuple[P
                     bar.update(len(chunk))
             if total is not None and written != total:
                 raise WeightsError(f"{url}: download truncated ({written} of {total} bytes)")
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, (OSError, ValueError)) and not isinstance(err, WeightsError):
-            raise WeightsError(f"{url}: download failed ({type(err).__name__}: {err})") from err
-        raise
-    return Path(tmp), digest.hexdigest()
+    except (OSError, ValueError) as err:
+        if isinstance(err, WeightsError):
+            raise
+        raise WeightsError(f"{url}: download failed ({type(err).__name__}: {err})") from err
+    return digest.hexdigest()
 
 
 def _record_pin(name: str, sha: str, cache: str | Path | None) -> None:
@@ -294,14 +285,10 @@ def fetch(name: str, cache: str | Path | None = None, registries: Sequence[str |
         _check_hash(name, sha, expected, f"{target} (cached; delete it or use --force)")
         logger.info("%s: using cached %s", name, target)
     else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp, sha = _download(entry.url, target, progress, timeout)
-        try:
+        with atomic_write(target) as tmp:  # nothing lands at target unless every check passes
+            sha = _download(entry.url, tmp, progress, timeout)
             _check_hash(name, sha, expected, entry.url)
             inspect_checkpoint(tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
         logger.info("%s: downloaded to %s (sha256 %s)", name, target, sha)
     if expected is None:
         if pin:

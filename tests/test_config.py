@@ -1,19 +1,19 @@
 """The strict params loader: a typo or a wrong type is an error, never a silent default."""
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
 import pytest
 
-from anatcl_core.config import ConfigError, from_mapping, load_params, load_section
+from anatcl_core.config import ConfigError, Positive, from_mapping, load_params, load_section, section
 
 
-@dataclass(frozen=True)
+@section
 class Inner:
-    sigma_years: float = 2.0
+    sigma_years: Positive = 2.0
 
 
-@dataclass(frozen=True)
+@section
 class Section:
     temperature: float = 0.1
     epochs: int = 3
@@ -34,13 +34,16 @@ def test_defaults_and_values():
 @pytest.mark.parametrize(
     ("mapping", "fragment"),
     [
-        ({"temprature": 0.1}, "unknown key(s) ['temprature']"),
-        ({"epochs": "3"}, "s.epochs: expected int"),
-        ({"epochs": True}, "boolean"),
-        ({"method": "simclr"}, "expected one of"),
-        ({"channels": "CT"}, "expected a list"),
+        ({"temprature": 0.1}, "s: unknown key(s) ['temprature']"),
+        ({"epochs": "3"}, "s.epochs = '3': expected an integer"),
+        ({"epochs": 3.0}, "s.epochs = 3.0: expected an integer"),
+        ({"epochs": True}, "s.epochs = True: expected an integer, not a boolean"),
+        ({"method": "simclr"}, "s.method = 'simclr': expected one of 'yaware', 'expw' or 'threshold'"),
+        ({"channels": "CT"}, "s.channels = 'CT': expected a list"),
         ({"inner": {"sigma": 1.0}}, "s.inner: unknown key(s) ['sigma']"),
-        ({"lr": "fast"}, "s.lr"),
+        ({"inner": {"sigma_years": 0}}, "s.inner.sigma_years = 0: expected > 0"),
+        ({"temperature": float("nan")}, "s.temperature = nan: expected a finite number"),
+        ({"lr": "fast"}, "s.lr = 'fast': expected a number"),
         ([1, 2], "expected a mapping"),
     ],
 )
@@ -61,3 +64,19 @@ def test_load_section(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "bad.yaml")
+
+
+def test_duplicate_keys_and_non_utf8_files_are_errors(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("pretrain:\n  temperature: 0.2\n  temperature: 0.5\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'temperature' \(first on line 2"):
+        load_params(path)
+    path.write_bytes("pretrain:\n  title: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_params(path)
+
+
+def test_constructing_in_code_checks_the_same_rules():
+    with pytest.raises(ValueError, match="greater than 0"):
+        Inner(sigma_years=0)
+    assert Inner(sigma_years=1).sigma_years == 1.0

@@ -233,7 +233,8 @@ def test_paths_that_are_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     problems = validate.validate_paths([tmp_path / "empty", tmp_path / "nope.nii.gz"], progress=False)
     assert [p.message for p in problems] == [
-        "folder holds neither participants.tsv nor manifest.tsv", "missing file (expected a CAT12 GM map)"
+        "folder holds no .nii/.nii.gz/.npy files, no participants.tsv and no manifest.tsv",
+        "missing file (expected a CAT12 GM map)",
     ]
 
 

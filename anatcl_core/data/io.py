@@ -11,6 +11,7 @@ CAT12 grids a shape can belong to (:func:`infer_voxel_mm`) and the crop to upstr
 
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,42 @@ def as_spatial(array: np.ndarray, where: str | Path = "array") -> np.ndarray:
     return np.squeeze(array, axis=axes) if axes else array
 
 
+def _read_nifti(path: Path) -> nib.Nifti1Image:
+    """A NIfTI image from a file read whole; a ``.gz`` stream is inflated once, to its end.
+
+    ``nib.load`` inflates only as far as the voxels go, so gzip's CRC (at the stream's end) is
+    never checked and a flipped bit inside the stream gives changed voxels without an error.
+    Here ``gzip.decompress`` reads the whole stream in one pass and checks CRC and length.
+    """
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        data = gzip.decompress(data)  # BadGzipFile / zlib.error / EOFError on corruption
+    sizes = {int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big")}
+    if not sizes & {348, 540}:  # NIfTI-1 / NIfTI-2 header size, either byte order
+        raise VolumeError(f"{path}: not a NIfTI file (header size field {data[:4].hex() or 'missing'}; "
+                          "expected 348 or 540)")
+    return (nib.Nifti2Image if 540 in sizes else nib.Nifti1Image).from_bytes(data)
+
+
+def check_dtype(dtype: np.dtype, where: str | Path, scaled: bool = False) -> None:
+    """Refuse arrays that are no GM map: boolean, complex, object, or integer without a scale.
+
+    Args:
+        dtype: the stored dtype.
+        scaled: the file carries a scale factor (NIfTI ``scl_slope``), as CAT12's integer maps do.
+
+    Raises:
+        VolumeError: naming the file and the dtype.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" or (dtype.kind in "iu" and scaled):
+        return
+    kind = {"b": "boolean", "c": "complex", "i": "integer", "u": "integer"}.get(dtype.kind, dtype.kind)
+    extra = " without a scale factor" if dtype.kind in "iu" else ""
+    raise VolumeError(f"{where}: {kind} voxels ({dtype}){extra}; expected real floating-point GM values "
+                      "(or integers with a NIfTI scl_slope)")
+
+
 def load_volume(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Read one volume from ``.nii``, ``.nii.gz`` or ``.npy``.
 
@@ -82,10 +119,13 @@ def load_volume(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.nd
     try:
         if name.endswith(".npy"):
             raw = np.load(path, mmap_mode="r", allow_pickle=False)
+            check_dtype(raw.dtype, path)
             array = as_spatial(raw, path)
             return (array if mmap else np.asarray(array, dtype=np.float32)), None
         if name.endswith(NIFTI_SUFFIXES):
-            image = nib.load(path)
+            image = _read_nifti(path)
+            slope = image.dataobj.slope
+            check_dtype(image.get_data_dtype(), path, scaled=np.isfinite(slope) and slope not in (0, 1))
             array = as_spatial(np.asanyarray(image.dataobj), path)
             return np.asarray(array, dtype=np.float32), np.asarray(image.affine, dtype=np.float64)
     except VolumeError:
@@ -93,7 +133,8 @@ def load_volume(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.nd
     except FileNotFoundError:
         raise VolumeError(f"{path}: file not found") from None
     except Exception as err:  # nibabel / numpy raise many types for corrupt files
-        raise VolumeError(f"{path}: cannot read volume ({type(err).__name__}: {err})") from None
+        reason = " ".join(str(err).split())  # one line, whatever the library wrote
+        raise VolumeError(f"{path}: cannot read volume ({type(err).__name__}: {reason})") from None
     raise VolumeError(f"{path}: unknown volume format; expected .nii, .nii.gz or .npy")
 
 

@@ -25,6 +25,7 @@ Downstream cohort (what a CAT12 user has)::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,32 @@ SCORE_PREFIX = "score_"
 MANIFEST_COLUMNS: tuple[str, ...] = ("participant_id", "image", "age", "sex", "site", "roi")
 
 
+#: What a participant id may hold where it becomes part of a path (OpenBHB's numeric ids, BIDS
+#: labels with a ``sub-`` prefix or not): letters, digits, ``-``, ``_``, ``.``; no ``..``, no
+#: separator, no leading dot or dash, at most 128 characters.
+PARTICIPANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_participant_id(participant_id: str, where: str = "participant_id") -> str:
+    """``participant_id`` if it is safe to put in a path (:data:`PARTICIPANT_ID`).
+
+    Raises:
+        ValueError: naming ``where`` and the id.
+    """
+    if not (isinstance(participant_id, str) and PARTICIPANT_ID.fullmatch(participant_id)
+            and ".." not in participant_id):
+        raise ValueError(f"{where}: participant_id {participant_id!r} is not a valid id; expected "
+                         "letters, digits, '-', '_' or '.' (no path separators, no '..')")
+    return participant_id
+
+
 def subject_dir(root: str | Path, split: str, participant_id: str) -> Path:
     """Folder of one subject of the pretraining cohort.
 
     Raises:
-        ValueError: if ``split`` is not one of :data:`SPLITS`.
+        ValueError: if ``split`` is not one of :data:`SPLITS` or the id is not path-safe.
     """
+    check_participant_id(participant_id, str(root))
     if split not in SPLIT_FOLDER:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     return Path(root) / SPLIT_FOLDER[split] / "derivatives" / f"sub-{participant_id}" / "ses-1"

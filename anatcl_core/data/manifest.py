@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from anatcl_core.data import io, layout
 from anatcl_core.data.openbhb import encode_sex
+from anatcl_core.data.tables import check_tsv
 from anatcl_core.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
 
 
@@ -54,6 +55,7 @@ def read_manifest_raw(path: str | Path) -> pd.DataFrame:
     path = manifest_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
+    check_tsv(path)  # header plus rows of its width (TableError names the line)
     text_columns = {"participant_id": str, "image": str, "roi": str, "site": str}
     frame = pd.read_csv(path, sep="\t", dtype=text_columns, keep_default_na=False, na_values={})
     return frame

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from anatcl_core.data import io, layout, resources
 from anatcl_core.data.resources import read_roi_csv  # noqa: F401  (public here since the first release)
+from anatcl_core.data.tables import check_tsv
 from anatcl_core.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def read_participants(root: str | Path) -> pd.DataFrame:
     path = Path(root) / layout.PARTICIPANTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: participants.tsv not found (expected an OpenBHB root)")
+    check_tsv(path)  # header plus rows of its width (TableError names the line)
     frame = pd.read_csv(path, sep="\t", dtype={"participant_id": str, "split": str})
     missing = [c for c in REQUIRED_PARTICIPANT_COLUMNS if c not in frame.columns]
     if missing:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
+
+from anatcl_core.config import Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, section
 
 
-@dataclass(frozen=True)
+@section
 class SynthConfig:
     """Every parameter of the synthetic benchmark (params.yaml ``synth:``).
 
@@ -51,42 +55,31 @@ class SynthConfig:
         deformation_mm: scale of the local deformation carrying surface-area differences.
     """
 
-    seed: int = 0
-    voxel_mm: float = 4.5
-    n_pretrain: int = 480
-    n_sites: int = 8
-    n_external_sites: int = 2
-    internal_test_fraction: float = 0.1
-    n_per_group: int = 300
-    n_downstream_sites: int = 3
-    n_travelling: int = 10
-    latent_sd: float = 0.12
-    region_sd: float = 0.03
-    head_size_sd: float = 0.08
+    seed: NonNegativeInt = 0
+    voxel_mm: Positive = 4.5
+    n_pretrain: PositiveInt = 480
+    n_sites: Annotated[int, Field(ge=2)] = 8
+    n_external_sites: PositiveInt = 2
+    internal_test_fraction: Fraction = 0.1
+    n_per_group: PositiveInt = 300
+    n_downstream_sites: PositiveInt = 3
+    n_travelling: NonNegativeInt = 10
+    latent_sd: NonNegative = 0.12
+    region_sd: NonNegative = 0.03
+    head_size_sd: NonNegative = 0.08
     age_effect: float = 1.0
     ad_effect: float = 3.0
     scz_effect: float = 2.3
     asd_effect: float = 2.3
-    site_intensity_sd: float = 0.05
-    site_bias: float = 0.15
-    site_noise_max: float = 0.04
-    site_fwhm_max_mm: float = 9.0
-    site_tissue_sd: float = 0.25
-    transition_mm: float = 4.0
-    deformation_mm: float = 2.0
+    site_intensity_sd: NonNegative = 0.05
+    site_bias: NonNegative = 0.15
+    site_noise_max: NonNegative = 0.04
+    site_fwhm_max_mm: NonNegative = 9.0
+    site_tissue_sd: NonNegative = 0.25
+    transition_mm: NonNegative = 4.0
+    deformation_mm: NonNegative = 2.0
 
     def __post_init__(self) -> None:
-        if self.voxel_mm <= 0:
-            raise ValueError(f"voxel_mm must be positive, got {self.voxel_mm}")
-        if self.n_sites < 2 or not 1 <= self.n_external_sites < self.n_sites:
-            raise ValueError(
-                f"need >= 2 sites with 1 <= n_external_sites < n_sites, got "
-                f"n_sites={self.n_sites}, n_external_sites={self.n_external_sites}"
-            )
-        if not 0.0 <= self.internal_test_fraction < 1.0:
-            raise ValueError(f"internal_test_fraction must be in [0, 1), got {self.internal_test_fraction}")
-        for name in ("n_pretrain", "n_per_group", "n_downstream_sites"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_travelling < 0:
-            raise ValueError(f"n_travelling must be >= 0, got {self.n_travelling}")
+        if self.n_external_sites >= self.n_sites:
+            raise ValueError(f"n_external_sites = {self.n_external_sites}: expected < n_sites "
+                             f"({self.n_sites})")

@@ -1,0 +1,98 @@
+"""Every output file is written one way: a temp file beside it, then one rename.
+
+:func:`atomic_write` yields a temporary path in the target's folder; when the block ends
+without an exception the file is flushed to disk, given the mode a plain ``open(path, "w")``
+would give (``0o666 & ~umask``: 0644 under the usual 022, so a results folder shared with a group
+stays readable to it; ``mkstemp``'s private 0600 would not) and renamed over the target in one
+step. On any exception (``KeyboardInterrupt`` included, and SIGTERM once
+:func:`exit_on_signals` turned it into one) the temp file is removed and the target is untouched.
+
+A process killed outright (SIGKILL, power loss) can leave a temp file behind. Temp names carry
+the writer's pid (``.<name>.<pid>.<random>.tmp``); the next write of the same target removes those
+whose process no longer runs, so a leftover is ignored and then replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where possible, so it is never changed even briefly)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove temp files of ``path`` left by writers that no longer run; returns them."""
+    path = Path(path)
+    removed = []
+    for candidate in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
+        parts = candidate.name[len(path.name) + 2:].split(".")
+        if len(parts) == 3 and parts[0].isdigit() and not _alive(int(parts[0])):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """Context manager: write to the yielded temp path; it replaces ``path`` on success.
+
+    Args:
+        path: the final file; its folder is created if needed.
+        mode: file mode (default ``0o666 & ~umask``).
+
+    Yields:
+        The temporary path (same folder, so the rename is atomic).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, (0o666 & ~current_umask()) if mode is None else mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` (temp-file cleanup) runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def exit_on_signals() -> None:
+    """In a command's main thread: SIGTERM raises :class:`Terminated` (SIGINT already raises)."""
+    with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
+        signal.signal(signal.SIGTERM, _raise_terminated)

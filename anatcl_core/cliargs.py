@@ -1,0 +1,137 @@
+"""The rules of the commands' arguments, checked before any file is read or model built.
+
+The same declared constraints as ``params.yaml`` (:mod:`anatcl_core.config`): each command's
+arguments are a pydantic dataclass (:class:`EmbedArgs`, :class:`ValidateArgs`) whose fields carry
+their rule, and :func:`parse` turns a violation into one line naming the option
+(``anatcl embed: --batch-size = 0: expected >= 1``). :func:`check_output` refuses an output path
+that is a folder, an input or the weights, and one whose folder cannot be written, up front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import pydantic
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+
+from anatcl_core.config import PARAMS_CONFIG, Positive, PositiveInt, format_error
+
+T = TypeVar("T")
+
+
+class ArgumentError(ValueError):
+    """A command-line argument breaks its rule; the message names the option."""
+
+
+def check_device(text: str) -> str:
+    """``auto``, ``cpu`` or ``cuda[:N]`` with that GPU present; returns the text unchanged.
+
+    Raises:
+        ValueError: anything else (``tpu``, ``meta``, ``''``, ``cpu:7``, ``cuda:99``, no CUDA).
+    """
+    import torch  # only when a device is really checked
+
+    expected = "expected auto, cpu, cuda or cuda:N"
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"not a device; {expected}") from None
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise ValueError(f"there is one CPU device; {expected}")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device type {device.type!r} cannot run the model; {expected}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError("CUDA is not available here; expected cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
+    return text
+
+
+Device = Annotated[str, AfterValidator(check_device)]
+NonEmptyPaths = Annotated[tuple[str, ...], Field(min_length=1)]
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=PARAMS_CONFIG)
+class EmbedArgs:
+    """``anatcl embed`` options with their rules."""
+
+    inputs: NonEmptyPaths
+    weights: Annotated[str, Field(min_length=1)]
+    out: Annotated[str, Field(min_length=1)]
+    batch_size: PositiveInt = 4
+    device: Device = "cpu"
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=PARAMS_CONFIG)
+class ValidateArgs:
+    """``anatcl validate`` options with their rules."""
+
+    paths: NonEmptyPaths
+    voxel_mm: Positive | None = None
+
+
+def parse(cls: type[T], args: argparse.Namespace, command: str) -> T:
+    """The fields of ``cls`` taken from ``args``, every rule checked.
+
+    Raises:
+        ArgumentError: ``<command>: --option = value: expected ...``.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    values: dict[str, Any] = {name: getattr(args, name) for name in names}
+    try:
+        return TypeAdapter(cls).validate_python(values)
+    except ValidationError as err:
+        text = format_error(err, "\0")
+        for name in names:  # ".batch_size" -> "--batch-size" (positional arguments keep their name)
+            option = f"--{name.replace('_', '-')}" if name not in ("inputs", "paths") else name
+            text = text.replace(f"\0.{name}", f"{command}: {option}")
+        raise ArgumentError(text.replace("\0", f"{command}: ")) from None
+
+
+def _writable_folder(folder: Path) -> str | None:
+    """Why ``folder`` (created if missing) cannot receive a file, or None."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"folder {probe} is not writable"
+    return None
+
+
+def check_output(out: str | Path, inputs: Sequence[str | Path], suffixes: Sequence[str],
+                 command: str) -> Path:
+    """Refuse an output that is a folder, one of ``inputs``, the wrong kind, or not writable.
+
+    Args:
+        out: the output file.
+        inputs: every path the command reads (input files and folders, weights).
+        suffixes: the accepted output suffixes, e.g. ``(".csv", ".parquet")``.
+
+    Raises:
+        ArgumentError: naming ``--out`` and the reason.
+    """
+    out = Path(out)
+    where = f"{command}: --out {str(out)!r}"
+    if out.is_dir():
+        raise ArgumentError(f"{where}: is a folder; expected a file name ending in {'/'.join(suffixes)}")
+    resolved = out.resolve()
+    for item in map(Path, inputs):
+        if item.exists() and (item.resolve() == resolved or (out.exists() and os.path.samefile(item, out))):
+            raise ArgumentError(f"{where}: is also an input ({item}); refusing to overwrite it")
+    if out.suffix.lower() not in suffixes:
+        raise ArgumentError(f"{where}: unknown output format; expected one of {tuple(suffixes)}")
+    problem = _writable_folder(out.parent if str(out.parent) else Path("."))
+    if problem:
+        raise ArgumentError(f"{where}: cannot be written: {problem}")
+    return out

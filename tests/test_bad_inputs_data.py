@@ -1,0 +1,710 @@
+"""Bad-input corpus, part 1: images, manifests, OpenBHB tables and command-line arguments.
+
+Each case builds its bad input in a fresh folder, runs ``anatcl validate`` or ``anatcl embed``
+in-process (``anatcl_core.cli.main``) and asserts a clean refusal (:mod:`refusal`): non-zero
+status, one line naming the input and the problem, no traceback, the folder unchanged. A few
+cases at the end run a real subprocess (exit codes, signals, stderr without a traceback).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import brain_volume, roi_table, write_manifest, write_openbhb
+from refusal import assert_refused, run_cli, snapshot
+from test_weights import small_checkpoint
+
+from anatcl_core.data import layout
+
+REPO = Path(__file__).resolve().parent.parent
+VOXEL = 9.0
+SHAPE = layout.grid_shape(VOXEL)  # (21, 25, 21)
+AFFINE = layout.grid_affine(VOXEL)
+
+
+def good_volume(seed: int = 0) -> np.ndarray:
+    return brain_volume(SHAPE, np.random.default_rng(seed))
+
+
+def nifti_bytes(array: np.ndarray, affine: np.ndarray = AFFINE, slope: float | None = None) -> bytes:
+    image = nib.Nifti1Image(array, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    if slope is not None:
+        image.header.set_slope_inter(slope, 0.0)
+    return image.to_bytes()
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def stored_gzip(raw: bytes) -> bytes:
+    """gzip with stored (uncompressed) deflate blocks: a flipped data bit still inflates."""
+    return gzip.compress(raw, compresslevel=0, mtime=0)
+
+
+def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
+    out = bytearray(data)
+    out[offset] ^= 1 << bit
+    return bytes(out)
+
+
+def npy(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array)
+    return path
+
+
+def validate(path: Path, *extra) -> list:
+    return ["validate", path, "--no-progress", *extra]
+
+
+# ------------------------------------------------------------------------------------ images
+def _crc_flip(t):  # the deflate stream inflates; only gzip's CRC shows the changed voxel
+    raw = nifti_bytes(good_volume())
+    data = stored_gzip(raw)
+    return validate(write(t / "crc.nii.gz", flip(data, len(data) - 8 - 200))), "crc.nii.gz", "CRC"
+
+
+def _crc_trailer(t):
+    data = stored_gzip(nifti_bytes(good_volume()))
+    return validate(write(t / "trailer.nii.gz", flip(data, len(data) - 6))), "trailer.nii.gz", "CRC"
+
+
+def _isize_trailer(t):
+    data = stored_gzip(nifti_bytes(good_volume()))
+    return validate(write(t / "isize.nii.gz", flip(data, len(data) - 2))), "isize.nii.gz", "length"
+
+
+def _gz_truncated(t):
+    data = gzip.compress(nifti_bytes(good_volume()))
+    return validate(write(t / "cut.nii.gz", data[: len(data) // 2])), "cut.nii.gz", "cannot read"
+
+
+def _gz_garbage(t):
+    return validate(write(t / "junk.nii.gz", b"\x1f\x8b not really gzip")), "junk.nii.gz", "cannot read"
+
+
+def _nii_truncated(t):
+    raw = nifti_bytes(good_volume())
+    return validate(write(t / "cut.nii", raw[: len(raw) // 2])), "cut.nii", "cannot read"
+
+
+def _nii_header_garbage(t):
+    return validate(write(t / "hdr.nii", b"\x00\x01" + os.urandom(398))), "hdr.nii", "not a NIfTI file"
+
+
+def _nii_empty(t):
+    return validate(write(t / "empty.nii", b"")), "empty.nii", "not a NIfTI file"
+
+
+def _complex_nifti(t):
+    volume = good_volume().astype(np.complex64)
+    return validate(write(t / "cplx.nii.gz", gzip.compress(nifti_bytes(volume)))), "cplx.nii.gz", "complex"
+
+
+def _complex128_nifti(t):
+    volume = good_volume().astype(np.complex128)
+    return validate(write(t / "c128.nii", nifti_bytes(volume))), "c128.nii", "complex"
+
+
+def _int_nifti_unscaled(t):
+    volume = (good_volume() * 100).astype(np.int16)
+    return validate(write(t / "int.nii", nifti_bytes(volume))), "int.nii", "without a scale"
+
+
+def _bool_npy(t):
+    return validate(npy(t / "mask.npy", good_volume() > 0.3)), "mask.npy", "boolean"
+
+
+def _complex_npy(t):
+    return validate(npy(t / "cplx.npy", good_volume().astype(np.complex64))), "cplx.npy", "complex"
+
+
+def _int_npy(t):
+    return validate(npy(t / "int.npy", (good_volume() * 100).astype(np.int32))), "int.npy", "integer"
+
+
+def _uint8_npy(t):
+    return validate(npy(t / "u8.npy", (good_volume() * 255).astype(np.uint8))), "u8.npy", "integer"
+
+
+def _object_npy(t):
+    path = t / "obj.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    return validate(path), "obj.npy", "cannot read"
+
+
+def _npy_truncated(t):
+    path = npy(t / "cut.npy", good_volume())
+    path.write_bytes(path.read_bytes()[:1000])
+    return validate(path), "cut.npy", "cannot read"
+
+
+def _npy_bad_magic(t):
+    return validate(write(t / "magic.npy", b"NOTNUMPY" + bytes(100))), "magic.npy", "cannot read"
+
+
+def _npy_empty(t):
+    return validate(write(t / "e.npy", b"")), "e.npy", "cannot read"
+
+
+def _nan_voxels(t):
+    volume = good_volume()
+    volume[3, 3, 3] = np.nan
+    return validate(npy(t / "nan.npy", volume)), "nan.npy", "NaN/Inf"
+
+
+def _inf_voxels(t):
+    volume = good_volume()
+    volume[5, 5, 5] = np.inf
+    return validate(write(t / "inf.nii.gz", gzip.compress(nifti_bytes(volume)))), "inf.nii.gz", "NaN/Inf"
+
+
+def _all_zero(t):
+    return validate(npy(t / "zero.npy", np.zeros(SHAPE, np.float32))), "zero.npy", "all voxels are zero"
+
+
+def _t1_range(t):
+    return validate(npy(t / "t1.npy", good_volume() * 1000)), "t1.npy", "intensity range"
+
+
+def _negative(t):
+    return validate(npy(t / "neg.npy", good_volume() - 1.0)), "neg.npy", "intensity range"
+
+
+def _low_coverage(t):
+    volume = np.zeros(SHAPE, np.float32)
+    volume[10, 10, 10] = 0.5
+    return validate(npy(t / "dot.npy", volume)), "dot.npy", "only"
+
+
+def _series_4d(t):
+    return validate(npy(t / "series.npy", np.stack([good_volume()] * 3, -1))), "series.npy", "one 3D volume"
+
+
+def _plane_2d(t):
+    return validate(npy(t / "plane.npy", good_volume()[0])), "plane.npy", "expected (7, 68)"
+
+
+def _no_cat12_grid(t):
+    return validate(npy(t / "odd.npy", np.ones((20, 20, 20), np.float32) * 0.5)), "odd.npy", "no CAT12 grid"
+
+
+def _flipped(t):
+    affine = AFFINE.copy()
+    affine[0, 0] *= -1
+    return validate(write(t / "flip.nii", nifti_bytes(good_volume(), affine))), "flip.nii", "orientation"
+
+
+def _anisotropic(t):
+    affine = AFFINE.copy()
+    affine[2, 2] = 4.5
+    return validate(write(t / "aniso.nii", nifti_bytes(good_volume(), affine))), "aniso.nii", "anisotropic"
+
+
+def _origin(t):
+    affine = AFFINE.copy()
+    affine[:3, 3] += 30
+    return validate(write(t / "origin.nii", nifti_bytes(good_volume(), affine))), "origin.nii", "origin"
+
+
+def _voxel_mismatch(t):
+    return validate(npy(t / "g.npy", good_volume()), "--voxel-mm", "4.5"), "g.npy", "expected (41, 49, 41)"
+
+
+def _missing_file(t):
+    return validate(t / "absent.nii.gz"), "absent.nii.gz", "missing file"
+
+
+def _unknown_suffix(t):
+    return validate(write(t / "notes.txt", b"hello")), "notes.txt", "unknown file type"
+
+
+def _empty_folder(t):
+    (t / "scans").mkdir()
+    return validate(t / "scans"), "scans", "holds no .nii"
+
+
+def _folder_with_a_bad_map(t):  # validate takes a plain folder of maps, as embed does
+    npy(t / "scans" / "good.npy", good_volume())
+    npy(t / "scans" / "bad.npy", good_volume() > 0.5)
+    return validate(t / "scans"), "bad.npy", "boolean"
+
+
+# --------------------------------------------------------------------------------- manifests
+def manifest(t: Path, n: int = 3, **kwargs) -> Path:
+    return write_manifest(t / "cohort", voxel_mm=VOXEL, n=n, **kwargs)
+
+
+def edit_lines(path: Path, edit) -> Path:
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(edit(lines)) + "\n")
+    return path
+
+
+def edit_frame(path: Path, edit) -> Path:
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    edit(frame)
+    frame.to_csv(path, sep="\t", index=False)
+    return path
+
+
+def _manifest_header_only(t):
+    path = edit_lines(manifest(t), lambda lines: lines[:1])
+    return validate(path), "manifest.tsv", "header only"
+
+
+def _manifest_extra_field(t):
+    path = edit_lines(manifest(t), lambda lines: lines[:2] + [lines[2] + "\t65.0"] + lines[3:])
+    return validate(path), "manifest.tsv", "line 3: 9 field(s); the header has 8"
+
+
+def _manifest_missing_field(t):
+    path = edit_lines(manifest(t), lambda lines: lines[:3] + ["\t".join(lines[3].split("\t")[:-1])])
+    return validate(path), "manifest.tsv", "line 4"
+
+
+def _manifest_empty_file(t):
+    path = manifest(t)
+    path.write_text("")
+    return validate(path), "manifest.tsv", "empty file"
+
+
+def _manifest_not_utf8(t):
+    path = manifest(t)
+    path.write_bytes(path.read_bytes().replace(b"S0", b"\xe9S"))
+    return validate(path), "manifest.tsv", "not UTF-8"
+
+
+def _manifest_missing_column(t):
+    path = edit_frame(manifest(t), lambda f: f.pop("image"))
+    return validate(path), "manifest.tsv", "missing column(s) ['image']"
+
+
+def _manifest_duplicate_id(t):
+    def dup(f):
+        f.loc[1, "participant_id"] = f.loc[0, "participant_id"]
+    return validate(edit_frame(manifest(t), dup)), "sub-m0001", "duplicate participant_id"
+
+
+def _manifest_empty_id(t):
+    def empty(f):
+        f.loc[1, "participant_id"] = ""
+    return validate(edit_frame(manifest(t), empty)), "manifest.tsv", "line 3: empty participant_id"
+
+
+def _manifest_empty_image(t):
+    def empty(f):
+        f.loc[0, "image"] = ""
+    return validate(edit_frame(manifest(t), empty)), "sub-m0001", "empty image path"
+
+
+def _manifest_image_missing(t):
+    def gone(f):
+        f.loc[0, "image"] = "images/nowhere.nii.gz"
+    return validate(edit_frame(manifest(t), gone)), "nowhere.nii.gz", "missing file"
+
+
+def _manifest_age_text(t):
+    def age(f):
+        f.loc[0, "age"] = "old"
+    return validate(edit_frame(manifest(t), age)), "sub-m0001", "age 'old'"
+
+
+def _manifest_age_range(t):
+    def age(f):
+        f.loc[0, "age"] = "200"
+    return validate(edit_frame(manifest(t), age)), "sub-m0001", "age '200'"
+
+
+def _manifest_sex(t):
+    def sex(f):
+        f.loc[0, "sex"] = "X"
+    return validate(edit_frame(manifest(t), sex)), "sub-m0001", "sex 'X'"
+
+
+def _manifest_dx(t):
+    def dx(f):
+        f.loc[0, "dx_ad"] = "2"
+    return validate(edit_frame(manifest(t), dx)), "sub-m0001", "dx_ad '2'"
+
+
+def _manifest_score(t):
+    def score(f):
+        f.loc[0, "score_mmse"] = "high"
+    return validate(edit_frame(manifest(t), score)), "sub-m0001", "score_mmse 'high'"
+
+
+def _manifest_site(t):
+    def site(f):
+        f.loc[0, "site"] = ""
+    return validate(edit_frame(manifest(t), site)), "sub-m0001", "empty site"
+
+
+def _manifest_corrupt_image(t):
+    path = manifest(t)
+    image = path.parent / "images" / "sub-m0002_mwp1.nii.gz"
+    data = stored_gzip(gzip.decompress(image.read_bytes()))
+    image.write_bytes(flip(data, len(data) - 300))
+    return validate(path), "sub-m0002_mwp1.nii.gz", "CRC"
+
+
+def _manifest_bool_image(t):
+    path = manifest(t, fmt="npy")
+    npy(path.parent / "images" / "sub-m0001_mwp1.npy", good_volume() > 0.4)
+    return validate(path), "sub-m0001_mwp1.npy", "boolean"
+
+
+def _manifest_bad_roi(t):
+    path = manifest(t)
+    np.save(path.parent / "roi" / "sub-m0001_desikan.npy", np.ones((7, 10), np.float32))
+    return validate(path), "sub-m0001_desikan.npy", "(7, 68)"
+
+
+# ------------------------------------------------------------------------ OpenBHB tables
+def openbhb(t: Path) -> Path:
+    return write_openbhb(t / "openbhb", voxel_mm=VOXEL, split_sizes=(2, 1, 1))
+
+
+def participants(root: Path) -> Path:
+    return root / layout.PARTICIPANTS_FILE
+
+
+def _bhb_edit(t, edit):
+    root = openbhb(t)
+    edit_frame(participants(root), edit)
+    return root
+
+
+def _bhb_header_only(t):
+    root = openbhb(t)
+    edit_lines(participants(root), lambda lines: lines[:1])
+    return validate(root), "participants.tsv", "header only"
+
+
+def _bhb_extra_field(t):
+    root = openbhb(t)
+    edit_lines(participants(root), lambda lines: lines[:2] + [lines[2] + "\t65.0"] + lines[3:])
+    return validate(root), "participants.tsv", "line 3: 15 field(s); the header has 14"
+
+
+def _bhb_not_utf8(t):
+    root = openbhb(t)
+    participants(root).write_bytes(participants(root).read_bytes().replace(b"SYNTH", b"SYNT\xff"))
+    return validate(root), "participants.tsv", "not UTF-8"
+
+
+def _bhb_id(pid: str):
+    def case(t):
+        def evil(f):
+            f.loc[0, "participant_id"] = pid
+        return validate(_bhb_edit(t, evil)), "participants.tsv", f"participant_id {pid!r}"
+    return case
+
+
+def _bhb_missing_column(t):
+    return validate(_bhb_edit(t, lambda f: f.pop("split"))), "participants.tsv", "split"
+
+
+def _bhb_unknown_split(t):
+    def split(f):
+        f.loc[0, "split"] = "validation"
+    return validate(_bhb_edit(t, split)), "participants.tsv", "unknown split 'validation'"
+
+
+def _bhb_duplicate(t):
+    def dup(f):
+        f.loc[1, "participant_id"] = f.loc[0, "participant_id"]
+    return validate(_bhb_edit(t, dup)), "0001", "duplicate participant_id"
+
+
+def _bhb_age(t):
+    def age(f):
+        f.loc[0, "age"] = "-1"
+    return validate(_bhb_edit(t, age)), "0001", "age '-1'"
+
+
+def _bhb_missing_map(t):
+    root = openbhb(t)
+    layout.subject_file(root, "train", "0001", layout.VBM_KIND).unlink()
+    return validate(root), "0001", "missing file"
+
+
+def _bhb_roi_shape(t):
+    root = openbhb(t)
+    np.save(layout.subject_file(root, "train", "0002", layout.DESIKAN_KIND), np.ones((68, 7), np.float32))
+    return validate(root), "0002", "(7, 68)"
+
+
+def _bhb_roi_nan(t):
+    root = openbhb(t)
+    table = roi_table(np.random.default_rng(0))
+    table[2, 5] = np.nan
+    np.save(layout.subject_file(root, "train", "0001", layout.DESIKAN_KIND), table)
+    return validate(root), "0001", "NaN"
+
+
+def _bhb_roi_negative(t):
+    root = openbhb(t)
+    table = roi_table(np.random.default_rng(0))
+    table[0, 5] = -3.0
+    np.save(layout.subject_file(root, "train", "0001", layout.DESIKAN_KIND), table)
+    return validate(root), "0001", "negative"
+
+
+def _bhb_bool_map(t):
+    root = openbhb(t)
+    np.save(layout.subject_file(root, "train", "0001", layout.VBM_KIND), (good_volume() > 0.4)[None])
+    return validate(root), "0001", "boolean"
+
+
+# --------------------------------------------------------------------------------- CLI args
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("weights") / "model.pth", seed=3)
+
+
+def embed_kit(t: Path, weights: Path) -> tuple[Path, Path]:
+    """A folder with one valid map and a copy of the small checkpoint."""
+    npy(t / "scans" / "s01.npy", good_volume())
+    copy = t / "model.pth"
+    shutil.copyfile(weights, copy)
+    return t / "scans", copy
+
+
+def _embed_args(*options, out: str = "features.csv"):
+    def case(t, weights):
+        scans, copy = embed_kit(t, weights)
+        return ["embed", scans, "--weights", copy, "--out", t / out, "--no-progress", *options]
+    return case
+
+
+def _validate_voxel(value: str):
+    def case(t):
+        return validate(npy(t / "g.npy", good_volume()), "--voxel-mm", value), "--voxel-mm", value
+    return case
+
+
+def _out_is_weights(t, weights):
+    scans, copy = embed_kit(t, weights)
+    return ["embed", scans, "--weights", copy, "--out", t / "model.pth"]
+
+
+def _out_is_input(t, weights):
+    scans, copy = embed_kit(t, weights)
+    csv = t / "listing.csv"
+    csv.write_text("a,b\n")
+    return ["embed", scans / "s01.npy", csv, "--weights", copy, "--out", csv]
+
+
+def _out_is_manifest_image(t, weights):
+    path = manifest(t, n=2, fmt="npy")
+    copy = t / "model.pth"
+    shutil.copyfile(weights, copy)
+    image = path.parent / "images" / "sub-m0001_mwp1.npy"
+    target = image.with_suffix(".csv")
+    image.rename(target)  # the manifest now names a .csv "image": embed must not write over it
+    edit_frame(path, lambda f: f.__setitem__("image", f["image"].str.replace(".npy", ".csv", regex=False)))
+    return ["embed", path, "--weights", copy, "--out", target]
+
+
+def _out_is_folder(t, weights):
+    scans, copy = embed_kit(t, weights)
+    (t / "results.csv").mkdir()
+    return ["embed", scans, "--weights", copy, "--out", t / "results.csv"]
+
+
+def _out_parent_is_file(t, weights):
+    scans, copy = embed_kit(t, weights)
+    (t / "notes").write_text("a file, not a folder")
+    return ["embed", scans, "--weights", copy, "--out", t / "notes" / "features.csv"]
+
+
+def _out_suffix(t, weights):
+    scans, copy = embed_kit(t, weights)
+    return ["embed", scans, "--weights", copy, "--out", t / "features.xlsx"]
+
+
+def _embed_invalid_image(t, weights):
+    scans, copy = embed_kit(t, weights)
+    data = stored_gzip(nifti_bytes(good_volume()))
+    write(scans / "flipped.nii.gz", flip(data, len(data) - 500))
+    return ["embed", scans, "--weights", copy, "--out", t / "f.csv", "--no-progress"]
+
+
+def _embed_header_only_manifest(t, weights):
+    path = edit_lines(manifest(t), lambda lines: lines[:1])
+    copy = t / "model.pth"
+    shutil.copyfile(weights, copy)
+    return ["embed", path, "--weights", copy, "--out", t / "f.csv"]
+
+
+def _embed_extra_field_manifest(t, weights):
+    path = edit_lines(manifest(t), lambda lines: lines[:2] + [lines[2] + "\t65.0"] + lines[3:])
+    copy = t / "model.pth"
+    shutil.copyfile(weights, copy)
+    return ["embed", path, "--weights", copy, "--out", t / "f.csv"]
+
+
+def _embed_missing_input(t, weights):
+    _, copy = embed_kit(t, weights)
+    return ["embed", t / "nowhere", "--weights", copy, "--out", t / "f.csv"]
+
+
+VALIDATE_CASES = {
+    "gzip-bit-flip-crc": _crc_flip, "gzip-crc-trailer": _crc_trailer, "gzip-length-trailer": _isize_trailer,
+    "gzip-truncated": _gz_truncated, "gzip-garbage": _gz_garbage, "nii-truncated": _nii_truncated,
+    "nii-header-garbage": _nii_header_garbage, "nii-empty": _nii_empty, "nifti-complex64": _complex_nifti,
+    "nifti-complex128": _complex128_nifti, "nifti-int-unscaled": _int_nifti_unscaled, "npy-bool": _bool_npy,
+    "npy-complex": _complex_npy, "npy-int32": _int_npy, "npy-uint8": _uint8_npy, "npy-object": _object_npy,
+    "npy-truncated": _npy_truncated, "npy-bad-magic": _npy_bad_magic, "npy-empty": _npy_empty,
+    "nan-voxel": _nan_voxels, "inf-voxel": _inf_voxels, "all-zero": _all_zero, "t1-range": _t1_range,
+    "negative": _negative, "low-coverage": _low_coverage, "4d-series": _series_4d, "2d-plane": _plane_2d,
+    "no-cat12-grid": _no_cat12_grid, "flipped-axis": _flipped, "anisotropic": _anisotropic,
+    "wrong-origin": _origin, "voxel-mismatch": _voxel_mismatch, "missing-file": _missing_file,
+    "unknown-suffix": _unknown_suffix, "empty-folder": _empty_folder, "folder-bad-map": _folder_with_a_bad_map,
+    "manifest-header-only": _manifest_header_only, "manifest-extra-field": _manifest_extra_field,
+    "manifest-missing-field": _manifest_missing_field, "manifest-empty-file": _manifest_empty_file,
+    "manifest-not-utf8": _manifest_not_utf8, "manifest-missing-column": _manifest_missing_column,
+    "manifest-duplicate-id": _manifest_duplicate_id, "manifest-empty-id": _manifest_empty_id,
+    "manifest-empty-image": _manifest_empty_image, "manifest-image-missing": _manifest_image_missing,
+    "manifest-age-text": _manifest_age_text, "manifest-age-range": _manifest_age_range,
+    "manifest-sex": _manifest_sex, "manifest-dx": _manifest_dx, "manifest-score": _manifest_score,
+    "manifest-site": _manifest_site, "manifest-corrupt-image": _manifest_corrupt_image,
+    "manifest-bool-image": _manifest_bool_image, "manifest-bad-roi": _manifest_bad_roi,
+    "openbhb-header-only": _bhb_header_only, "openbhb-extra-field": _bhb_extra_field,
+    "openbhb-not-utf8": _bhb_not_utf8, "openbhb-id-dotdot": _bhb_id("../../../../tmp/evil"),
+    "openbhb-id-slash": _bhb_id("a/b"), "openbhb-id-backslash": _bhb_id("a\\b"), "openbhb-id-dots": _bhb_id(".."),
+    "openbhb-id-space": _bhb_id("a b"), "openbhb-id-leading-dash": _bhb_id("-rf"),
+    "openbhb-missing-column": _bhb_missing_column, "openbhb-unknown-split": _bhb_unknown_split,
+    "openbhb-duplicate-id": _bhb_duplicate, "openbhb-age": _bhb_age, "openbhb-missing-map": _bhb_missing_map,
+    "openbhb-roi-shape": _bhb_roi_shape, "openbhb-roi-nan": _bhb_roi_nan, "openbhb-roi-negative": _bhb_roi_negative,
+    "openbhb-bool-map": _bhb_bool_map, "voxel-mm-zero": _validate_voxel("0"),
+    "voxel-mm-negative": _validate_voxel("-4.5"), "voxel-mm-nan": _validate_voxel("nan"),
+    "voxel-mm-inf": _validate_voxel("inf"),
+}
+
+#: embed cases: builder, then (the input the message must name, the problem it must state).
+EMBED_CASES = {
+    "device-tpu": (_embed_args("--device", "tpu"), "--device", "not a device"),
+    "device-empty": (_embed_args("--device", ""), "--device", "not a device"),
+    "device-meta": (_embed_args("--device", "meta"), "--device", "cannot run the model"),
+    "device-cpu7": (_embed_args("--device", "cpu:7"), "--device", "one CPU device"),
+    "device-cuda99": (_embed_args("--device", "cuda:99"), "--device", "cuda"),
+    "device-garbage": (_embed_args("--device", "gpu please"), "--device", "not a device"),
+    "batch-size-zero": (_embed_args("--batch-size", "0"), "--batch-size", ">= 1"),
+    "batch-size-negative": (_embed_args("--batch-size", "-4"), "--batch-size", ">= 1"),
+    "out-is-weights": (_out_is_weights, "model.pth", "is also an input"),
+    "out-is-input": (_out_is_input, "listing.csv", "is also an input"),
+    "out-is-manifest-image": (_out_is_manifest_image, "sub-m0001_mwp1.csv", "is also an input"),
+    "out-is-folder": (_out_is_folder, "results.csv", "is a folder"),
+    "out-parent-is-file": (_out_parent_is_file, "notes", "not a folder"),
+    "out-unknown-suffix": (_out_suffix, "features.xlsx", "unknown output format"),
+    "embed-crc-flipped-image": (_embed_invalid_image, "flipped.nii.gz", "CRC"),
+    "embed-header-only-manifest": (_embed_header_only_manifest, "manifest.tsv", "header only"),
+    "embed-extra-field-manifest": (_embed_extra_field_manifest, "manifest.tsv", "line 3"),
+    "embed-missing-input": (_embed_missing_input, "nowhere", "no such file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VALIDATE_CASES))
+def test_validate_refuses(case, tmp_path, capsys, caplog):
+    argv, names, problem = VALIDATE_CASES[case](tmp_path)
+    before = snapshot(tmp_path)
+    status, lines = run_cli(argv, capsys, caplog)
+    assert_refused(status, lines, names, problem)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", sorted(EMBED_CASES))
+def test_embed_refuses(case, tmp_path, checkpoint_file, capsys, caplog, monkeypatch):
+    build, names, problem = EMBED_CASES[case]
+    argv = build(tmp_path, checkpoint_file)
+    before = snapshot(tmp_path)
+    loaded = []
+    monkeypatch.setattr("anatcl_core.embed.load_encoder", lambda *a, **k: loaded.append(a) or 1 / 0)
+    status, lines = run_cli(argv, capsys, caplog)
+    assert_refused(status, lines, names, problem)
+    assert not loaded, "the model was loaded before the inputs were refused"
+    assert snapshot(tmp_path) == before
+
+
+def test_openbhb_reader_refuses_an_id_that_leaves_the_root(tmp_path):
+    """The API too: an id never becomes a path outside the cohort root."""
+    from anatcl_core.data.openbhb import OpenBHB
+
+    root = openbhb(tmp_path)
+    edit_frame(participants(root), lambda f: f.__setitem__("participant_id", ["../../../../tmp/evil"] + list(f["participant_id"][1:])))
+    with pytest.raises(ValueError, match=r"participant_id '../../../../tmp/evil' is not a valid id"):
+        OpenBHB(root, split="train").path(0)
+    with pytest.raises(ValueError, match="no path separators"):
+        layout.subject_file(root, "train", "a/b", layout.VBM_KIND)
+
+
+def test_gzip_is_inflated_once_and_to_its_end(tmp_path, monkeypatch):
+    """One decompression pass per .nii.gz (the CRC at the end is reached), same voxels as nibabel."""
+    from anatcl_core.data import io
+
+    path = write(tmp_path / "ok.nii.gz", gzip.compress(nifti_bytes(good_volume())))
+    calls = []
+    real = gzip.decompress
+    monkeypatch.setattr(io.gzip, "decompress", lambda data: calls.append(len(data)) or real(data))
+    volume, _ = io.load_volume(path)
+    assert calls == [path.stat().st_size]  # the whole file, once
+    np.testing.assert_array_equal(volume, np.asarray(nib.load(path).dataobj, dtype=np.float32))
+
+
+# ------------------------------------------------------------------------ real subprocesses
+def _anatcl(*args, env=None, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "anatcl_core.cli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_subprocess_refusals_have_exit_codes_and_no_traceback(tmp_path, checkpoint_file):
+    argv, names, _ = _crc_flip(tmp_path)
+    proc = _anatcl(*argv)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in out + err
+    assert names in out and "CRC" in out
+    argv = _embed_args("--device", "tpu")(tmp_path / "e", checkpoint_file)
+    proc = _anatcl(*argv)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in out + err and "--device" in err
+    assert not (tmp_path / "e" / "features.csv").exists()
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_embed_with_one_line_and_leaves_nothing(tmp_path, checkpoint_file, signum, status):
+    scans, copy = embed_kit(tmp_path, checkpoint_file)
+    for i in range(2, 400):
+        npy(scans / f"s{i:03d}.npy", good_volume(i % 7))
+    out = tmp_path / "features.csv"
+    proc = _anatcl("embed", scans, "--weights", copy, "--out", out, "--no-progress", "--batch-size", "1")
+    seen = []
+    for line in proc.stderr:  # the model is loaded: embedding starts now
+        seen.append(line)
+        if "loaded" in line:
+            break
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    stderr = "".join(seen) + stderr
+    assert proc.returncode == status, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if "interrupted" in line]
+    assert len(lines) == 1 and ("SIGINT" if signum == signal.SIGINT else "SIGTERM") in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".features.csv.*"))
