@@ -21,8 +21,9 @@ import pandas as pd
 import torch
 
 from anatcl_core import features as feat
-from anatcl_core import probes, reliability
-from anatcl_core.data.manifest import score_columns, task_columns
+from anatcl_core import probes, reliability, representation, transfer
+from anatcl_core.data.manifest import ManifestDataset, score_columns, task_columns
+from anatcl_core.freesurfer import select_channels
 from anatcl_core.data.layout import DX_PREFIX, SCORE_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 PROBES_FILE = "probes.json"
 FEATURES_FILE = "features.npz"
+PREDICTIONS_FILE = "predictions.npz"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class EvaluateConfig:
 
     ``site_held_out_groups``: the pretraining cohort's sites are dealt (sorted, round robin) into
     this many groups; the leave-sites-out brain-age probe holds out one group per fold.
+    ``loso_inner_splits``: inner group folds (over training sites) of the leave-one-site-out
+    diagnosis probe. ``label_sizes``, ``label_draws``, ``label_splits``: points (labelled training
+    subjects; the whole training part is always added), draws and outer folds of the
+    label-efficiency curve (:mod:`anatcl_core.transfer`). ``descriptor_channels``: FreeSurfer
+    measures whose top ``representation_components`` principal components the representation
+    probe reads out (``representation_splits``-fold CV, :mod:`anatcl_core.representation`).
     """
 
     batch_size: int = 64
@@ -52,6 +60,13 @@ class EvaluateConfig:
     seed: int = 0
     num_threads: int = 2
     site_held_out_groups: int = 4
+    loso_inner_splits: int = 3
+    label_sizes: tuple[int, ...] = (25, 50, 100, 200)
+    label_draws: int = 2
+    label_splits: int = 5
+    descriptor_channels: tuple[str, ...] = ("CT", "GMV", "SA")
+    representation_components: int = 8
+    representation_splits: int = 5
 
 
 def icc_1_1(values: np.ndarray, subjects: np.ndarray) -> float:
@@ -85,22 +100,17 @@ def check_no_overlap(pretrain_ids, downstream_ids) -> None:
 
 def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir: str | Path,
                         arrays_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
-    """Extract features with a checkpoint's encoder and run every probe.
+    """Extract features with a checkpoint's encoder and run every probe (:func:`evaluate_features`).
 
     Args:
         config: the ``evaluate`` section. checkpoint: a pretraining ``checkpoint.pt``.
         data_dir: the cohorts' tables (``data/``). arrays_dir: their stacked images (cohort stage).
         out_dir: ``outputs/evaluate/<method>-s<seed>``.
 
-    Writes ``metrics.json`` (headline numbers), ``probes.json`` (everything, CIs and chosen
-    hyper-parameters included) and ``features.npz`` (features and ids, for the report's maps).
-
     Returns:
         The ``probes.json`` content.
     """
     torch.set_num_threads(config.num_threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     encoder, run = feat.load_encoder(checkpoint)
     crop = run.get("crop", "upstream")
     crop = tuple(crop) if isinstance(crop, list) else crop
@@ -108,8 +118,36 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
     check_no_overlap(cohorts["openbhb"].table["participant_id"], cohorts["downstream"].table["participant_id"])
     x = {name: feat.extract_features(encoder, c.images, config.batch_size, progress, desc=name)
          for name, c in cohorts.items()}
-    result = {"method": run.get("method"), "seed": run.get("seed"), "feature_dim": int(x["openbhb"].shape[1])}
-    result["brain_age"] = _brain_age(config, x["openbhb"], cohorts["openbhb"].table)
+    meta = {"method": run.get("method"), "seed": run.get("seed"), "feature_dim": int(x["openbhb"].shape[1])}
+    return evaluate_features(config, x, cohorts, data_dir, out_dir, meta)
+
+
+def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts: dict, data_dir: str | Path,
+                      out_dir: str | Path, meta: dict, age_probes: bool = True) -> dict:
+    """Every probe on given features of the cohorts (an encoder's or a reference row's).
+
+    Args:
+        config: the ``evaluate`` section.
+        x: cohort name (``openbhb``, ``downstream``, ``travelling``) -> ``(N, F)`` features.
+        cohorts: cohort name -> :class:`~anatcl_core.features.Cohort` (only ``table`` is read).
+        data_dir: ``data/`` (the downstream FreeSurfer tables, targets of the representation probe).
+        out_dir: where the files below go. meta: ``method``, ``seed``, ``feature_dim``.
+        age_probes: False for a representation made of age itself (brain-age probes and the age
+            read-out would be circular and are left out).
+
+    Writes ``metrics.json`` (headline numbers), ``probes.json`` (everything, CIs and chosen
+    hyper-parameters included), ``features.npz`` (features and ids, for the report's maps) and
+    ``predictions.npz`` (per-subject out-of-fold predictions of the leave-one-site-out and
+    label-efficiency probes, for the report's paired differences).
+
+    Returns:
+        The ``probes.json`` content.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = dict(meta)
+    if age_probes:
+        result["brain_age"] = _brain_age(config, x["openbhb"], cohorts["openbhb"].table)
     down = cohorts["downstream"].table
     probe_kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,
                     n_bootstrap=config.n_bootstrap, seed=config.seed)
@@ -126,15 +164,64 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
     result["reliability"] = travelling_reliability(x.get("travelling"), cohorts.get("travelling"))
     if "median_icc_2_1" in result["reliability"]:
         result["travelling_icc"] = result["reliability"]["median_icc_2_1"]
-    table = cohorts["openbhb"].table
-    result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
-                                                      table["site"].astype(str).to_numpy())
+    if age_probes:
+        table = cohorts["openbhb"].table
+        result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
+                                                          table["site"].astype(str).to_numpy())
+    claims, predictions = claim_probes(config, x["downstream"], down)
+    result.update(claims)
+    descriptors = downstream_descriptors(data_dir, config.descriptor_channels)
+    result["representation"] = representation.representation_probe(
+        x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
+        down["site"].astype(str).to_numpy(), n_components=config.representation_components,
+        alpha_grid=config.alpha_grid, c_grid=config.site_c_grid, n_splits=config.representation_splits,
+        inner_splits=config.inner_splits, seed=config.seed)
     (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / METRICS_FILE).write_text(json.dumps(headline(result), indent=2) + "\n")
     np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
                         **{f"{k}_ids": np.asarray(c.table["participant_id"].astype(str).tolist(), dtype=str)
                            for k, c in cohorts.items()})
+    np.savez_compressed(out_dir / PREDICTIONS_FILE, **predictions)
     return result
+
+
+def claim_probes(config: EvaluateConfig, x: np.ndarray, down: pd.DataFrame) -> tuple[dict, dict]:
+    """Leave-one-site-out and label-efficiency probes of every ``dx_`` task (:mod:`anatcl_core.transfer`).
+
+    Returns:
+        ``({"loso": {task: summary}, "label_efficiency": {task: summary}}, predictions)`` with
+        ``predictions`` the arrays of ``predictions.npz``: ``ids`` (downstream subjects) and, per
+        task, ``loso/<task>/{index,y,pred,score}`` and ``le/<task>/{index,y,sizes,pred,score}``.
+    """
+    ids = down["participant_id"].astype(str).to_numpy()
+    site = down["site"].astype(str).to_numpy()
+    out: dict = {"loso": {}, "label_efficiency": {}}
+    saved = {"ids": ids.astype(str)}
+    for col in task_columns(down):
+        task, labels = col[len(DX_PREFIX):], down[col].to_numpy(float)
+        if len(set(site[np.isfinite(labels)].tolist())) >= 2:
+            loso = transfer.loso_probe(x, labels, site, c_grid=config.c_grid, inner_splits=config.loso_inner_splits,
+                                       n_bootstrap=config.n_bootstrap, seed=config.seed, name=col)
+            out["loso"][task] = loso.summary
+            saved.update({f"loso/{task}/{k}": v for k, v in loso.predictions.items()})
+            saved[f"loso/{task}/y"] = labels[loso.predictions["index"]].astype(int)
+        le = transfer.label_efficiency_probe(
+            x, labels, ids, sizes=config.label_sizes, n_draws=config.label_draws, n_splits=config.label_splits,
+            inner_splits=config.inner_splits, c_grid=config.c_grid, n_bootstrap=config.n_bootstrap,
+            seed=config.seed, name=col)
+        out["label_efficiency"][task] = le.summary
+        saved.update({f"le/{task}/{k}": v for k, v in le.predictions.items()})
+        saved[f"le/{task}/y"] = labels[le.predictions["index"]].astype(int)
+    return out, saved
+
+
+def downstream_descriptors(data_dir: str | Path, channels: tuple[str, ...]) -> np.ndarray | None:
+    """``(N, C * R)`` FreeSurfer descriptors of the downstream subjects (None if a table is missing)."""
+    dataset = ManifestDataset(Path(data_dir) / feat.DOWNSTREAM_MANIFEST, crop=None)
+    if (dataset.frame["roi"] == "").any():
+        return None
+    tables = np.stack([dataset.descriptor_table(i) for i in range(len(dataset))])  # (N, 7, R)
+    return select_channels(tables, list(channels)).reshape(len(dataset), -1)
 
 
 def travelling_reliability(x: np.ndarray | None, cohort) -> dict:
@@ -203,7 +290,7 @@ def _brain_age(config: EvaluateConfig, x: np.ndarray, table: pd.DataFrame) -> di
 def headline(result: dict) -> dict:
     """The scalar metrics listed by ``dvc metrics show``."""
     out = {k: result["brain_age"][k] for k in ("mae_internal", "mae_external", "site_bacc_internal",
-                                               "challenge_score")}
+                                               "challenge_score") if "brain_age" in result}
     for task, r in result["diagnosis"].items():
         out[f"bacc_{task}"] = r["balanced_accuracy"]
         out[f"auc_{task}"] = r["roc_auc"]
@@ -216,4 +303,25 @@ def headline(result: dict) -> dict:
         out["travelling_site_share"] = result["reliability"]["site_share"]
     if result.get("site_held_out"):
         out["site_held_out_mae"] = result["site_held_out"]["mae"]
+    out.update(claim_headline(result))
+    return out
+
+
+def claim_headline(result: dict) -> dict:
+    """Headline keys of the leave-one-site-out, label-efficiency and representation probes."""
+    out = {}
+    loso = result.get("loso", {})
+    for task, r in loso.items():
+        out[f"loso_bacc_{task}"] = r["balanced_accuracy"]
+    if loso:
+        out["loso_bacc_mean"] = float(np.mean([r["balanced_accuracy"] for r in loso.values()]))
+    points: dict[str, list[float]] = {}
+    for r in result.get("label_efficiency", {}).values():
+        for point, v in r["points"].items():
+            points.setdefault(point, []).append(v["balanced_accuracy"])
+    out.update({f"le_bacc_{p}": float(np.mean(v)) for p, v in points.items()})
+    rep = result.get("representation", {})
+    for key in ("descriptor_r2", "age_r2", "site_balanced_accuracy"):
+        if key in rep:
+            out[f"repr_{key}"] = rep[key]
     return out

@@ -33,7 +33,8 @@ config = load_section(params_file, "report", report.ReportConfig)
 # ## Tables (mean ± std over seeds)
 
 # %%
-results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file))
+results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file), evaluate_dir,
+                         report.expected_references(params_file))
 tables = report.make_tables(results, config, out_dir)
 for name, table in tables.items():
     print(name)
@@ -68,4 +69,4 @@ print(study.reliability_note or "", "\n".join(f"{k}: {v}" for k, v in study.comm
 # ## The self-contained report
 
 # %%
-report_html.write_report(results, tables, figures, config, cohort_dir, out_dir, study)
+report_html.write_report(results, tables, figures, config, cohort_dir, out_dir, study, data_dir, params_file)
