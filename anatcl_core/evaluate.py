@@ -43,7 +43,8 @@ class EvaluateConfig:
     ``loso_inner_splits``: inner group folds (over training sites) of the leave-one-site-out
     diagnosis probe. ``label_sizes``, ``label_draws``, ``label_splits``: points (labelled training
     subjects; the whole training part is always added), draws and outer folds of the
-    label-efficiency curve (:mod:`anatcl_core.transfer`). ``descriptor_channels``: FreeSurfer
+    label-efficiency curve (:mod:`anatcl_core.transfer`), ``label_inner_splits`` the stratified
+    folds choosing C on each subsample (2: a 25-subject subsample has ~8-12 cases). ``descriptor_channels``: FreeSurfer
     measures whose top ``representation_components`` principal components the representation
     probe reads out (``representation_splits``-fold CV, :mod:`anatcl_core.representation`).
     """
@@ -63,10 +64,11 @@ class EvaluateConfig:
     loso_inner_splits: int = 3
     label_sizes: tuple[int, ...] = (25, 50, 100, 200)
     label_draws: int = 2
-    label_splits: int = 5
+    label_splits: int = 2
+    label_inner_splits: int = 2
     descriptor_channels: tuple[str, ...] = ("CT", "GMV", "SA")
     representation_components: int = 8
-    representation_splits: int = 5
+    representation_splits: int = 3
 
 
 def icc_1_1(values: np.ndarray, subjects: np.ndarray) -> float:
@@ -174,8 +176,7 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     result["representation"] = representation.representation_probe(
         x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
         down["site"].astype(str).to_numpy(), n_components=config.representation_components,
-        alpha_grid=config.alpha_grid, c_grid=config.site_c_grid, n_splits=config.representation_splits,
-        inner_splits=config.inner_splits, seed=config.seed)
+        alpha_grid=config.alpha_grid, n_splits=config.representation_splits, seed=config.seed)
     (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / METRICS_FILE).write_text(json.dumps(headline(result), indent=2) + "\n")
     np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
@@ -207,7 +208,7 @@ def claim_probes(config: EvaluateConfig, x: np.ndarray, down: pd.DataFrame) -> t
             saved[f"loso/{task}/y"] = labels[loso.predictions["index"]].astype(int)
         le = transfer.label_efficiency_probe(
             x, labels, ids, sizes=config.label_sizes, n_draws=config.label_draws, n_splits=config.label_splits,
-            inner_splits=config.inner_splits, c_grid=config.c_grid, n_bootstrap=config.n_bootstrap,
+            inner_splits=config.label_inner_splits, c_grid=config.c_grid, n_bootstrap=config.n_bootstrap,
             seed=config.seed, name=col)
         out["label_efficiency"][task] = le.summary
         saved.update({f"le/{task}/{k}": v for k, v in le.predictions.items()})

@@ -102,8 +102,7 @@ def expected_references(params_file: str | Path) -> list[str]:
 def collect(evaluate_dir: str | Path, pretrain_dir: str | Path, runs: list[tuple[str, int]],
             reference_dir: str | Path | None = None, references: list[str] = ()) -> Results:
     """Read the ``probes.json`` and ``curves.tsv`` of every (method, seed) in ``runs``, and the
-    ``probes.json`` of every reference row under ``reference_dir/ref_<name>`` (the reference
-    stage writes beside the evaluate stages, ``outputs/evaluate/ref_<name>``).
+    ``probes.json`` of every reference row under ``reference_dir/<name>`` (``outputs/reference``).
 
     Outputs of runs no longer listed (left on disk by an earlier configuration) are ignored.
 
@@ -130,7 +129,7 @@ def collect(evaluate_dir: str | Path, pretrain_dir: str | Path, runs: list[tuple
         folders.setdefault(method, []).append(Path(evaluate_dir) / f"{method}-s{seed}")
     refs = {}
     for name in references:
-        path = Path(reference_dir) / f"ref_{name}" / "probes.json"
+        path = Path(reference_dir) / name / "probes.json"
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; run the reference stage of {name}")
         refs[f"ref_{name}"] = json.loads(path.read_text())
@@ -294,7 +293,7 @@ def claim_figures(results: Results, config: ReportConfig, params_file: str | Pat
         figures["representation"] = plots_claims.representation(tables["representation"], labels, dpi)
     variants = [v for vs in config.budget.values() for v in vs]
     budget = claims.budget_table(config.budget, budget_epochs(params_file, variants), tables)
-    if budget.groupby("family").size().max(initial=0) >= 2:
+    if len(budget) and budget.groupby("family").size().max() >= 2:
         figures["budget"] = plots_claims.budget(budget, labels, dpi)
     return figures
 

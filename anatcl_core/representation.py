@@ -9,8 +9,11 @@ on the outer training part only):
   ``StandardScaler -> RidgeCV(alpha_per_target)`` (efficient leave-one-out choice of each
   component's penalty on the training part);
 - **age**: R² of chronological age, the same ridge;
-- **site**: balanced accuracy of a multinomial logistic site classifier (C by inner stratified
-  CV), with chance = 1 / number of sites: how much acquisition the representation keeps.
+- **site**: balanced accuracy of a class-balanced linear site classifier, with chance = 1 / number
+  of sites: how much acquisition the representation keeps. ``StandardScaler -> RidgeClassifierCV``
+  (one-vs-all least squares, penalty by efficient leave-one-out on the training part): the same
+  linear read-out family as the logistic probes at a fraction of the cost of a multinomial
+  logistic C search (~3 s per evaluate stage saved on 2 shared cores).
 """
 
 from __future__ import annotations
@@ -19,14 +22,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import RidgeClassifierCV, RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from anatcl_core import probes
 from anatcl_core.metrics import multiclass_balanced_accuracy
 
 
@@ -59,33 +61,28 @@ def ridge_r2(features: np.ndarray, targets: np.ndarray, *, alpha_grid: Sequence[
     return np.atleast_1d(r2_score(y, pred, multioutput="raw_values"))
 
 
-def site_probe(features: np.ndarray, site: np.ndarray, *, c_grid: Sequence[float], n_splits: int = 5,
-               inner_splits: int = 3, seed: int = 0) -> dict:
-    """Cross-validated site balanced accuracy (multinomial logistic, inner-CV C)."""
+def site_probe(features: np.ndarray, site: np.ndarray, *, alpha_grid: Sequence[float], n_splits: int = 5,
+               seed: int = 0) -> dict:
+    """Cross-validated site balanced accuracy (module docstring), out-of-fold over ``n_splits``."""
     x, site = np.asarray(features, float), np.asarray(site).astype(str)
-    pred = np.empty(len(site), dtype=object)
+    model = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=list(alpha_grid), class_weight="balanced"))
     with threadpool_limits(1):
-        for train, test in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x, site):
-            inner = StratifiedKFold(inner_splits, shuffle=True, random_state=seed)
-            c = probes.select_c(x[train], site[train], c_grid, inner, balanced=False)
-            (_, model, xs_test), = probes._logistic_path(x[train], site[train], x[test], [c], False)
-            pred[test] = model.predict(xs_test)
+        pred = cross_val_predict(model, x, site, cv=StratifiedKFold(n_splits, shuffle=True, random_state=seed))
     n_sites = len(np.unique(site))
-    return {"balanced_accuracy": multiclass_balanced_accuracy(site, pred.astype(str)), "chance": 1.0 / n_sites,
+    return {"balanced_accuracy": multiclass_balanced_accuracy(site, pred), "chance": 1.0 / n_sites,
             "n_sites": int(n_sites)}
 
 
 def representation_probe(features: np.ndarray, descriptors: np.ndarray | None, age: np.ndarray | None,
                          site: np.ndarray, *, n_components: int = 8, alpha_grid: Sequence[float],
-                         c_grid: Sequence[float], n_splits: int = 5, inner_splits: int = 3,
-                         seed: int = 0) -> dict:
+                         n_splits: int = 5, seed: int = 0) -> dict:
     """The three read-outs of the module docstring for one representation.
 
     Args:
         features: ``(N, F)`` downstream features. descriptors: ``(N, D)`` true descriptors (None or
             with missing values: no descriptor read-out). age: ``(N,)`` (None: no age read-out, for
             a representation made of age itself). site: ``(N,)``.
-        n_components: descriptor PCs read out. alpha_grid / c_grid: ridge / logistic grids.
+        n_components: descriptor PCs read out. alpha_grid: ridge penalties of every read-out.
 
     Returns:
         ``descriptor_r2`` (mean over components), ``descriptor_r2_per_component``,
@@ -100,6 +97,6 @@ def representation_probe(features: np.ndarray, descriptors: np.ndarray | None, a
     if age is not None:
         out["age_r2"] = float(ridge_r2(features, age, alpha_grid=alpha_grid, n_splits=n_splits, seed=seed)[0])
     if len(np.unique(np.asarray(site).astype(str))) >= 2:
-        s = site_probe(features, site, c_grid=c_grid, n_splits=n_splits, inner_splits=inner_splits, seed=seed)
+        s = site_probe(features, site, alpha_grid=alpha_grid, n_splits=n_splits, seed=seed)
         out.update(site_balanced_accuracy=s["balanced_accuracy"], site_chance=s["chance"])
     return out

@@ -75,7 +75,8 @@ def main(argv=None) -> dict:
     if args.quick:
         config = evaluate.EvaluateConfig(n_splits=3, n_repeats=1, inner_splits=2, n_bootstrap=50,
                                          brain_age_cv_splits=3, label_sizes=(20, 40), label_draws=1,
-                                         label_splits=3, representation_splits=3, num_threads=1)
+                                         label_splits=3, label_inner_splits=2, representation_splits=3,
+                                         num_threads=1)
         cohorts, x, descriptors = tiny_cohorts(rng, 16)
     else:
         import torch
@@ -117,8 +118,7 @@ def main(argv=None) -> dict:
     timed("added: representation", representation.representation_probe, x["downstream"], descriptors,
           down["age"].to_numpy(float), down["site"].astype(str).to_numpy(),
           n_components=config.representation_components, alpha_grid=config.alpha_grid,
-          c_grid=config.site_c_grid, n_splits=config.representation_splits, inner_splits=config.inner_splits,
-          seed=config.seed)
+          n_splits=config.representation_splits, seed=config.seed)
     today = sum(v for k, v in times.items() if k.startswith("today"))
     added = sum(v for k, v in times.items() if k.startswith("added"))
     for name, seconds in times.items():

@@ -19,7 +19,7 @@ params_file = "params.yaml"
 name = "descriptors"
 data_dir = "data"
 arrays_dir = "outputs/cohort/arrays"
-out_dir = "outputs/evaluate/ref_descriptors"
+out_dir = "outputs/reference/descriptors"
 
 # %%
 import pandas as pd

@@ -19,6 +19,7 @@ data_dir = "data"
 cohort_dir = "outputs/cohort"
 pretrain_dir = "outputs/pretrain"
 evaluate_dir = "outputs/evaluate"
+reference_dir = "outputs/reference"
 out_dir = "outputs/report"
 
 # %%
@@ -33,7 +34,7 @@ config = load_section(params_file, "report", report.ReportConfig)
 # ## Tables (mean ± std over seeds)
 
 # %%
-results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file), evaluate_dir,
+results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file), reference_dir,
                          report.expected_references(params_file))
 tables = report.make_tables(results, config, out_dir)
 for name, table in tables.items():

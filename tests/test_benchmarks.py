@@ -70,3 +70,14 @@ def test_help_runs(script):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and "--quick" in proc.stdout and "--device" in proc.stdout
+
+
+def test_probes_quick(tmp_path):
+    out = tmp_path / "probes.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_probes.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "probes" and result["quick"] is True
+    assert {"added: leave-one-site-out", "added: label efficiency", "today: diagnosis"} <= set(result["seconds"])
+    assert result["added_s"] > 0 and result["ratio"] == pytest.approx(result["added_s"] / result["today_s"])

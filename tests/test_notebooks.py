@@ -48,7 +48,7 @@ def _outs(stage: dict) -> list[str]:
 
 
 def test_notebooks_exist_for_every_stage():
-    assert {p.stem for p in NOTEBOOKS} == set(STAGES) == {"cohort", "pretrain", "evaluate", "report"}
+    assert {p.stem for p in NOTEBOOKS} == set(STAGES) == {"cohort", "pretrain", "evaluate", "reference", "report"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
