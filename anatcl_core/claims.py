@@ -185,4 +185,4 @@ def claim_metrics(tables: dict[str, pd.DataFrame], pairs: dict[str, dict]) -> di
             out.setdefault(method, {}).update({f"vs_random_{key}": s["difference"],
                                                f"vs_random_{key}_ci_low": s["ci"][0],
                                                f"vs_random_{key}_ci_high": s["ci"][1]})
-    return out
+    return {m: {k: v for k, v in entry.items() if np.isfinite(v)} for m, entry in out.items()}  # JSON: no NaN

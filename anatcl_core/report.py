@@ -69,6 +69,7 @@ class Results:
     curves: pd.DataFrame
     references: dict[str, dict] = field(default_factory=dict)
     folders: dict[str, list[Path]] = field(default_factory=dict)
+    cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def methods(self) -> list[str]:
@@ -174,17 +175,25 @@ def numeric_tables(results: Results) -> dict[str, tuple[pd.DataFrame, pd.DataFra
 
 
 def format_table(mean: pd.DataFrame, std: pd.DataFrame, labels: dict[str, str], digits: int = 3) -> pd.DataFrame:
-    """``mean ± std`` strings with display names."""
+    """``mean ± std`` strings with display names (``–`` where missing; reference rows, one run
+    each, without a std)."""
     text = mean.map(lambda v: f"{v:.{digits}f}") + " ± " + std.map(lambda v: f"{v:.{digits}f}")
+    single = [m for m in mean.index if str(m).startswith("ref_")]
+    text.loc[single] = mean.loc[single].map(lambda v: f"{v:.{digits}f}")
+    text = text.where(mean.notna(), "–")
     text.index = [labels.get(m, m) for m in mean.index]
     return text
 
 
 def claim_results(results: Results, config: ReportConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
-    """The claims' numeric tables and paired differences against random init (:mod:`anatcl_core.claims`)."""
-    tables = claims.claim_tables(results.runs_of())
-    pairs = claims.paired_against(claims.load_predictions(results.folders), "random", config.paired_bootstrap)
-    return tables, pairs
+    """The claims' numeric tables and paired differences against random init (:mod:`anatcl_core.claims`),
+    computed once per ``results`` (the bootstrap is the report's costliest step)."""
+    key = ("claims", config.paired_bootstrap)
+    if key not in results.cache:
+        tables = claims.claim_tables(results.runs_of())
+        pairs = claims.paired_against(claims.load_predictions(results.folders), "random", config.paired_bootstrap)
+        results.cache[key] = (tables, pairs)
+    return results.cache[key]
 
 
 def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:

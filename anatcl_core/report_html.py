@@ -24,7 +24,7 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1em 0; } figcaption { font-size: .85em; color: #555; }
+figure { margin: 1em 0; } figcaption, .caption { font-size: .85em; color: #555; }
 img { max-width: 100%; } .note { background: #f7f7f0; border-left: 4px solid #c9c27a; padding: .6em 1em; }
 """
 
@@ -50,6 +50,18 @@ CAPTIONS = {
     "qc_site_montage": "QC: one subject per site (mid slices).",
     "qc_age_histograms": "QC: age distributions per split (stacked by site) and per downstream group.",
     "qc_descriptor_trajectories": "QC: FreeSurfer measures (mean over regions) against age.",
+}
+
+TABLE_CAPTIONS = {
+    "diagnosis_bacc": "Balanced accuracy of the logistic probe per task, stratified nested CV (subjects of all "
+                      "sites mixed in every fold); mean ± std over pretraining seeds; ref. rows: one run.",
+    "diagnosis_auc": "ROC-AUC of the same probes.",
+    "scores_r": "Pearson r of the ridge probe of each clinical score (nested CV).",
+    "scores_mae": "MAE of the same score probes.",
+    "brain_age": "OpenBHB protocol: ridge brain age fitted on the pretraining train split, MAE on internal "
+                 "(seen sites) and external (unseen sites) test; site BAcc: logistic site classifier on "
+                 "internal test (lower = less site information); score = MAE_ext × BAcc^0.3; age + sex: "
+                 "not applicable.",
 }
 
 LIMITS = """
@@ -80,7 +92,8 @@ def _table(frame: pd.DataFrame) -> str:
 
 def _ci_table(results: Results, seed: int, labels: dict[str, str]) -> pd.DataFrame:
     rows = {}
-    for (method, s), p in results.probes.items():
+    runs = [*results.probes.items(), *(((name, seed), p) for name, p in results.references.items())]
+    for (method, s), p in runs:
         if s != seed:
             continue
         rows[labels.get(method, method)] = {
@@ -205,7 +218,8 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
     ]
     for title, key in sections:
         if key in tables and tables[key].size and key not in report_sections.CLAIM_CAPTIONS:
-            parts += [f"<h2>{html.escape(title)}</h2>", _table(tables[key])]
+            parts += [f"<h2>{html.escape(title)}</h2>", _table(tables[key]),
+                      f"<p class=\"caption\">{html.escape(TABLE_CAPTIONS[key])}</p>"]
     ci = _ci_table(results, config.embedding_seed, labels)
     if ci.size:
         parts += [f"<h2>Diagnosis: balanced accuracy with bootstrap 95% CI (seed {config.embedding_seed})</h2>",
