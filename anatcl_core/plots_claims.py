@@ -36,6 +36,7 @@ def label_efficiency(curve: pd.DataFrame, n_train: Mapping[str, float], labels: 
         ax.plot(xs, row.to_numpy(float), marker="o", color=colours[method], label=labels.get(method, method),
                 **_style(method))
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(xs, [f"{int(round(x))}" for x in xs])
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("labelled training subjects per task")
