@@ -111,16 +111,17 @@ def main(argv=None) -> dict:
     import dataclasses
 
     only = lambda **k: dataclasses.replace(config, **k)  # noqa: E731
-    timed("added: leave-one-site-out", evaluate.claim_probes, only(label_sizes=(), label_draws=0),
-          x["downstream"], down)
-    timed("added: label efficiency", evaluate.claim_probes, config, x["downstream"], down)
-    times["added: label efficiency"] -= times["added: leave-one-site-out"]  # claim_probes runs both
+    timed("added: leave-one-site-out", evaluate.task_probes, only(label_sizes=(), label_draws=0),
+          x["downstream"], down, diagnosis=False)
+    timed("added: label efficiency", evaluate.task_probes, config, x["downstream"], down, diagnosis=False)
+    times["added: label efficiency"] -= times["added: leave-one-site-out"]  # task_probes runs both
     timed("added: representation", representation.representation_probe, x["downstream"], descriptors,
           down["age"].to_numpy(float), down["site"].astype(str).to_numpy(),
           n_components=config.representation_components, alpha_grid=config.alpha_grid,
           n_splits=config.representation_splits, seed=config.seed)
     today = sum(v for k, v in times.items() if k.startswith("today"))
     added = sum(v for k, v in times.items() if k.startswith("added"))
+
     for name, seconds in times.items():
         print(f"{name:32s} {seconds:8.2f} s")
     print(f"{'today (evaluate stage probes)':32s} {today:8.2f} s\n{'added':32s} {added:8.2f} s\n"

@@ -143,3 +143,21 @@ def test_representation_reads_out_descriptors_age_and_site():
     blind = representation.representation_probe(rng.normal(size=(n, 5)), descriptors, None, site, n_components=3,
                                                  alpha_grid=[0.1, 1.0, 10.0], n_splits=3)
     assert blind["descriptor_r2"] < 0.05 and "age_r2" not in blind
+
+
+def test_task_probes_keep_the_stratified_diagnosis_probe_unchanged():
+    import pandas as pd
+
+    from anatcl_core.evaluate import EvaluateConfig, task_probes
+
+    x, y, site = _sites_cohort(n=160)
+    down = pd.DataFrame({"participant_id": [f"s{i}" for i in range(160)], "site": site,
+                         "dx_a": np.where(np.arange(160) < 80, y, np.nan),
+                         "dx_b": np.where(np.arange(160) >= 80, y, np.nan)})
+    config = EvaluateConfig(n_splits=3, n_repeats=1, inner_splits=2, n_bootstrap=20, label_sizes=(20,),
+                            label_draws=1)
+    one = task_probes(config, x, down)
+    assert list(one[0]) == list(one[1]["loso"]) == list(one[1]["label_efficiency"]) == ["a", "b"]
+    assert {"ids", "loso/a/pred", "loso/a/y", "le/b/sizes", "le/b/score"} <= set(one[2])
+    assert one[0]["a"] == probes.diagnosis_probe(x, down["dx_a"].to_numpy(), n_splits=3, n_repeats=1,
+                                                 inner_splits=2, n_bootstrap=20, c_grid=config.c_grid)
