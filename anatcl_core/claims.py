@@ -80,6 +80,7 @@ def paired_against(predictions: dict[str, list[dict]], floor: str, n_bootstrap: 
     if floor not in predictions:
         return {}
     base = predictions[floor]
+    floor_reps: dict = {}  # the floor's replicates, once per probe point (same resamples for all)
     out = {}
     for method, runs in predictions.items():
         if method == floor:
@@ -93,7 +94,12 @@ def paired_against(predictions: dict[str, list[dict]], floor: str, n_bootstrap: 
             except (KeyError, ValueError):
                 continue  # the floor lacks this point
             order = paired.align(ids_a, ids_b, f"{method} vs {floor}, {kind} {task}")
-            result = paired.paired_bootstrap(y, pred_a, pred_b[:, order], n_bootstrap, seed)
+            point = (kind, task, size)
+            if point not in floor_reps or not np.array_equal(floor_reps[point][0], order):
+                floor_reps[point] = (order, paired.bootstrap_bacc(y, pred_b[:, order], n_bootstrap, seed))
+            a, reps_a = paired.bootstrap_bacc(y, pred_a, n_bootstrap, seed)
+            b, reps_b = floor_reps[point][1]
+            result = (a - b, reps_a - reps_b)
             group = "loso_mean" if kind == "loso" else f"le_{point_name(size)}"
             groups.setdefault(group, {})[task] = result
             if kind == "loso":

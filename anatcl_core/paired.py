@@ -31,6 +31,34 @@ def align(ids_a: Sequence[str], ids_b: Sequence[str], name: str = "predictions")
     return np.array([where[i] for i in ids_a])
 
 
+def bootstrap_bacc(y: np.ndarray, pred: np.ndarray, n_bootstrap: int, seed: int) -> tuple[float, np.ndarray]:
+    """Balanced accuracy (mean over rows) and its subject-bootstrap replicates.
+
+    A replicate's resample is given by multiplicities ``counts (B, n)`` (how often each subject is
+    drawn), so per-class hits are one matrix product: ``TP = counts @ (correct & case).T``. The
+    resamples depend only on ``seed`` and ``n``: two methods compared get the same ones.
+
+    Args:
+        y: ``(n,)`` labels 0/1; pred: ``(R, n)`` predictions (rows: seeds, draws).
+
+    Returns:
+        ``(point estimate, replicates (n_bootstrap,))``.
+    """
+    y, pred = np.asarray(y, int), np.atleast_2d(pred)
+    if pred.shape[-1] != len(y):
+        raise ValueError(f"predictions of shape {pred.shape} for {len(y)} labels")
+    point = float(np.nanmean(balanced_accuracy_rows(np.broadcast_to(y, pred.shape), pred)))
+    n = len(y)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))  # (B, n)
+    counts = np.bincount((idx + n * np.arange(n_bootstrap)[:, None]).ravel(),
+                         minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)  # (B, n)
+    correct, case = pred == y, y == 1  # (R, n), (n,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = (counts @ (correct & case).T) / (counts @ case)[:, None]  # (B, R)
+        tnr = (counts @ (correct & ~case).T) / (counts @ ~case)[:, None]
+    return point, np.nanmean((tpr + tnr) / 2, axis=1)
+
+
 def paired_bootstrap(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_bootstrap: int,
                      seed: int) -> tuple[float, np.ndarray]:
     """Difference of balanced accuracy ``a - b`` and its bootstrap replicates.
@@ -43,17 +71,8 @@ def paired_bootstrap(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_bo
     Returns:
         ``(difference, replicates (n_bootstrap,))``, each the mean over rows of a minus that of b.
     """
-    y = np.asarray(y, int)
-    pred_a, pred_b = np.atleast_2d(pred_a), np.atleast_2d(pred_b)
-    if pred_a.shape[-1] != len(y) or pred_b.shape[-1] != len(y):
-        raise ValueError(f"predictions of shapes {pred_a.shape}, {pred_b.shape} for {len(y)} labels")
-    diff = float(np.nanmean(balanced_accuracy_rows(np.broadcast_to(y, pred_a.shape), pred_a))
-                 - np.nanmean(balanced_accuracy_rows(np.broadcast_to(y, pred_b.shape), pred_b)))
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_bootstrap, len(y)))  # (B, n)
-    yb = y[idx]  # (B, n)
-    reps = [np.nanmean(balanced_accuracy_rows(yb[:, None], p[:, idx].transpose(1, 0, 2)), axis=1)
-            for p in (pred_a, pred_b)]  # each (B,)
-    return diff, reps[0] - reps[1]
+    (a, reps_a), (b, reps_b) = (bootstrap_bacc(y, p, n_bootstrap, seed) for p in (pred_a, pred_b))
+    return a - b, reps_a - reps_b
 
 
 def summarise(diff: float, replicates: np.ndarray) -> dict:

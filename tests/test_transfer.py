@@ -161,3 +161,16 @@ def test_task_probes_keep_the_stratified_diagnosis_probe_unchanged():
     assert {"ids", "loso/a/pred", "loso/a/y", "le/b/sizes", "le/b/score"} <= set(one[2])
     assert one[0]["a"] == probes.diagnosis_probe(x, down["dx_a"].to_numpy(), n_splits=3, n_repeats=1,
                                                  inner_splits=2, n_bootstrap=20, c_grid=config.c_grid)
+
+
+def test_bootstrap_by_counts_equals_resampling_subjects():
+    from anatcl_core.metrics import balanced_accuracy_rows
+
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 2, 60)
+    pred = rng.integers(0, 2, (3, 60))
+    point, reps = paired.bootstrap_bacc(y, pred, 40, seed=7)
+    idx = np.random.default_rng(7).integers(0, 60, size=(40, 60))
+    naive = [np.nanmean(balanced_accuracy_rows(np.broadcast_to(y[i], (3, 60)), pred[:, i])) for i in idx]
+    np.testing.assert_allclose(reps, naive)
+    assert point == pytest.approx(np.mean(balanced_accuracy_rows(np.broadcast_to(y, pred.shape), pred)))
