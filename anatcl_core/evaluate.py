@@ -21,10 +21,9 @@ import pandas as pd
 import torch
 
 from anatcl_core import features as feat
-from anatcl_core import probes, reliability, representation, transfer
-from anatcl_core.data.manifest import ManifestDataset, score_columns, task_columns
-from anatcl_core.freesurfer import select_channels
-from anatcl_core.data.layout import DX_PREFIX, SCORE_PREFIX
+from anatcl_core import probes, reliability, representation, task_probes
+from anatcl_core.data.manifest import score_columns
+from anatcl_core.data.layout import SCORE_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     down = cohorts["downstream"].table
     probe_kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,
                     n_bootstrap=config.n_bootstrap, seed=config.seed)
-    result["diagnosis"], claims, predictions = task_probes(config, x["downstream"], down)
+    result["diagnosis"], claims, predictions = task_probes.task_probes(config, x["downstream"], down)
     result["scores"] = {
         col[len(SCORE_PREFIX):]: probes.score_probe(x["downstream"], down[col].to_numpy(float),
                                                     alpha_grid=config.alpha_grid, name=col, **probe_kw)
@@ -167,7 +166,7 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
         result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
                                                           table["site"].astype(str).to_numpy())
     result.update(claims)
-    descriptors = downstream_descriptors(data_dir, config.descriptor_channels)
+    descriptors = task_probes.downstream_descriptors(data_dir, config.descriptor_channels)
     result["representation"] = representation.representation_probe(
         x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
         down["site"].astype(str).to_numpy(), n_components=config.representation_components,
@@ -179,62 +178,6 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
                            for k, c in cohorts.items()})
     np.savez_compressed(out_dir / PREDICTIONS_FILE, **predictions)
     return result
-
-
-def _one_task(config: EvaluateConfig, x: np.ndarray, labels: np.ndarray, site: np.ndarray, ids: np.ndarray,
-              col: str, diagnosis: bool, claims: bool):
-    """The probes of one ``dx_`` task: stratified diagnosis, leave-one-site-out, label efficiency."""
-    out = {}
-    if diagnosis:
-        out["diagnosis"] = probes.diagnosis_probe(
-            x, labels, c_grid=config.c_grid, name=col, n_splits=config.n_splits, n_repeats=config.n_repeats,
-            inner_splits=config.inner_splits, n_bootstrap=config.n_bootstrap, seed=config.seed)
-    if claims and len(set(site[np.isfinite(labels)].tolist())) >= 2:
-        out["loso"] = transfer.loso_probe(x, labels, site, c_grid=config.c_grid, inner_splits=config.loso_inner_splits,
-                                          n_bootstrap=config.n_bootstrap, seed=config.seed, name=col)
-    if claims:
-        out["le"] = transfer.label_efficiency_probe(
-            x, labels, ids, sizes=config.label_sizes, n_draws=config.label_draws, n_splits=config.label_splits,
-            inner_splits=config.label_inner_splits, c_grid=config.c_grid, n_bootstrap=config.n_bootstrap,
-            seed=config.seed, name=col)
-    return out
-
-
-def task_probes(config: EvaluateConfig, x: np.ndarray, down: pd.DataFrame, diagnosis: bool = True,
-                claims: bool = True) -> tuple[dict, dict, dict]:
-    """Every ``dx_`` task's probes, one task after the other (tasks in 2 worker processes were
-    slower on 2 shared cores: each worker imports torch; threads gained 10 %).
-
-    Returns:
-        ``(diagnosis {task: summary}, {"loso": {task: summary}, "label_efficiency": {task: summary}},
-        predictions)``, ``predictions`` the arrays of ``predictions.npz``: ``ids`` (downstream
-        subjects) and, per task, ``loso/<task>/{index,y,pred,score}`` and
-        ``le/<task>/{index,y,sizes,pred,score}`` (:mod:`anatcl_core.transfer`).
-    """
-    ids = down["participant_id"].astype(str).to_numpy()
-    site = down["site"].astype(str).to_numpy()
-    columns = task_columns(down)
-    done = [_one_task(config, x, down[col].to_numpy(float), site, ids, col, diagnosis, claims) for col in columns]
-    dx, out, saved = {}, {"loso": {}, "label_efficiency": {}}, {"ids": ids.astype(str)}
-    for col, got in zip(columns, done):
-        task, labels = col[len(DX_PREFIX):], down[col].to_numpy(float)
-        if "diagnosis" in got:
-            dx[task] = got["diagnosis"]
-        for kind, key in (("loso", "loso"), ("le", "label_efficiency")):
-            if kind in got:
-                out[key][task] = got[kind].summary
-                saved.update({f"{kind}/{task}/{k}": v for k, v in got[kind].predictions.items()})
-                saved[f"{kind}/{task}/y"] = labels[got[kind].predictions["index"]].astype(int)
-    return dx, out, saved
-
-
-def downstream_descriptors(data_dir: str | Path, channels: tuple[str, ...]) -> np.ndarray | None:
-    """``(N, C * R)`` FreeSurfer descriptors of the downstream subjects (None if a table is missing)."""
-    dataset = ManifestDataset(Path(data_dir) / feat.DOWNSTREAM_MANIFEST, crop=None)
-    if (dataset.frame["roi"] == "").any():
-        return None
-    tables = np.stack([dataset.descriptor_table(i) for i in range(len(dataset))])  # (N, 7, R)
-    return select_channels(tables, list(channels)).reshape(len(dataset), -1)
 
 
 def travelling_reliability(x: np.ndarray | None, cohort) -> dict:
@@ -316,25 +259,5 @@ def headline(result: dict) -> dict:
         out["travelling_site_share"] = result["reliability"]["site_share"]
     if result.get("site_held_out"):
         out["site_held_out_mae"] = result["site_held_out"]["mae"]
-    out.update(claim_headline(result))
-    return out
-
-
-def claim_headline(result: dict) -> dict:
-    """Headline keys of the leave-one-site-out, label-efficiency and representation probes."""
-    out = {}
-    loso = result.get("loso", {})
-    for task, r in loso.items():
-        out[f"loso_bacc_{task}"] = r["balanced_accuracy"]
-    if loso:
-        out["loso_bacc_mean"] = float(np.mean([r["balanced_accuracy"] for r in loso.values()]))
-    points: dict[str, list[float]] = {}
-    for r in result.get("label_efficiency", {}).values():
-        for point, v in r["points"].items():
-            points.setdefault(point, []).append(v["balanced_accuracy"])
-    out.update({f"le_bacc_{p}": float(np.mean(v)) for p, v in points.items()})
-    rep = result.get("representation", {})
-    for key in ("descriptor_r2", "age_r2", "site_balanced_accuracy"):
-        if key in rep:
-            out[f"repr_{key}"] = rep[key]
+    out.update(task_probes.claim_headline(result))
     return out

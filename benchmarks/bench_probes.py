@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS_DIR, machine, parser  # noqa: E402
+from benchmarks.common import machine, parser  # noqa: E402
 
 
 def tiny_cohorts(rng: np.random.Generator, dim: int):
@@ -51,7 +51,7 @@ def tiny_cohorts(rng: np.random.Generator, dim: int):
 
 
 def main(argv=None) -> dict:
-    from anatcl_core import evaluate, probes, representation
+    from anatcl_core import evaluate, probes, representation, task_probes
     from anatcl_core import features as feat
     from anatcl_core.config import load_section
 
@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
                  for k, c in cohorts.items()}
         else:
             x = {k: rng.normal(size=(len(c.table), args.dim)) for k, c in cohorts.items()}
-        descriptors = timed("added: read descriptors", evaluate.downstream_descriptors, args.data,
+        descriptors = timed("added: read descriptors", task_probes.downstream_descriptors, args.data,
                             config.descriptor_channels)
     down = cohorts["downstream"].table
     kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,
@@ -111,9 +111,9 @@ def main(argv=None) -> dict:
     import dataclasses
 
     only = lambda **k: dataclasses.replace(config, **k)  # noqa: E731
-    timed("added: leave-one-site-out", evaluate.task_probes, only(label_sizes=(), label_draws=0),
+    timed("added: leave-one-site-out", task_probes.task_probes, only(label_sizes=(), label_draws=0),
           x["downstream"], down, diagnosis=False)
-    timed("added: label efficiency", evaluate.task_probes, config, x["downstream"], down, diagnosis=False)
+    timed("added: label efficiency", task_probes.task_probes, config, x["downstream"], down, diagnosis=False)
     times["added: label efficiency"] -= times["added: leave-one-site-out"]  # task_probes runs both
     timed("added: representation", representation.representation_probe, x["downstream"], descriptors,
           down["age"].to_numpy(float), down["site"].astype(str).to_numpy(),

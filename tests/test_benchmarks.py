@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ MACHINE_KEYS = {"cpu_model", "cpu_count", "load_average", "torch", "torch_thread
 
 def run_quick(script: str, out: Path, *extra: str) -> dict:
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--threads", "1",
-                           "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
+                           "--out", str(out), *extra], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)})  # this checkout's code
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"wrote {out}" in proc.stdout  # the table was printed before the JSON was written
     return json.loads(out.read_text())

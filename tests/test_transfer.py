@@ -148,7 +148,8 @@ def test_representation_reads_out_descriptors_age_and_site():
 def test_task_probes_keep_the_stratified_diagnosis_probe_unchanged():
     import pandas as pd
 
-    from anatcl_core.evaluate import EvaluateConfig, task_probes
+    from anatcl_core.evaluate import EvaluateConfig
+    from anatcl_core.task_probes import task_probes
 
     x, y, site = _sites_cohort(n=160)
     down = pd.DataFrame({"participant_id": [f"s{i}" for i in range(160)], "site": site,
