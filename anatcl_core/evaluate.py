@@ -22,15 +22,17 @@ import torch
 from pydantic import Field
 
 from anatcl_core import features as feat
-from anatcl_core import live, probes, reliability
+from anatcl_core import live, probes, reliability, representation, task_probes
 from anatcl_core.config import NonNegativeInt, Positive, PositiveInt, section
-from anatcl_core.data.manifest import score_columns, task_columns
-from anatcl_core.data.layout import DX_PREFIX, SCORE_PREFIX
+from anatcl_core.data.manifest import score_columns
+from anatcl_core.data.layout import SCORE_PREFIX
+from anatcl_core.freesurfer import Channels
 
 logger = logging.getLogger(__name__)
 
 PROBES_FILE = "probes.json"
 FEATURES_FILE = "features.npz"
+PREDICTIONS_FILE = "predictions.npz"
 
 
 #: A non-empty grid of positive regularisation values.
@@ -45,6 +47,13 @@ class EvaluateConfig:
 
     ``site_held_out_groups``: the pretraining cohort's sites are dealt (sorted, round robin) into
     this many groups; the leave-sites-out brain-age probe holds out one group per fold.
+    ``loso_inner_splits``: inner group folds (over training sites) of the leave-one-site-out
+    diagnosis probe. ``label_sizes``, ``label_draws``, ``label_splits``: points (labelled training
+    subjects; the whole training part is always added), draws and outer folds of the
+    label-efficiency curve (:mod:`anatcl_core.transfer`), ``label_inner_splits`` the stratified
+    folds choosing C on each subsample (2: a 25-subject subsample has ~8-12 cases). ``descriptor_channels``: FreeSurfer
+    measures whose top ``representation_components`` principal components the representation
+    probe reads out (``representation_splits``-fold CV, :mod:`anatcl_core.representation`).
     """
 
     batch_size: PositiveInt = 64
@@ -59,6 +68,14 @@ class EvaluateConfig:
     seed: NonNegativeInt = 0
     num_threads: PositiveInt = 2
     site_held_out_groups: Folds = 4
+    loso_inner_splits: Folds = 3
+    label_sizes: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (25, 50, 100, 200)
+    label_draws: PositiveInt = 2
+    label_splits: Folds = 2
+    label_inner_splits: Folds = 2
+    descriptor_channels: Channels = ("CT", "GMV", "SA")
+    representation_components: PositiveInt = 8
+    representation_splits: Folds = 3
 
 
 def icc_1_1(values: np.ndarray, subjects: np.ndarray) -> float:
@@ -92,23 +109,17 @@ def check_no_overlap(pretrain_ids, downstream_ids) -> None:
 
 def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir: str | Path,
                         arrays_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
-    """Extract features with a checkpoint's encoder and run every probe.
+    """Extract features with a checkpoint's encoder and run every probe (:func:`evaluate_features`).
 
     Args:
         config: the ``evaluate`` section. checkpoint: a pretraining ``checkpoint.pt``.
         data_dir: the cohorts' tables (``data/``). arrays_dir: their stacked images (cohort stage).
         out_dir: ``outputs/evaluate/<method>-s<seed>``.
 
-    Writes ``dvclive/metrics.json`` (headline numbers, :func:`headline`), ``probes.json``
-    (everything, CIs and chosen
-    hyper-parameters included) and ``features.npz`` (features and ids, for the report's maps).
-
     Returns:
         The ``probes.json`` content.
     """
     torch.set_num_threads(config.num_threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     encoder, run = feat.load_encoder(checkpoint)
     crop = run.get("crop", "upstream")
     crop = tuple(crop) if isinstance(crop, list) else crop
@@ -116,16 +127,40 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
     check_no_overlap(cohorts["openbhb"].table["participant_id"], cohorts["downstream"].table["participant_id"])
     x = {name: feat.extract_features(encoder, c.images, config.batch_size, progress, desc=name)
          for name, c in cohorts.items()}
-    result = {"method": run.get("method"), "seed": run.get("seed"), "feature_dim": int(x["openbhb"].shape[1])}
-    result["brain_age"] = _brain_age(config, x["openbhb"], cohorts["openbhb"].table)
+    meta = {"method": run.get("method"), "seed": run.get("seed"), "feature_dim": int(x["openbhb"].shape[1])}
+    return evaluate_features(config, x, cohorts, data_dir, out_dir, meta)
+
+
+def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts: dict, data_dir: str | Path,
+                      out_dir: str | Path, meta: dict, age_probes: bool = True) -> dict:
+    """Every probe on given features of the cohorts (an encoder's or a reference row's).
+
+    Args:
+        config: the ``evaluate`` section.
+        x: cohort name (``openbhb``, ``downstream``, ``travelling``) -> ``(N, F)`` features.
+        cohorts: cohort name -> :class:`~anatcl_core.features.Cohort` (only ``table`` is read).
+        data_dir: ``data/`` (the downstream FreeSurfer tables, targets of the representation probe).
+        out_dir: where the files below go. meta: ``method``, ``seed``, ``feature_dim``.
+        age_probes: False for a representation made of age itself (brain-age probes and the age
+            read-out would be circular and are left out).
+
+    Writes ``dvclive/metrics.json`` (headline numbers, :func:`headline`), ``probes.json`` (everything, CIs and chosen
+    hyper-parameters included), ``features.npz`` (features and ids, for the report's maps) and
+    ``predictions.npz`` (per-subject out-of-fold predictions of the leave-one-site-out and
+    label-efficiency probes, for the report's paired differences).
+
+    Returns:
+        The ``probes.json`` content.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = dict(meta)
+    if age_probes:
+        result["brain_age"] = _brain_age(config, x["openbhb"], cohorts["openbhb"].table)
     down = cohorts["downstream"].table
     probe_kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,
                     n_bootstrap=config.n_bootstrap, seed=config.seed)
-    result["diagnosis"] = {
-        col[len(DX_PREFIX):]: probes.diagnosis_probe(x["downstream"], down[col].to_numpy(float),
-                                                     c_grid=config.c_grid, name=col, **probe_kw)
-        for col in task_columns(down)
-    }
+    result["diagnosis"], claims, predictions = task_probes.task_probes(config, x["downstream"], down)
     result["scores"] = {
         col[len(SCORE_PREFIX):]: probes.score_probe(x["downstream"], down[col].to_numpy(float),
                                                     alpha_grid=config.alpha_grid, name=col, **probe_kw)
@@ -134,14 +169,22 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
     result["reliability"] = travelling_reliability(x.get("travelling"), cohorts.get("travelling"))
     if "median_icc_2_1" in result["reliability"]:
         result["travelling_icc"] = result["reliability"]["median_icc_2_1"]
-    table = cohorts["openbhb"].table
-    result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
-                                                      table["site"].astype(str).to_numpy())
+    if age_probes:
+        table = cohorts["openbhb"].table
+        result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
+                                                          table["site"].astype(str).to_numpy())
+    result.update(claims)
+    descriptors = task_probes.downstream_descriptors(data_dir, config.descriptor_channels)
+    result["representation"] = representation.representation_probe(
+        x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
+        down["site"].astype(str).to_numpy(), n_components=config.representation_components,
+        alpha_grid=config.alpha_grid, n_splits=config.representation_splits, seed=config.seed)
     (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
     live.write_metrics(out_dir, headline(result))  # dvclive/metrics.json, for dvc metrics / exp show
     np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
                         **{f"{k}_ids": np.asarray(c.table["participant_id"].astype(str).tolist(), dtype=str)
                            for k, c in cohorts.items()})
+    np.savez_compressed(out_dir / PREDICTIONS_FILE, **predictions)
     return result
 
 
@@ -211,7 +254,7 @@ def _brain_age(config: EvaluateConfig, x: np.ndarray, table: pd.DataFrame) -> di
 def headline(result: dict) -> dict:
     """The scalar metrics listed by ``dvc metrics show``."""
     out = {k: result["brain_age"][k] for k in ("mae_internal", "mae_external", "site_bacc_internal",
-                                               "challenge_score")}
+                                               "challenge_score") if "brain_age" in result}
     for task, r in result["diagnosis"].items():
         out[f"bacc_{task}"] = r["balanced_accuracy"]
         out[f"auc_{task}"] = r["roc_auc"]
@@ -224,4 +267,5 @@ def headline(result: dict) -> dict:
         out["travelling_site_share"] = result["reliability"]["site_share"]
     if result.get("site_held_out"):
         out["site_held_out_mae"] = result["site_held_out"]["mae"]
+    out.update(task_probes.claim_headline(result))
     return out

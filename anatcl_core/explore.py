@@ -31,6 +31,8 @@ METRIC_COLUMNS = ["method", "seed", "probe", "task", "metric", "value"]
 #: Headline metrics: (display name, probe, metric); the diagnosis one is averaged over its tasks.
 HEADLINE = [
     ("diagnosis BAcc (mean over tasks)", "diagnosis", "balanced_accuracy"),
+    ("unseen-site BAcc (leave-one-site-out, mean over tasks)", "loso", "balanced_accuracy"),
+    ("descriptor R² (top PCs)", "representation", "descriptor_r2"),
     ("brain-age MAE external", "brain_age", "mae_external"),
     ("brain-age MAE internal", "brain_age", "mae_internal"),
     ("site BAcc", "brain_age", "site_bacc_internal"),
@@ -47,21 +49,25 @@ def _scalars(entry: dict) -> dict[str, float]:
 
 
 def metrics_table(results: Results) -> pd.DataFrame:
-    """Every scalar of every run's ``probes.json``, one row each.
+    """Every scalar of every run's ``probes.json`` (reference rows as seed 0), one row each.
 
-    Diagnosis and score probes have one ``task`` per ``dx_``/``score_`` column; brain age is task
-    ``openbhb``, reliability ``travelling``, the leave-sites-out probe ``sites held out``.
+    Diagnosis, leave-one-site-out and score probes have one ``task`` per ``dx_``/``score_`` column;
+    brain age is task ``openbhb``, reliability ``travelling``, the leave-sites-out probe ``sites
+    held out``, the representation read-outs ``downstream``.
 
     Returns:
         Columns ``method, seed, probe, task, metric, value``, in run order.
     """
     rows = []
-    for (method, seed), probes in results.probes.items():
+    runs = [*results.probes.items(), *(((name, 0), p) for name, p in results.references.items())]
+    for (method, seed), probes in runs:
         parts = [("diagnosis", task, r) for task, r in probes.get("diagnosis", {}).items()]
+        parts += [("loso", task, r) for task, r in probes.get("loso", {}).items()]
         parts += [("scores", name, r) for name, r in probes.get("scores", {}).items()]
         parts += [("brain_age", "openbhb", probes.get("brain_age", {})),
                   ("reliability", "travelling", probes.get("reliability", {})),
-                  ("site_held_out", "sites held out", probes.get("site_held_out", {}))]
+                  ("site_held_out", "sites held out", probes.get("site_held_out", {})),
+                  ("representation", "downstream", probes.get("representation", {}))]
         rows += [(method, seed, probe, task, metric, value)
                  for probe, task, entry in parts for metric, value in _scalars(entry).items()]
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anatcl_core.config import NonNegative, Positive, PositiveInt, section
+from anatcl_core.config import NonNegative, NonNegativeInt, Positive, PositiveInt, section
 from anatcl_core.data.augment import AUGMENTATIONS
 from anatcl_core.freesurfer import Channels
 from anatcl_core.kernels import delta_kernel
@@ -29,7 +29,8 @@ from anatcl_core.losses import AnatCLLoss, WeightedInfoNCE
 
 OBJECTIVES: tuple[str, ...] = ("anatcl", "simclr", "supervised", "random")
 #: ``pretrain`` recipe keys a method may override (ablation variants).
-RECIPE_OVERRIDES: tuple[str, ...] = ("channels", "sigma_years", "temperature", "mapping", "depth", "base_width")
+RECIPE_OVERRIDES: tuple[str, ...] = ("channels", "sigma_years", "temperature", "mapping", "depth", "base_width",
+                                     "epochs")
 Augmentations = Annotated[tuple[Literal[tuple(AUGMENTATIONS)], ...], Field(min_length=1)]
 Depth = Literal["resnet18", "resnet34", "resnet50"]
 
@@ -48,7 +49,7 @@ class MethodConfig:
             of the anatomical term's denominator alone.
         augmentation: names from :mod:`anatcl_core.data.augment` applied to each view; ``[none]``
             gives two identical views (upstream AnatCL, REFERENCE §1.4).
-        channels, sigma_years, temperature, mapping, depth, base_width: per-method overrides of
+        channels, sigma_years, temperature, mapping, depth, base_width, epochs: per-method overrides of
             the shared ``pretrain`` recipe key of the same name (``None``: the shared value), so an
             ablation variant changes one thing (:meth:`~anatcl_core.train.PretrainConfig.for_method`).
     """
@@ -66,6 +67,7 @@ class MethodConfig:
     mapping: Literal["affine", "relu"] | None = None
     depth: Depth | None = None
     base_width: PositiveInt | None = None
+    epochs: NonNegativeInt | None = None  # training-budget variants (e.g. anatcl_global_e45)
 
     def overrides(self) -> dict:
         """The shared-recipe keys this method sets itself."""

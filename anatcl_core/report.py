@@ -25,7 +25,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from pydantic import Field  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
-from anatcl_core import live, plots  # noqa: E402
+from anatcl_core import claims, live, plots, plots_claims  # noqa: E402
 from anatcl_core.config import NonNegativeInt, PositiveInt, load_params, section  # noqa: E402
 from anatcl_core.freesurfer import Channels  # noqa: E402
 from anatcl_core.data.manifest import read_manifest, task_columns  # noqa: E402
@@ -46,6 +46,9 @@ class ReportConfig:
         ablations: ablation name -> its variants (``pretrain.methods`` keys), one table and figure
             panel each (:mod:`anatcl_core.ablation`).
         reliability_channels: FreeSurfer descriptors of the reliability section's reference row.
+        budget: method -> its training-budget variants (``pretrain.methods`` keys with an
+            ``epochs`` override), for the budget curve (:mod:`anatcl_core.claims`).
+        paired_bootstrap: subject resamples of the paired differences against random init.
     """
 
     title: str = "AnatCL compendium report"
@@ -55,18 +58,37 @@ class ReportConfig:
     labels: dict[str, str] = field(default_factory=dict)
     ablations: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = field(default_factory=dict)
     reliability_channels: Channels = ("CT", "GMV", "SA")
+    budget: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = field(default_factory=dict)
+    paired_bootstrap: PositiveInt = 1000
 
 
 @dataclass
 class Results:
-    """Per-(method, seed) probe results and training curves, in run order."""
+    """Per-(method, seed) probe results and training curves, in run order; reference rows
+    (``ref_<name>`` -> probes, one run each) and the output folder of every run."""
 
     probes: dict[tuple[str, int], dict]
     curves: pd.DataFrame
+    references: dict[str, dict] = field(default_factory=dict)
+    folders: dict[str, list[Path]] = field(default_factory=dict)
+    cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def methods(self) -> list[str]:
         return list(dict.fromkeys(m for m, _ in self.probes))
+
+    @property
+    def rows(self) -> list[str]:
+        """Methods, then reference rows: the rows of every results table."""
+        return self.methods + list(self.references)
+
+    def runs_of(self) -> dict[str, list[dict]]:
+        """Row -> its probes.json contents (one per seed; one for a reference row)."""
+        out: dict[str, list[dict]] = {}
+        for (method, _), p in self.probes.items():
+            out.setdefault(method, []).append(p)
+        out.update({name: [p] for name, p in self.references.items()})
+        return out
 
 
 def expected_runs(params_file: str | Path) -> list[tuple[str, int]]:
@@ -75,13 +97,20 @@ def expected_runs(params_file: str | Path) -> list[tuple[str, int]]:
     return [(str(m), int(s)) for m in section.get("run", []) for s in section.get("seeds", [])]
 
 
-def collect(evaluate_dir: str | Path, pretrain_dir: str | Path, runs: list[tuple[str, int]]) -> Results:
-    """Read the ``probes.json`` and dvclive curves of every (method, seed) in ``runs``.
+def expected_references(params_file: str | Path) -> list[str]:
+    """The reference rows of params.yaml ``reference.run`` (none without that section)."""
+    return [str(r) for r in (load_params(params_file).get("reference") or {}).get("run", [])]
+
+
+def collect(evaluate_dir: str | Path, pretrain_dir: str | Path, runs: list[tuple[str, int]],
+            reference_dir: str | Path | None = None, references: list[str] = ()) -> Results:
+    """Read the ``probes.json`` and dvclive curves of every (method, seed) in ``runs``, and the
+    ``probes.json`` of every reference row under ``reference_dir/<name>`` (``outputs/reference``).
 
     Outputs of runs no longer listed (left on disk by an earlier configuration) are ignored.
 
     Raises:
-        FileNotFoundError: a listed run has no ``probes.json``.
+        FileNotFoundError: a listed run or reference row has no ``probes.json``.
     """
     probes = {}
     for method, seed in runs:
@@ -96,13 +125,23 @@ def collect(evaluate_dir: str | Path, pretrain_dir: str | Path, runs: list[tuple
             frames.append(frame.assign(method=method, seed=seed))
     curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["method", "seed", "epoch", "loss"])
-    return Results(probes, curves)
+    folders: dict[str, list[Path]] = {}
+    for method, seed in probes:
+        folders.setdefault(method, []).append(Path(evaluate_dir) / f"{method}-s{seed}")
+    refs = {}
+    for name in references:
+        path = Path(reference_dir) / name / "probes.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; run the reference stage of {name}")
+        refs[f"ref_{name}"] = json.loads(path.read_text())
+        folders[f"ref_{name}"] = [path.parent]
+    return Results(probes, curves, refs, folders)
 
 
 def _per_seed(results: Results, getter) -> pd.DataFrame:
     """Long table method, seed, metric, value from ``getter(probes) -> {metric: value}``."""
-    rows = [dict(method=m, seed=s, metric=k, value=v)
-            for (m, s), p in results.probes.items() for k, v in getter(p).items()]
+    runs = [*results.probes.items(), *(((name, 0), p) for name, p in results.references.items())]
+    rows = [dict(method=m, seed=s, metric=k, value=v) for (m, s), p in runs for k, v in getter(p).items()]
     return pd.DataFrame(rows, columns=["method", "seed", "metric", "value"])
 
 
@@ -126,40 +165,67 @@ def numeric_tables(results: Results) -> dict[str, tuple[pd.DataFrame, pd.DataFra
         "diagnosis_auc": lambda p: {t: r["roc_auc"] for t, r in p["diagnosis"].items()},
         "scores_r": lambda p: {s: r["pearson_r"] for s, r in p["scores"].items()},
         "scores_mae": lambda p: {s: r["mae"] for s, r in p["scores"].items()},
-        "brain_age": lambda p: {
+        "brain_age": lambda p: {**({
             "MAE internal": p["brain_age"]["mae_internal"], "MAE external": p["brain_age"]["mae_external"],
-            "site BAcc": p["brain_age"]["site_bacc_internal"], "score": p["brain_age"]["challenge_score"],
+            "site BAcc": p["brain_age"]["site_bacc_internal"], "score": p["brain_age"]["challenge_score"]}
+            if "brain_age" in p else {}),
             **({"travelling ICC(2,1)": p["travelling_icc"]} if "travelling_icc" in p else {})},
     }
-    return {name: summarise(_per_seed(results, g), results.methods) for name, g in getters.items()}
+    return {name: summarise(_per_seed(results, g), results.rows) for name, g in getters.items()}
 
 
 def format_table(mean: pd.DataFrame, std: pd.DataFrame, labels: dict[str, str], digits: int = 3) -> pd.DataFrame:
-    """``mean ± std`` strings with display names."""
+    """``mean ± std`` strings with display names (``–`` where missing; reference rows, one run
+    each, without a std)."""
     text = mean.map(lambda v: f"{v:.{digits}f}") + " ± " + std.map(lambda v: f"{v:.{digits}f}")
+    single = [m for m in mean.index if str(m).startswith("ref_")]
+    text.loc[single] = mean.loc[single].map(lambda v: f"{v:.{digits}f}")
+    text = text.where(mean.notna(), "–")
     text.index = [labels.get(m, m) for m in mean.index]
     return text
 
 
+def claim_results(results: Results, config: ReportConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """The claims' numeric tables and paired differences against random init (:mod:`anatcl_core.claims`),
+    computed once per ``results`` (the bootstrap is the report's costliest step)."""
+    key = ("claims", config.paired_bootstrap)
+    if key not in results.cache:
+        tables = claims.claim_tables(results.runs_of())
+        pairs = claims.paired_against(claims.load_predictions(results.folders), "random", config.paired_bootstrap)
+        results.cache[key] = (tables, pairs)
+    return results.cache[key]
+
+
 def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
-    """Formatted tables (mean ± std over seeds); with ``out_dir``, also TSVs and ``metrics.json``."""
+    """Formatted tables (mean ± std over seeds; claims tables as means, paired differences with
+    their CI); with ``out_dir``, also TSVs and ``metrics.json``."""
     numeric = numeric_tables(results)
     tables = {name: format_table(m, s, config.labels) for name, (m, s) in numeric.items()}
+    claim_numeric, pairs = claim_results(results, config)
+    for name, frame in claim_numeric.items():
+        tables[name] = frame.rename(index=lambda m: config.labels.get(m, m)).round(3)
+    tables["paired_vs_random"] = claims.paired_table(pairs, config.labels)
     if out_dir is not None:
         folder = Path(out_dir) / "tables"
         folder.mkdir(parents=True, exist_ok=True)
         for name, (mean, std) in numeric.items():
             pd.concat({"mean": mean, "std": std}, axis=1).to_csv(folder / f"{name}.tsv", sep="\t")
+        for name, frame in claim_numeric.items():
+            frame.to_csv(folder / f"{name}.tsv", sep="\t")
+        tables["paired_vs_random"].to_csv(folder / "paired_vs_random.tsv", sep="\t")
+        extra = claims.claim_metrics(claim_numeric, pairs)
         headline = {}
-        for method in results.methods:
-            entry = {"n_seeds": int(sum(1 for m, _ in results.probes if m == method))}
+        for method in results.rows:
+            entry = {"n_seeds": int(sum(1 for m, _ in results.probes if m == method)) or 1}
             bacc, ba = numeric["diagnosis_bacc"], numeric["brain_age"]
             if "average" in bacc[0]:
                 entry["bacc_average"] = float(bacc[0].loc[method, "average"])
                 entry["bacc_average_std"] = float(bacc[1].loc[method, "average"])
-            entry["brain_age_mae_external"] = float(ba[0].loc[method, "MAE external"])
-            entry["site_bacc"] = float(ba[0].loc[method, "site BAcc"])
-            entry["challenge_score"] = float(ba[0].loc[method, "score"])
+            if "MAE external" in ba[0].columns and np.isfinite(ba[0].loc[method, "MAE external"]):
+                entry["brain_age_mae_external"] = float(ba[0].loc[method, "MAE external"])
+                entry["site_bacc"] = float(ba[0].loc[method, "site BAcc"])
+                entry["challenge_score"] = float(ba[0].loc[method, "score"])
+            entry.update(extra.get(method, {}))
             headline[method] = entry
         (Path(out_dir) / "metrics.json").write_text(json.dumps(headline, indent=2) + "\n")
     return tables
@@ -181,7 +247,7 @@ def observations(bacc: pd.DataFrame, brain_age: pd.DataFrame, labels: dict[str, 
     name = lambda m: labels.get(m, m)  # noqa: E731
     found = []
     if "average" in bacc.columns and floor in bacc.index and len(bacc.index) > 1:
-        trained = bacc["average"].drop(index=floor)
+        trained = bacc["average"].drop(index=[m for m in bacc.index if m == floor or m.startswith("ref_")])
         best, floor_bacc = trained.idxmax(), float(bacc.loc[floor, "average"])
         if floor_bacc >= trained.max():
             found.append(
@@ -213,6 +279,34 @@ def _conditions(frame: pd.DataFrame) -> np.ndarray:
     return condition
 
 
+def budget_epochs(params_file: str | Path, variants) -> dict[str, int]:
+    """Pretraining epochs of each variant (its ``epochs`` override, else ``pretrain.epochs``)."""
+    section = load_params(params_file).get("pretrain", {})
+    methods = section.get("methods", {})
+    return {v: int((methods.get(v) or {}).get("epochs") or section.get("epochs", 0)) for v in variants}
+
+
+def claim_figures(results: Results, config: ReportConfig, params_file: str | Path = "params.yaml") -> dict:
+    """Label-efficiency curve, paired differences, representation bars and (when run) budget curve."""
+    tables, pairs = claim_results(results, config)
+    labels, dpi, figures = config.labels, config.dpi, {}
+    curve = tables["label_efficiency"].dropna(axis=1, how="all")
+    if curve.size:
+        runs = results.runs_of()
+        first = next(iter(next(iter(runs.values()))[0].get("label_efficiency", {}).values()))
+        n_train = {pt: v["n_train"] for pt, v in first["points"].items()}
+        figures["label_efficiency"] = plots_claims.label_efficiency(curve, n_train, labels, dpi)
+    if pairs:
+        figures["paired_differences"] = plots_claims.paired_differences(pairs, labels, dpi)
+    if tables["representation"].size:
+        figures["representation"] = plots_claims.representation(tables["representation"], labels, dpi)
+    variants = [v for vs in config.budget.values() for v in vs]
+    budget = claims.budget_table(config.budget, budget_epochs(params_file, variants), tables)
+    if len(budget) and budget.groupby("family").size().max() >= 2:
+        figures["budget"] = plots_claims.budget(budget, labels, dpi)
+    return figures
+
+
 def embedding_coordinates(x: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
     """``(N, F)`` standardised features -> ``(N, 2)`` by PCA or t-SNE (PCA-initialised)."""
     x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
@@ -241,6 +335,7 @@ def make_figures(results: Results, config: ReportConfig, data_dir: str | Path, c
                                               "MAE (years)", "Brain age, OpenBHB protocol", None, dpi)
     if len(results.curves):
         figures["training_curves"] = plots.training_curves(results.curves, labels, dpi)
+    figures.update(claim_figures(results, config))
     manifest = read_manifest(Path(data_dir) / "downstream")
     maps = {}
     for method in results.methods:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from anatcl_core import claims, report_sections
 from anatcl_core.ablation import Study
-from anatcl_core.report import ReportConfig, Results, numeric_tables, observations
+from anatcl_core.report import (ReportConfig, Results, budget_epochs, claim_results, numeric_tables,
+                                observations)
 
 CSS = """
 body { font-family: Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -22,7 +24,7 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1em 0; } figcaption { font-size: .85em; color: #555; }
+figure { margin: 1em 0; } figcaption, .caption { font-size: .85em; color: #555; }
 img { max-width: 100%; } .note { background: #f7f7f0; border-left: 4px solid #c9c27a; padding: .6em 1em; }
 """
 
@@ -37,9 +39,29 @@ CAPTIONS = {
     "icc_distribution": "Between-site ICC(2,1) (two-way random, absolute agreement) of every embedding "
                         "dimension on the travelling heads (one pretraining seed); descriptors: the "
                         "FreeSurfer measures of the same scans, the reference.",
+    "label_efficiency": "Label efficiency: balanced accuracy (mean over tasks and draws) against the number "
+                        "of labelled training subjects per task; dashed: reference rows; dotted: chance.",
+    "paired_differences": "Paired difference in balanced accuracy against random init (same folds, draws "
+                          "and subjects), mean over tasks, with its 95% CI; right of 0: better than random init.",
+    "representation": "What each representation encodes (downstream subjects, cross-validated): descriptor-PC "
+                      "R², age R², site balanced accuracy (dotted: chance).",
+    "budget": "Training budget: LOSO balanced accuracy and descriptor R² against pretraining epochs; dashed: "
+              "random init.",
     "qc_site_montage": "QC: one subject per site (mid slices).",
     "qc_age_histograms": "QC: age distributions per split (stacked by site) and per downstream group.",
     "qc_descriptor_trajectories": "QC: FreeSurfer measures (mean over regions) against age.",
+}
+
+TABLE_CAPTIONS = {
+    "diagnosis_bacc": "Balanced accuracy of the logistic probe per task, stratified nested CV (subjects of all "
+                      "sites mixed in every fold); mean ± std over pretraining seeds; ref. rows: one run.",
+    "diagnosis_auc": "ROC-AUC of the same probes.",
+    "scores_r": "Pearson r of the ridge probe of each clinical score (nested CV).",
+    "scores_mae": "MAE of the same score probes.",
+    "brain_age": "OpenBHB protocol: ridge brain age fitted on the pretraining train split, MAE on internal "
+                 "(seen sites) and external (unseen sites) test; site BAcc: logistic site classifier on "
+                 "internal test (lower = less site information); score = MAE_ext × BAcc^0.3; age + sex: "
+                 "not applicable.",
 }
 
 LIMITS = """
@@ -70,7 +92,8 @@ def _table(frame: pd.DataFrame) -> str:
 
 def _ci_table(results: Results, seed: int, labels: dict[str, str]) -> pd.DataFrame:
     rows = {}
-    for (method, s), p in results.probes.items():
+    runs = [*results.probes.items(), *(((name, seed), p) for name, p in results.references.items())]
+    for (method, s), p in runs:
         if s != seed:
             continue
         rows[labels.get(method, method)] = {
@@ -108,16 +131,13 @@ def _study_sections(study: Study, labels: dict[str, str]) -> list[str]:
              f"Every ablation at once: <code>{html.escape(study.full_grid)}</code> "
              "(or <code>profiles/ablations.yaml</code>).</p>"]
     for item in study.ablations:
-        parts.append(f"<h3>{html.escape(item.name)}</h3>")
-        if f"ablation_{item.name}" in study.tables:
+        if f"ablation_{item.name}" in study.tables and len(item.run) >= 2:
+            parts.append(f"<h3>{html.escape(item.name)}</h3>")
             parts.append(_table(study.tables[f"ablation_{item.name}"]))
-        names = lambda ms: html.escape(", ".join(labels.get(m, m) for m in ms))  # noqa: E731
-        if item.not_run:
-            parts.append(f'<p class="note">Not run in this profile: {names(item.not_run)} '
-                         f"(command: <code>{html.escape(study.commands[item.name])}</code>).</p>")
-        if item.undefined:
-            parts.append(f'<p class="note">Not defined in <code>pretrain.methods</code>: '
-                         f"{html.escape(', '.join(item.undefined))}.</p>")
+    missing = report_sections.ablations_not_run(study)
+    if len(missing):
+        parts += ["<p>Not run in this profile (one row per ablation; each command adds its variants with the "
+                  "same seeds and recipe):</p>", _table(missing.set_index("ablation"))]
     if "ablations" in study.figures:
         parts.append(_figure("ablations", study.figures["ablations"]))
     parts += ["<h2>Cross-scanner reliability</h2>",
@@ -137,11 +157,38 @@ def _study_sections(study: Study, labels: dict[str, str]) -> list[str]:
     return parts
 
 
+def _claim_sections(results: Results, tables: dict[str, pd.DataFrame], config: ReportConfig,
+                    params_file: str | Path) -> list[str]:
+    parts = []
+    titles = [("Unseen sites: leave-one-site-out balanced accuracy", "loso_bacc"),
+              ("Few labels: label-efficiency curve", "label_efficiency"),
+              ("Paired differences against random init", "paired_vs_random"),
+              ("What each encoder encodes", "representation")]
+    for title, key in titles:
+        if key in tables and tables[key].size:
+            parts += [f"<h2>{html.escape(title)}</h2>", _table(tables[key]),
+                      f"<p class=\"caption\">{html.escape(report_sections.CLAIM_CAPTIONS[key])}</p>"]
+    variants = [v for vs in config.budget.values() for v in vs]
+    if variants:
+        numeric, _ = claim_results(results, config)
+        budget = claims.budget_table(config.budget, budget_epochs(params_file, variants), numeric)
+        parts += ["<h2>Training budget</h2>", f"<p>{html.escape(report_sections.CLAIM_CAPTIONS['budget'])}</p>"]
+        if len(budget):
+            parts.append(_table(budget.set_index("variant").round(3)))
+        note = report_sections.budget_note(budget, variants, "python -m anatcl_core.profile profiles/budget.yaml "
+                                                             "&& dvc repro")
+        if note:
+            parts.append(f'<p class="note">{html.escape(note)}</p>')
+    return parts
+
+
 def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dict[str, Path],
                  config: ReportConfig, cohort_dir: str | Path, out_dir: str | Path,
-                 study: Study | None = None) -> Path:
+                 study: Study | None = None, data_dir: str | Path | None = None,
+                 params_file: str | Path = "params.yaml") -> Path:
     """Write ``out_dir/report.html`` and return its path (with the ablation and reliability
-    sections of :func:`anatcl_core.ablation.build_study` when ``study`` is given)."""
+    sections of :func:`anatcl_core.ablation.build_study` when ``study`` is given; the cohort as a
+    table when ``data_dir`` is given)."""
     labels = config.labels
     summary_path = Path(cohort_dir) / "summary.json"
     cohort = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -152,9 +199,15 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
              "from the pipeline's stage outputs.</p>"]
     numeric = numeric_tables(results)
     found = observations(numeric["diagnosis_bacc"][0], numeric["brain_age"][0], labels)
+    claim_numeric, pairs = claim_results(results, config)
+    found += report_sections.claim_observations(claim_numeric, pairs, labels)
     if found:
         parts += ["<h2>Observations</h2>", "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>"]
-    if cohort:
+    if data_dir is not None:
+        parts += ["<h2>Cohort</h2>", _table(report_sections.cohort_table(data_dir)),
+                  "<p class=\"caption\">Subjects, age, share of females and sites per pretraining split, "
+                  "downstream task and group, and travelling-heads scans.</p>"]
+    elif cohort:
         parts += ["<h2>Cohort</h2>", f"<pre>{html.escape(json.dumps(cohort, indent=1))}</pre>"]
     sections = [
         ("Diagnosis: balanced accuracy", "diagnosis_bacc"),
@@ -164,12 +217,14 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
         ("Brain age (OpenBHB protocol), site leakage and challenge score", "brain_age"),
     ]
     for title, key in sections:
-        if key in tables and tables[key].size:
-            parts += [f"<h2>{html.escape(title)}</h2>", _table(tables[key])]
+        if key in tables and tables[key].size and key not in report_sections.CLAIM_CAPTIONS:
+            parts += [f"<h2>{html.escape(title)}</h2>", _table(tables[key]),
+                      f"<p class=\"caption\">{html.escape(TABLE_CAPTIONS[key])}</p>"]
     ci = _ci_table(results, config.embedding_seed, labels)
     if ci.size:
         parts += [f"<h2>Diagnosis: balanced accuracy with bootstrap 95% CI (seed {config.embedding_seed})</h2>",
                   _table(ci)]
+    parts += _claim_sections(results, tables, config, params_file)
     training = _training_table(results, labels)
     if training.size:
         parts += ["<h2>Training</h2>", _table(training)]

@@ -18,7 +18,12 @@
 #   score = MAE_ext × BAcc_int^0.3);
 # - each diagnosis: standardised features → logistic regression, C chosen by inner CV, stratified
 #   subject-level outer CV repeated over seeds; balanced accuracy and ROC-AUC with bootstrap 95% CIs;
-# - each clinical score: ridge, alpha chosen by inner CV; MAE, Pearson r, R².
+# - each clinical score: ridge, alpha chosen by inner CV; MAE, Pearson r, R²;
+# - each diagnosis across unseen sites (leave-one-site-out, C by inner group CV over the training
+#   sites) and with few labels (label-efficiency curve over fixed folds and nested subsamples),
+#   per-subject predictions saved for the report's paired differences;
+# - what the features encode: R² of the true descriptors' top principal components and of age,
+#   site balanced accuracy (downstream subjects, cross-validated).
 
 # %% tags=["parameters"]
 params_file = "params.yaml"

@@ -20,6 +20,7 @@ data_dir = "data"
 cohort_dir = "outputs/cohort"
 pretrain_dir = "outputs/pretrain"
 evaluate_dir = "outputs/evaluate"
+reference_dir = "outputs/reference"
 method = "anatcl_global"
 seed = 0
 
@@ -32,10 +33,11 @@ import seaborn as sns
 from anatcl_core import explore, plots, project, report
 from anatcl_core.config import load_section
 
-params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir = project.inputs(
-    params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir)  # from wherever the kernel started
+params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir = project.inputs(
+    params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir)  # from wherever the kernel started
 labels = load_section(params_file, "report", report.ReportConfig).labels
-results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file))
+results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file), reference_dir,
+                         report.expected_references(params_file))  # methods, then reference rows (ref_<name>)
 results.methods
 
 # %%

@@ -19,6 +19,7 @@ data_dir = "data"
 cohort_dir = "outputs/cohort"
 pretrain_dir = "outputs/pretrain"
 evaluate_dir = "outputs/evaluate"
+reference_dir = "outputs/reference"
 out_dir = "outputs/scratch/report"  # the pipeline passes outputs/report
 
 # %%
@@ -27,8 +28,8 @@ from IPython.display import Image, display
 from anatcl_core import ablation, project, report, report_html
 from anatcl_core.config import load_section
 
-params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir = project.inputs(
-    params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir)  # from wherever the kernel started
+params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir = project.inputs(
+    params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir)  # from wherever the kernel started
 out_dir = project.output(out_dir)
 
 config = load_section(params_file, "report", report.ReportConfig)
@@ -37,7 +38,8 @@ config = load_section(params_file, "report", report.ReportConfig)
 # ## Tables (mean ± std over seeds)
 
 # %%
-results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file))
+results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file), reference_dir,
+                         report.expected_references(params_file))
 tables = report.make_tables(results, config, out_dir)
 for name, table in tables.items():
     print(name)
@@ -72,4 +74,4 @@ print(study.reliability_note or "", "\n".join(f"{k}: {v}" for k, v in study.comm
 # ## The self-contained report
 
 # %%
-report_html.write_report(results, tables, figures, config, cohort_dir, out_dir, study)
+report_html.write_report(results, tables, figures, config, cohort_dir, out_dir, study, data_dir, params_file)

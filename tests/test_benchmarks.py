@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ MACHINE_KEYS = {"cpu_model", "cpu_count", "load_average", "torch", "torch_thread
 
 def run_quick(script: str, out: Path, *extra: str) -> dict:
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--threads", "1",
-                           "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
+                           "--out", str(out), *extra], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)})  # this checkout's code
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"wrote {out}" in proc.stdout  # the table was printed before the JSON was written
     return json.loads(out.read_text())
@@ -70,3 +72,14 @@ def test_help_runs(script):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and "--quick" in proc.stdout and "--device" in proc.stdout
+
+
+def test_probes_quick(tmp_path):
+    out = tmp_path / "probes.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_probes.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "probes" and result["quick"] is True
+    assert {"added: leave-one-site-out", "added: label efficiency", "today: diagnosis"} <= set(result["seconds"])
+    assert result["added_s"] > 0 and result["ratio"] == pytest.approx(result["added_s"] / result["today_s"])

@@ -91,11 +91,19 @@ def test_explore_headline_matches_the_report(tiny_pipeline):
 
     root = tiny_pipeline.root
     results = report.collect(root / "outputs/evaluate", root / "outputs/pretrain",
-                             report.expected_runs(root / "params.yaml"))
+                             report.expected_runs(root / "params.yaml"), root / "outputs/reference",
+                             report.expected_references(root / "params.yaml"))
     table = explore.headline_table(explore.metrics_table(results))
-    for method, entry in json.loads((root / "outputs/report/metrics.json").read_text()).items():
+    headline = json.loads((root / "outputs/report/metrics.json").read_text())
+    assert set(headline) == set(table.index)  # every method and reference row
+    for method, entry in headline.items():
         assert table.loc[method, ("diagnosis BAcc (mean over tasks)", "mean")] == pytest.approx(entry["bacc_average"])
         assert table.loc[method, ("diagnosis BAcc (mean over tasks)", "std")] == pytest.approx(entry["bacc_average_std"])
+        assert table.loc[method, ("unseen-site BAcc (leave-one-site-out, mean over tasks)", "mean")] == pytest.approx(
+            entry["loso_bacc_mean"])
+        if method == "ref_age_sex":  # age itself: no brain-age probe
+            assert "brain_age_mae_external" not in entry
+            continue
         assert table.loc[method, ("brain-age MAE external", "mean")] == pytest.approx(entry["brain_age_mae_external"])
         assert table.loc[method, ("challenge score", "mean")] == pytest.approx(entry["challenge_score"])
     features = explore.features(root / "outputs/evaluate", "anatcl_global", 0, root / "data")

@@ -53,7 +53,7 @@ def _outs(stage: dict) -> list[str]:
 
 def test_notebooks_exist_for_every_stage():
     stages = {p.stem for p in NOTEBOOKS} - EXPLORATION
-    assert stages == set(STAGES) == {"cohort", "pretrain", "evaluate", "report"}
+    assert stages == set(STAGES) == {"cohort", "pretrain", "evaluate", "reference", "report"}
     assert EXPLORATION <= {p.stem for p in NOTEBOOKS}
 
 

@@ -81,7 +81,8 @@ def test_pretrain_stages_declare_the_recipe_and_only_their_method():
 def test_other_stages_declare_their_own_section():
     assert STAGES["cohort"]["params"] == ["cohort"]
     assert STAGES["evaluate"]["params"] == ["evaluate"]
-    assert set(STAGES["report"]["params"]) == {"report", "pretrain.run", "pretrain.seeds", "pretrain.methods"}
+    assert set(STAGES["report"]["params"]) == {"report", "pretrain.run", "pretrain.seeds", "pretrain.methods",
+                                                "pretrain.epochs", "reference.run"}
 
 
 @pytest.mark.parametrize("profile", sorted((REPO / "profiles").glob("*.yaml")), ids=lambda p: p.stem)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -20,8 +21,10 @@ from conftest import TINY, dvc, ran
 @pytest.mark.slow
 def test_pipeline_end_to_end(tiny_pipeline):
     root, env, first = tiny_pipeline  # the session's `dvc repro` (tests/conftest.py)
+    params = yaml.safe_load((root / "params.yaml").read_text())
     stages = {"cohort", "report"} | {f"{s}@{m}-{k}" for s in ("pretrain", "evaluate")
                                      for m in TINY["pretrain"]["run"] for k in TINY["pretrain"]["seeds"]}
+    stages |= {f"reference@{r}" for r in params["reference"]["run"]}
     assert ran(first) == stages
     report = (root / "outputs/report/report.html").read_text()
     assert "<script" not in report and "http://" not in report and "https://" not in report
@@ -38,9 +41,26 @@ def test_pipeline_end_to_end(tiny_pipeline):
     assert (root / "outputs/report/tables/ablation_supervision.tsv").exists()
     probes_json = json.loads((root / "outputs/evaluate/anatcl_global-s0/probes.json").read_text())
     assert probes_json["reliability"]["available"] and probes_json["site_held_out"]["folds"]
+    # the claims: LOSO and label-efficiency probes with per-subject predictions, references, pairs
+    assert probes_json["loso"] and probes_json["label_efficiency"] and "descriptor_r2" in probes_json["representation"]
+    with np.load(root / "outputs/evaluate/anatcl_global-s0/predictions.npz") as saved:
+        assert any(k.startswith("loso/") for k in saved.files) and any(k.startswith("le/") for k in saved.files)
+    for heading in ("Unseen sites", "Few labels", "Paired differences against random init",
+                    "What each encoder encodes", "Training budget", "<h2>Cohort</h2>", "Observations"):
+        assert heading in report, heading
+    assert "profiles/budget.yaml" in report  # budget curve not run in the tiny profile: its command
+    assert {"label_efficiency.png", "paired_differences.png", "representation.png"} <= {
+        p.name for p in (root / "outputs/report/figures").glob("*.png")}
     headline = json.loads((root / "outputs/report/metrics.json").read_text())
-    assert set(headline) == set(TINY["pretrain"]["run"])
-    assert "anatcl_global" in dvc(root, env, "metrics", "show")
+    refs = {f"ref_{r}" for r in params["reference"]["run"]}
+    assert set(headline) == set(TINY["pretrain"]["run"]) | refs
+    entry = headline["anatcl_global"]
+    assert {"loso_bacc_mean", "le_bacc_all", "descriptor_r2", "vs_random_loso_mean",
+            "vs_random_loso_mean_ci_low", "vs_random_loso_mean_ci_high"} <= set(entry)
+    assert entry["vs_random_loso_mean_ci_low"] <= entry["vs_random_loso_mean"] <= entry["vs_random_loso_mean_ci_high"]
+    assert "vs_random_loso_mean" not in headline["random"]
+    shown = dvc(root, env, "metrics", "show")
+    assert "anatcl_global" in shown and "loso_bacc_mean" in shown
     # dvclive's files are the stages' metrics and plots: DVC reads them with no glue
     metrics_json = json.loads(dvc(root, env, "metrics", "show", "--json"))
     workspace = json.dumps(metrics_json)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -222,3 +223,14 @@ def test_every_method_of_params_yaml_builds_and_takes_a_loss_step():
                             torch.randn(4, n_channels, 68, generator=rng))
         assert torch.isfinite(loss), method
         loss.backward()
+
+
+def test_budget_variants_override_epochs_only():
+    from anatcl_core.config import load_section
+
+    config = load_section(Path(__file__).resolve().parents[1] / "params.yaml", "pretrain", train.PretrainConfig)
+    for variant, epochs in (("anatcl_global_e5", 5), ("anatomy_only_e45", 45), ("yaware_e90", 90)):
+        resolved = config.for_method(variant)
+        assert resolved.epochs == epochs
+        assert replace(resolved, epochs=config.epochs, methods=config.methods) == config  # nothing else
+    assert config.for_method("anatcl_global").epochs == config.epochs

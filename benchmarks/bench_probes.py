@@ -1,0 +1,140 @@
+"""Probe time per evaluate stage: today's probes vs the added ones (LOSO, label efficiency, representation).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_probes.py [--checkpoint CKPT] [--data data]
+        [--arrays outputs/cohort/arrays] [--params params.yaml] [--quick] [--out FILE]
+
+With a checkpoint, its encoder's features of every cohort are extracted first (timed: part of
+today's evaluate stage); without one, seeded Gaussian features of ``--dim`` columns stand in (probe
+cost depends on the sizes, not the values, up to solver iterations). Phases, seconds each (one
+run, single-threaded BLAS as in the stage):
+
+- today: feature extraction, brain age + site leakage, diagnosis (stratified nested CV), scores,
+  travelling-heads reliability, leave-sites-out brain age;
+- added: leave-one-site-out diagnosis, label-efficiency curve, representation read-outs.
+
+Prints a table and ``added / today`` (the evaluate stage's extra time). ``--quick``: a tiny
+generated cohort (no data needed), for the test suite's smoke run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine, parser  # noqa: E402
+
+
+def tiny_cohorts(rng: np.random.Generator, dim: int):
+    """A generated cohort with the evaluate stage's table columns (two tasks, four sites; task a's
+    sites each hold a single class)."""
+    from anatcl_core.features import Cohort
+
+    n_pre, n_down = 120, 160
+    pre = pd.DataFrame({"participant_id": [f"p{i}" for i in range(n_pre)], "age": rng.uniform(20, 80, n_pre),
+                        "sex": rng.integers(0, 2, n_pre), "site": [str(i % 4) for i in range(n_pre)],
+                        "split": np.where(np.arange(n_pre) % 5 == 0, "internal_test",
+                                          np.where(np.arange(n_pre) % 7 == 0, "external_test", "train"))})
+    down = pd.DataFrame({"participant_id": [f"d{i}" for i in range(n_down)], "age": rng.uniform(20, 80, n_down),
+                         "sex": rng.integers(0, 2, n_down), "site": [str(10 + i % 4) for i in range(n_down)],
+                         "dx_a": np.where(np.arange(n_down) < 80, np.arange(n_down) % 2, np.nan),
+                         "dx_b": np.where(np.arange(n_down) >= 80, rng.integers(0, 2, n_down), np.nan),
+                         "score_s": rng.normal(size=n_down)})
+    cohorts = {"openbhb": Cohort(None, pre), "downstream": Cohort(None, down)}
+    x = {k: rng.normal(size=(len(c.table), dim)) for k, c in cohorts.items()}
+    return cohorts, x, rng.normal(size=(n_down, 24))
+
+
+def main(argv=None) -> dict:
+    from anatcl_core import evaluate, probes, representation, task_probes
+    from anatcl_core import features as feat
+    from anatcl_core.config import load_section
+
+    p = parser("probes", __doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--data", default="data")
+    p.add_argument("--arrays", default="outputs/cohort/arrays")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--dim", type=int, default=128)
+    args = p.parse_args(argv)
+    config = load_section(args.params, "evaluate", evaluate.EvaluateConfig)
+    rng = np.random.default_rng(0)
+    times: dict[str, float] = {}
+
+    def timed(name, fn, *a, **k):
+        start = time.perf_counter()
+        value = fn(*a, **k)
+        times[name] = times.get(name, 0.0) + time.perf_counter() - start
+        return value
+
+    if args.quick:
+        config = evaluate.EvaluateConfig(n_splits=3, n_repeats=1, inner_splits=2, n_bootstrap=50,
+                                         brain_age_cv_splits=3, label_sizes=(20, 40), label_draws=1,
+                                         label_splits=3, label_inner_splits=2, representation_splits=3,
+                                         num_threads=1)
+        cohorts, x, descriptors = tiny_cohorts(rng, 16)
+    else:
+        import torch
+
+        torch.set_num_threads(config.num_threads)
+        crop = "upstream"
+        if args.checkpoint:
+            encoder, run = feat.load_encoder(args.checkpoint)
+            crop = tuple(run["crop"]) if isinstance(run.get("crop"), list) else run.get("crop", crop)
+        cohorts = feat.load_arrays(args.arrays, args.data, crop)
+        if args.checkpoint:
+            x = {k: timed("today: features", feat.extract_features, encoder, c.images, config.batch_size, False)
+                 for k, c in cohorts.items()}
+        else:
+            x = {k: rng.normal(size=(len(c.table), args.dim)) for k, c in cohorts.items()}
+        descriptors = timed("added: read descriptors", task_probes.downstream_descriptors, args.data,
+                            config.descriptor_channels)
+    down = cohorts["downstream"].table
+    kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,
+              n_bootstrap=config.n_bootstrap, seed=config.seed)
+    timed("today: brain age + site", evaluate._brain_age, config, x["openbhb"], cohorts["openbhb"].table)
+    for col in [c for c in down.columns if c.startswith("dx_")]:
+        timed("today: diagnosis", probes.diagnosis_probe, x["downstream"], down[col].to_numpy(float),
+              c_grid=config.c_grid, **kw)
+    for col in [c for c in down.columns if c.startswith("score_")]:
+        timed("today: scores", probes.score_probe, x["downstream"], down[col].to_numpy(float),
+              alpha_grid=config.alpha_grid, **kw)
+    timed("today: reliability", evaluate.travelling_reliability, x.get("travelling"), cohorts.get("travelling"))
+    table = cohorts["openbhb"].table
+    timed("today: sites held out", evaluate.site_held_out_brain_age, config, x["openbhb"],
+          table["age"].to_numpy(float), table["site"].astype(str).to_numpy())
+    import dataclasses
+
+    only = lambda **k: dataclasses.replace(config, **k)  # noqa: E731
+    timed("added: leave-one-site-out", task_probes.task_probes, only(label_sizes=(), label_draws=0),
+          x["downstream"], down, diagnosis=False)
+    timed("added: label efficiency", task_probes.task_probes, config, x["downstream"], down, diagnosis=False)
+    times["added: label efficiency"] -= times["added: leave-one-site-out"]  # task_probes runs both
+    timed("added: representation", representation.representation_probe, x["downstream"], descriptors,
+          down["age"].to_numpy(float), down["site"].astype(str).to_numpy(),
+          n_components=config.representation_components, alpha_grid=config.alpha_grid,
+          n_splits=config.representation_splits, seed=config.seed)
+    today = sum(v for k, v in times.items() if k.startswith("today"))
+    added = sum(v for k, v in times.items() if k.startswith("added"))
+
+    for name, seconds in times.items():
+        print(f"{name:32s} {seconds:8.2f} s")
+    print(f"{'today (evaluate stage probes)':32s} {today:8.2f} s\n{'added':32s} {added:8.2f} s\n"
+          f"ratio added / today: {added / today:.2f}")
+    result = {"benchmark": "probes", "quick": bool(args.quick), "machine": machine(),
+              "seconds": times, "today_s": today, "added_s": added, "ratio": added / today,
+              "checkpoint": args.checkpoint}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: py:percent
+#     notebook_metadata_filter: -all
+# ---
+
+# %% [markdown]
+# # Reference row: a feature set probed like an encoder
+#
+# One of `params.yaml` → `reference.run`: the true FreeSurfer descriptors, voxel principal
+# components fitted on the healthy pretraining train scans, or age + sex. The features of every
+# cohort go through exactly the probes, folds and draws of the evaluate stage (`params.yaml` →
+# `evaluate`), so the report can put them in every table and pair them with each method.
+
+# %% tags=["parameters"]
+params_file = "params.yaml"
+name = "descriptors"
+data_dir = "data"
+arrays_dir = "outputs/cohort/arrays"
+out_dir = "outputs/scratch/reference/descriptors"  # the pipeline passes outputs/reference/<name>
+
+# %%
+import pandas as pd
+
+from anatcl_core import evaluate, project, references
+from anatcl_core.config import load_section
+
+params_file, data_dir, arrays_dir = project.inputs(params_file, data_dir, arrays_dir)
+out_dir = project.output(out_dir)  # paths from wherever the kernel started
+
+config = load_section(params_file, "reference", references.ReferenceConfig)
+eval_config = load_section(params_file, "evaluate", evaluate.EvaluateConfig)
+config
+
+# %%
+result = references.evaluate_reference(name, config, eval_config, data_dir, arrays_dir, out_dir)
+
+# %% [markdown]
+# ## Headline metrics
+
+# %%
+pd.Series(evaluate.headline(result)).to_frame(f"reference {name}")
