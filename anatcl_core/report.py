@@ -286,7 +286,7 @@ def budget_epochs(params_file: str | Path, variants) -> dict[str, int]:
     return {v: int((methods.get(v) or {}).get("epochs") or section.get("epochs", 0)) for v in variants}
 
 
-def claim_figures(results: Results, config: ReportConfig, params_file: str | Path = "params.yaml") -> dict:
+def claim_figures(results: Results, config: ReportConfig, params_file: str | Path) -> dict:
     """Label-efficiency curve, paired differences, representation bars and (when run) budget curve."""
     tables, pairs = claim_results(results, config)
     labels, dpi, figures = config.labels, config.dpi, {}
@@ -316,8 +316,11 @@ def embedding_coordinates(x: np.ndarray, kind: str, seed: int = 0) -> np.ndarray
 
 
 def make_figures(results: Results, config: ReportConfig, data_dir: str | Path, cohort_dir: str | Path,
-                 evaluate_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Draw and save every report figure (PNG); QC figures of the cohort stage are included as is."""
+                 evaluate_dir: str | Path, out_dir: str | Path, params_file: str | Path) -> dict[str, Path]:
+    """Draw and save every report figure (PNG); QC figures of the cohort stage are included as is.
+
+    ``params_file`` gives the budget variants' epochs (:func:`budget_epochs`).
+    """
     folder = Path(out_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     numeric = numeric_tables(results)
@@ -335,7 +338,7 @@ def make_figures(results: Results, config: ReportConfig, data_dir: str | Path, c
                                               "MAE (years)", "Brain age, OpenBHB protocol", None, dpi)
     if len(results.curves):
         figures["training_curves"] = plots.training_curves(results.curves, labels, dpi)
-    figures.update(claim_figures(results, config))
+    figures.update(claim_figures(results, config, params_file))
     manifest = read_manifest(Path(data_dir) / "downstream")
     maps = {}
     for method in results.methods:

@@ -51,7 +51,7 @@ def tiny_cohorts(rng: np.random.Generator, dim: int):
 
 
 def main(argv=None) -> dict:
-    from anatcl_core import evaluate, probes, representation, task_probes
+    from anatcl_core import evaluate, probes, representation, task_probes, transfer
     from anatcl_core import features as feat
     from anatcl_core.config import load_section
 
@@ -66,10 +66,10 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     times: dict[str, float] = {}
 
-    def timed(name, fn, *a, **k):
+    def timed(part, fn, *a, **k):
         start = time.perf_counter()
         value = fn(*a, **k)
-        times[name] = times.get(name, 0.0) + time.perf_counter() - start
+        times[part] = times.get(part, 0.0) + time.perf_counter() - start
         return value
 
     if args.quick:
@@ -108,13 +108,15 @@ def main(argv=None) -> dict:
     table = cohorts["openbhb"].table
     timed("today: sites held out", evaluate.site_held_out_brain_age, config, x["openbhb"],
           table["age"].to_numpy(float), table["site"].astype(str).to_numpy())
-    import dataclasses
-
-    only = lambda **k: dataclasses.replace(config, **k)  # noqa: E731
-    timed("added: leave-one-site-out", task_probes.task_probes, only(label_sizes=(), label_draws=0),
-          x["downstream"], down, diagnosis=False)
-    timed("added: label efficiency", task_probes.task_probes, config, x["downstream"], down, diagnosis=False)
-    times["added: label efficiency"] -= times["added: leave-one-site-out"]  # task_probes runs both
+    site, ids = down["site"].astype(str).to_numpy(), down["participant_id"].astype(str).to_numpy()
+    for col in [c for c in down.columns if c.startswith("dx_")]:  # what task_probes adds per task
+        labels = down[col].to_numpy(float)
+        timed("added: leave-one-site-out", transfer.loso_probe, x["downstream"], labels, site, c_grid=config.c_grid,
+              inner_splits=config.loso_inner_splits, n_bootstrap=config.n_bootstrap, seed=config.seed, name=col)
+        timed("added: label efficiency", transfer.label_efficiency_probe, x["downstream"], labels, ids,
+              sizes=config.label_sizes, n_draws=config.label_draws, n_splits=config.label_splits,
+              inner_splits=config.label_inner_splits, c_grid=config.c_grid, n_bootstrap=config.n_bootstrap,
+              seed=config.seed, name=col)
     timed("added: representation", representation.representation_probe, x["downstream"], descriptors,
           down["age"].to_numpy(float), down["site"].astype(str).to_numpy(),
           n_components=config.representation_components, alpha_grid=config.alpha_grid,

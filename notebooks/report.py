@@ -49,7 +49,7 @@ for name, table in tables.items():
 # ## Figures
 
 # %%
-figures = report.make_figures(results, config, data_dir, cohort_dir, evaluate_dir, out_dir)
+figures = report.make_figures(results, config, data_dir, cohort_dir, evaluate_dir, out_dir, params_file)
 for path in figures.values():
     display(Image(filename=str(path)))
 
