@@ -36,10 +36,13 @@ def calibration(tmp_path_factory, request) -> dict[str, checks.Check]:
     out = tmp_path_factory.mktemp("synth_default") / "cohort"
     synthesize(config, out, progress=False)
     rows = checks.run_checks(out, config)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_sep("-", "synthetic benchmark calibration (default profile)")
-        reporter.write_line(checks.format_table(rows))
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # shown even though output is captured
+            reporter.write_line("")
+            reporter.write_sep("-", "synthetic benchmark calibration (default profile)")
+            reporter.write_line(checks.format_table(rows))
     return {row.name: row for row in rows}
 
 
