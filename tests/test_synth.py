@@ -21,7 +21,7 @@ from anatcl_core.synth.base import CLASSES, load_base
 from anatcl_core.synth.generate import write_nifti_gz
 from anatcl_core.synth.render import render
 
-TINY = SynthConfig(voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, n_per_group=4,
+TINY = SynthConfig(voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, downstream_scale=0.02,
                    n_downstream_sites=2, n_travelling=2)  # fmt: skip
 
 
@@ -75,12 +75,17 @@ def test_manifests(tiny):
     trav = pd.read_csv(tiny / "travelling" / layout.MANIFEST_FILE, sep="\t", dtype={"participant_id": str, "subject": str})
     assert not set(pre["participant_id"]) & set(down["participant_id"])
     assert set(layout.MANIFEST_COLUMNS) <= set(down.columns) and set(layout.MANIFEST_COLUMNS) <= set(trav.columns)
-    assert {"dx_ad", "dx_mci", "dx_scz", "dx_asd"} <= set(down.columns)
-    for task in ("ad", "mci", "scz", "asd"):
-        labels = down[f"dx_{task}"].dropna()
-        assert len(labels) == 2 * TINY.n_per_group and labels.sum() == TINY.n_per_group
-    assert down["score_mmse"].notna().sum() == 3 * TINY.n_per_group  # the whole AD study
-    assert down["score_panss"].notna().sum() == down["score_ads"].notna().sum() == TINY.n_per_group
+    assert [c for c in down.columns if c.startswith("dx_")] == [f"dx_{t}" for t in cohorts.TASKS]
+    for study, spec in cohorts.STUDIES.items():
+        counts = cohorts.group_counts(TINY, study).sum()  # per group, over the study's sites
+        for task, cases in spec["tasks"].items():
+            labels = down[f"dx_{task}"].dropna()
+            assert labels.sum() == counts[list(cases)].sum() and (labels == 0).sum() == counts["control"], task
+    assert len(down) == cohorts.n_downstream(TINY)
+    in_ad_study = down["dx_ad"].notna() | down["dx_mci"].notna()
+    assert down["score_mmse"].notna().sum() == in_ad_study.sum()  # the whole AD study
+    assert down["score_panss"].notna().sum() == down["dx_scz_a"].sum() + down["dx_scz_b"].sum()
+    assert down["score_ads"].notna().sum() == down["dx_asd"].sum()
     assert trav["participant_id"].is_unique and len(trav) == TINY.n_travelling * TINY.n_sites
     assert (trav.groupby("subject")["site"].nunique() == TINY.n_sites).all()
     assert (trav.groupby("subject")[["age", "sex"]].nunique() == 1).all().all()
@@ -159,7 +164,8 @@ def test_config_is_strict_and_params_section_loads():
 
 def test_cli_writes_and_refuses_existing(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("synth:\n  voxel_mm: 12.0\n  n_pretrain: 6\n  n_sites: 2\n  n_external_sites: 1\n  n_per_group: 2\n  n_travelling: 1\n")
+    params.write_text("synth:\n  voxel_mm: 12.0\n  n_pretrain: 6\n  n_sites: 2\n  n_external_sites: 1\n  downstream_scale: 0.01\n"
+                      "  n_downstream_sites: 2\n  n_travelling: 1\n")
     assert cli.main(["--params", str(params), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     assert (tmp_path / "out" / "openbhb" / layout.PARTICIPANTS_FILE).is_file()
     assert cli.main(["--params", str(params), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
@@ -173,3 +179,43 @@ def test_cohort_passes_the_project_validator(tiny):
     paths = [tiny / "openbhb", tiny / "downstream" / layout.MANIFEST_FILE, tiny / "travelling" / layout.MANIFEST_FILE]
     problems = validate.validate_paths(paths, progress=False)
     assert problems == [], "\n".join(map(str, problems[:5]))
+
+
+def test_config_rejects_a_non_positive_downstream_scale():
+    with pytest.raises(ConfigError, match="downstream_scale"):
+        from_mapping(SynthConfig, {"downstream_scale": 0.0}, "synth")
+
+
+def test_studies_spread_groups_over_sites_with_different_case_shares():
+    config = SynthConfig()
+    for study, spec in cohorts.STUDIES.items():
+        counts = cohorts.group_counts(config, study)  # (sites, groups)
+        assert counts.shape[0] == config.n_downstream_sites >= 5 and (counts > 0).all().all(), study
+        assert counts.sum().to_dict() == spec["groups"], study
+        share = counts.drop(columns="control").sum(axis=1) / counts.sum(axis=1)
+        assert share.between(0.3, 0.7).all() and share.max() - share.min() > 0.1, (study, share)
+    table = cohorts.downstream_table(config, cohorts.downstream_sites(config))
+    for site, members in table.groupby("site"):  # frequency matching within each site
+        case = members["condition"] != ""
+        assert abs(members.loc[case, "age"].mean() - members.loc[~case, "age"].mean()) < 4.0, site
+        assert abs(members.loc[case, "sex"].mean() - members.loc[~case, "sex"].mean()) < 0.05, site
+
+
+def test_external_sites_recruit_inside_the_training_sites_age_range():
+    config = SynthConfig()
+    sites = cohorts.pretraining_sites(config)
+    train = sites[: config.n_sites - config.n_external_sites]
+    low, high = min(s.ages[0] for s in train), max(s.ages[1] for s in train)
+    for site in sites[len(train):]:
+        assert low <= site.ages[0] and site.ages[1] <= high, site.code
+        assert sum(min(s.ages[1], site.ages[1]) > max(s.ages[0], site.ages[0]) for s in train) >= 3  # overlaps
+
+
+def test_condition_signatures_name_desikan_regions_and_groups_name_conditions():
+    from anatcl_core.freesurfer import DESIKAN_REGIONS
+    from anatcl_core.synth.anatomy import CONDITIONS, PATTERN_NAMES
+
+    for name, spec in CONDITIONS.items():
+        assert set(spec["signature"]) <= set(DESIKAN_REGIONS) and spec["pattern"] in PATTERN_NAMES, name
+    assert {c for c, _ in cohorts.GROUPS.values() if c} == set(CONDITIONS)
+    assert all(set(spec["groups"]) <= set(cohorts.GROUPS) for spec in cohorts.STUDIES.values())

@@ -266,7 +266,7 @@ def test_synthetic_cohort_passes(tmp_path):
     from anatcl_core.synth.config import SynthConfig
     from anatcl_core.synth.generate import synthesize
 
-    config = SynthConfig(voxel_mm=VOXEL_MM, n_pretrain=30, n_per_group=4, n_travelling=2)
+    config = SynthConfig(voxel_mm=VOXEL_MM, n_pretrain=30, downstream_scale=0.02, n_travelling=2)
     synthesize(config, tmp_path / "data", progress=False)
     cohorts = [tmp_path / "data" / name for name in ("openbhb", "downstream", "travelling")]
     assert validate.validate_paths(cohorts, progress=False) == []

@@ -57,15 +57,27 @@ PATTERNS: tuple[tuple[str, tuple[str, ...], float, float], ...] = (
 PATTERN_NAMES = tuple(p[0] for p in PATTERNS)
 _PATTERN_WIDTH_MM = 22.0
 
-#: Conditions: pattern shifted (by -/+ effect * severity), regional specifics (log CT change at
-#: severity 1), ventricle growth at severity 1. Signs: AD and SCZ thin, ASD enlarges area.
+#: Conditions (package docstring, "Effects"): the pattern shifted by ``sign * effect * severity``
+#: latent SDs (the univariate effect the meta-analyses report), a regional signature (log CT
+#: change per region at severity 1: small per region, spread over the regions the literature
+#: names), widespread log CT change (times severity^2 for AD, whose thinning spreads late; times
+#: severity otherwise), widespread log SA change, hippocampal/amygdala log volume and
+#: lateral-ventricle log growth at severity 1.
+_AD_SIGNATURE = ("entorhinal", "parahippocampal", "inferiortemporal", "temporalpole", "inferiorparietal",
+                 "supramarginal", "precuneus", "superiorparietal", "superiorfrontal")  # Dickerson 2009
+_SCZ_SIGNATURE = ("fusiform", "parahippocampal", "superiortemporal", "inferiortemporal", "middletemporal",
+                  "temporalpole", "insula", "parsopercularis", "parsorbitalis", "medialorbitofrontal")  # van Erp 2018
+_ASD_FRONTAL = ("superiorfrontal", "rostralmiddlefrontal", "caudalmiddlefrontal", "parsopercularis",
+                "parstriangularis", "medialorbitofrontal")  # van Rooij 2018: thicker
+_ASD_TEMPORAL = ("superiortemporal", "middletemporal", "inferiortemporal", "fusiform", "entorhinal")  # thinner
 CONDITIONS: dict[str, dict] = {
-    "ad": dict(pattern="medial_temporal", sign=-1.0, specific=("entorhinal", "parahippocampal", "inferiortemporal"),
-               specific_ct=-0.06, widespread_ct=-0.04, hippocampus=-0.15, ventricles=0.35),
-    "scz": dict(pattern="fronto_temporal", sign=-1.0, specific=("superiortemporal", "insula"),
-                specific_ct=-0.03, widespread_ct=0.0, hippocampus=-0.03, ventricles=0.12),
-    "asd": dict(pattern="association_area", sign=1.0, specific=("superiortemporal", "fusiform"),
-                specific_ct=0.02, widespread_ct=0.0, hippocampus=0.0, ventricles=0.0),
+    "ad": dict(pattern="medial_temporal", sign=-1.0, signature={r: -0.04 for r in _AD_SIGNATURE},
+               widespread_ct=-0.02, widespread_sa=0.0, hippocampus=-0.15, ventricles=0.35),
+    "scz": dict(pattern="fronto_temporal", sign=-1.0, signature={r: -0.03 for r in _SCZ_SIGNATURE},
+                widespread_ct=-0.015, widespread_sa=-0.01, hippocampus=-0.03, ventricles=0.12),
+    "asd": dict(pattern="association_area", sign=1.0,
+                signature={**{r: 0.025 for r in _ASD_FRONTAL}, **{r: -0.025 for r in _ASD_TEMPORAL}},
+                widespread_ct=0.0, widespread_sa=0.0, hippocampus=-0.01, ventricles=0.0),
 }  # fmt: skip
 
 
@@ -183,14 +195,16 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
     if condition is not None and condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; expected one of {sorted(CONDITIONS)}")
     z = rng.standard_normal(len(PATTERNS))  # latent factors, independent of age and sex
-    ct_specific = np.zeros(N_CORTICAL)
+    ct_specific, sa_specific = np.zeros(N_CORTICAL), 0.0
     hippocampus, ventricles = 0.0, 0.0
     if condition is not None:
         spec = CONDITIONS[condition]
         effect = getattr(config, f"{condition}_effect")
         z[PATTERN_NAMES.index(spec["pattern"])] += spec["sign"] * effect * severity
-        mask = np.array([r in spec["specific"] for _ in range(2) for r in DESIKAN_REGIONS])
-        ct_specific = severity * (spec["specific_ct"] * mask + spec["widespread_ct"] * severity)
+        signature = np.array([spec["signature"].get(r, 0.0) for _ in range(2) for r in DESIKAN_REGIONS])
+        spread = severity if condition == "ad" else 1.0
+        ct_specific = severity * (signature + spec["widespread_ct"] * spread)
+        sa_specific = severity * spec["widespread_sa"]
         hippocampus, ventricles = severity * spec["hippocampus"], severity * spec["ventricles"]
 
     log_tiv = np.log(TIV0_CM3) + 0.09 * (sex - 0.5) - 0.10 * np.exp(-(age - 6.0) / 4.0)
@@ -205,7 +219,7 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
               + site_ct + ct_specific + noise[0])  # fmt: skip
     log_ct = np.log(_soft_max(np.exp(log_ct), knee=4.0, limit=4.9))  # FreeSurfer rarely reports > 5 mm
     log_area = (config.age_effect * trajectory_sa(age) + 0.8 * log_tiv_rel + pattern_sa
-                + site_sa + noise[1])  # fmt: skip
+                + site_sa + sa_specific + noise[1])  # fmt: skip
     log_sa = sa_ref + log_area
     log_gmv = log_ct + log_sa + 0.3 * noise[2]
 

@@ -1,146 +1,35 @@
-"""Property checks of a generated benchmark, computed without training any encoder.
+"""The benchmark's calibration checks: each measured value next to its published target.
 
-They test the design principles of :mod:`anatcl_core.synth` on the files as written:
-
-* :func:`task_separability`: per diagnosis task, cross-validated balanced accuracy of a logistic
-  regression on age and sex (must stay near chance: cases and controls are matched), on the true
-  z-scored descriptors, and on the top principal components of the *healthy* descriptors (the
-  conditions must lie along directions healthy anatomy varies in).
-* :func:`image_properties`: what the voxels carry: share of voxel variance explained by site vs
-  age vs sex vs the latent anatomical factors, the same per top voxel PC, site predictability, thickness-age correlation, and
-  per-region agreement between summed GM in the atlas region and the generated GM volume.
-* :func:`descriptor_variance_shares`: the same decomposition in the z-scored descriptors, where
-  the latent factors must lead (the reverse of the voxels, where site leads).
+Every target of the package docstring is checked on the files as written, with sklearn estimators
+and no encoder (:mod:`.measures`), before any method is compared. ``python -m
+anatcl_core.synth.checks --data data --params params.yaml`` prints the table and exits 1 if a
+check fails; the test suite asserts the same rows (``tests/test_synth_properties.py``).
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from anatcl_core.data import layout
 from anatcl_core.freesurfer import DEFAULT_CHANNELS, channel_index, select_channels
+from anatcl_core.synth import measures
 from anatcl_core.synth.base import load_base
 
-TASKS = ("ad", "mci", "scz", "asd")
 
+@dataclass(frozen=True)
+class Check:
+    """One row of the calibration table: what, the value measured, its target and whether it holds."""
 
-def read_pretraining(root: Path, images: bool = False) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    """participants.tsv, ``(N, 7, 68)`` tables and optionally ``(N, X, Y, Z)`` maps of an OpenBHB root."""
-    root = Path(root)
-    table = pd.read_csv(root / layout.PARTICIPANTS_FILE, sep="\t", dtype={"participant_id": str})
-    files = [(s, p) for s, p in zip(table["split"], table["participant_id"])]
-    rois = np.stack([np.load(layout.subject_file(root, s, p, layout.DESIKAN_KIND)) for s, p in files])
-    maps = np.stack([np.load(layout.subject_file(root, s, p, layout.VBM_KIND))[0] for s, p in files]) if images else None
-    return table, rois, maps
-
-
-def read_manifest(root: Path, images: bool = False) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    """manifest.tsv, ``(N, 7, 68)`` tables and optionally ``(N, X, Y, Z)`` maps of a manifest folder."""
-    root = Path(root)
-    table = pd.read_csv(root / layout.MANIFEST_FILE, sep="\t", dtype={"participant_id": str, "subject": str})
-    rois = np.stack([np.load(root / p) for p in table["roi"]])
-    maps = np.stack([np.asarray(nib.load(root / p).dataobj) for p in table["image"]]) if images else None
-    return table, rois, maps
-
-
-def balanced_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
-    """Mean cross-validated balanced accuracy of a standardised L2 logistic regression."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(model, features, labels, cv=cv, scoring="balanced_accuracy").mean())
-
-
-def task_separability(out_dir: Path, n_components: int = 8) -> dict[str, dict[str, float]]:
-    """Balanced accuracy per task from age+sex, true descriptors and top healthy-descriptor PCs.
-
-    Descriptors are the anatomical kernel's channels (CT, GMV, SA), z-scored with the healthy
-    pretraining cohort's statistics, as the kernel sees them.
-    """
-    _, healthy, _ = read_pretraining(Path(out_dir) / "openbhb")
-    healthy = select_channels(healthy, DEFAULT_CHANNELS).reshape(len(healthy), -1)
-    mean, std = healthy.mean(0), healthy.std(0) + 1e-8
-    pca = PCA(n_components).fit((healthy - mean) / std)
-    manifest, tables, _ = read_manifest(Path(out_dir) / "downstream")
-    desc = (select_channels(tables, DEFAULT_CHANNELS).reshape(len(tables), -1) - mean) / std
-    results = {}
-    for task in TASKS:
-        member = manifest[f"dx_{task}"].notna().to_numpy()
-        labels = manifest.loc[member, f"dx_{task}"].astype(int).to_numpy()
-        age, sex = manifest.loc[member, "age"].to_numpy(), manifest.loc[member, "sex"].to_numpy()
-        results[task] = dict(
-            n=int(member.sum()),
-            age_sex=balanced_accuracy(np.column_stack([age, age**2, sex]), labels),
-            descriptors=balanced_accuracy(desc[member], labels),
-            healthy_pcs=balanced_accuracy(pca.transform(desc[member]), labels),
-        )
-    return results
-
-
-def _r2(design: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per-column R^2 of an OLS fit of ``targets (N, K)`` on ``design (N, P)`` (intercept added)."""
-    design = np.column_stack([np.ones(len(design)), design])
-    coef, *_ = np.linalg.lstsq(design, targets, rcond=None)
-    residual = targets - design @ coef
-    centred = targets - targets.mean(0)
-    return 1.0 - (residual**2).sum(0) / (centred**2).sum(0)
-
-
-def image_properties(out_dir: Path, config, n_components: int = 10) -> dict[str, object]:
-    """Voxel-level variance sources and descriptor recoverability on the healthy pretraining maps.
-
-    Args:
-        out_dir: a generated benchmark. config: the :class:`SynthConfig` that generated it (its
-            grid, and the latent factors, which are re-drawn since they are not on disk).
-    """
-    table, rois, maps = read_pretraining(Path(out_dir) / "openbhb", images=True)
-    base = load_base(config.voxel_mm)
-    drawn_ids, factors, _ = healthy_factors(config)
-    if list(drawn_ids) != list(table["participant_id"]):
-        raise ValueError(f"{out_dir}: its participants do not match the given config's cohort")
-    voxels = maps[:, base.mask]  # (N, V)
-    centred = voxels - voxels.mean(0)
-    site = pd.get_dummies(table["site"]).to_numpy(float)[:, 1:]
-    age = table["age"].to_numpy(float)
-    age_design = np.column_stack([age, age**2, age**3]) / np.array([100.0, 1e4, 1e6])
-    sex = table["sex"].to_numpy(float)[:, None]
-    total = (centred**2).sum()
-
-    def share(design):
-        return float((_r2(design, centred) * (centred**2).sum(0)).sum() / total)
-
-    pca = PCA(n_components).fit(centred)
-    scores = pca.transform(centred)
-    pcs = {name: _r2(d, scores).round(3).tolist() for name, d in (("site", site), ("age", age_design), ("sex", sex))}
-    cv = StratifiedKFold(5, shuffle=True, random_state=0)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    site_acc = cross_val_score(model, scores, table["site"], cv=cv).mean()
-
-    mean_ct = rois[:, channel_index("CT")].mean(1)
-    gmv = rois[:, channel_index("GMV")]  # (N, 68)
-    sums = np.stack([maps[:, base.classes == r].sum(1) for r in range(gmv.shape[1])], axis=1)  # (N, 68)
-    filled = (base.classes[..., None] == np.arange(gmv.shape[1])).sum((0, 1, 2)) > 0
-    region_r = np.array([np.corrcoef(sums[:, r], gmv[:, r])[0, 1] for r in np.flatnonzero(filled)])
-    return dict(
-        variance_share=dict(site=share(site), age=share(age_design), sex=share(sex), latent=share(factors)),
-        pc_r2=pcs,
-        pc_variance_ratio=pca.explained_variance_ratio_.round(3).tolist(),
-        site_accuracy=float(site_acc),
-        site_chance=float(table["site"].value_counts(normalize=True).max()),
-        thickness_age_r=float(np.corrcoef(mean_ct, age)[0, 1]),
-        region_sum_r_median=float(np.median(region_r)),
-        region_sum_r_min=float(region_r.min()),
-        n_regions=int(filled.sum()),
-    )
-
+    name: str
+    value: float
+    target: str
+    reference: str
+    passed: bool
 
 
 def healthy_factors(config) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -159,12 +48,18 @@ def healthy_factors(config) -> tuple[list[str], np.ndarray, np.ndarray]:
     return list(table["participant_id"]), np.stack([d.factors for d in draws]), np.stack([d.table for d in draws])
 
 
-def descriptor_variance_shares(config) -> dict[str, float]:
-    """Share of the z-scored healthy descriptors' variance (CT, GMV, SA) explained by each source.
+def _r2(design: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-column R^2 of an OLS fit of ``targets (N, K)`` on ``design (N, P)`` (intercept added)."""
+    design = np.column_stack([np.ones(len(design)), design])
+    coef, *_ = np.linalg.lstsq(design, targets, rcond=None)
+    residual = targets - design @ coef
+    centred = targets - targets.mean(0)
+    return 1.0 - (residual**2).sum(0) / (centred**2).sum(0)
 
-    Reports the OLS R^2 (pooled over features) of: the latent factors (re-drawn with
-    :func:`healthy_factors`), age (cubic), site, sex.
-    """
+
+def descriptor_variance_shares(config) -> dict[str, float]:
+    """Mean R^2 over the z-scored healthy descriptors (CT, GMV, SA) of each source of variation:
+    the latent factors (re-drawn with :func:`healthy_factors`), age (cubic), site, sex."""
     from anatcl_core.synth import cohorts
 
     table = cohorts.pretraining_table(config, cohorts.pretraining_sites(config))
@@ -179,3 +74,114 @@ def descriptor_variance_shares(config) -> dict[str, float]:
         sex=table["sex"].to_numpy(float)[:, None],
     )
     return {name: float(_r2(design, desc).mean()) for name, design in designs.items()}
+
+
+def region_sum_agreement(root: Path, voxel_mm: float) -> float:
+    """Median over Desikan regions of r(summed GM of the region's voxels, its FreeSurfer GMV)."""
+    _, rois, maps = measures.read_pretraining(root, images=True)
+    classes = load_base(voxel_mm).classes
+    gmv = rois[:, channel_index("GMV")]  # (N, 68)
+    rs = [np.corrcoef(maps[:, classes == r].sum(1), gmv[:, r])[0, 1] for r in range(gmv.shape[1])
+          if (classes == r).any()]  # fmt: skip
+    return float(np.median(rs))
+
+
+def _band(value: float, low: float, high: float) -> bool:
+    return bool(low <= value <= high)
+
+
+def run_checks(out_dir: str | Path, config) -> list[Check]:
+    """Every calibration check on a generated benchmark (``config`` generated it)."""
+    out = Path(out_dir)
+    rows = []
+    split = measures.travelling_variance_split(out / "travelling")
+    suckling = "Suckling 2012: subject 0.70-0.80"
+    rows.append(Check("travelling heads: subject share of voxel variance", split["subject"], ">= 0.5", suckling,
+                      split["subject"] >= 0.5))  # fmt: skip
+    rows.append(Check("travelling heads: site share of voxel variance", split["site"], "<= 0.25",
+                      "Suckling 2012: centre small, subject + centre + error > 0.9",
+                      split["site"] <= 0.25))  # fmt: skip
+    site = measures.site_from_voxels(out / "openbhb")
+    rows.append(Check(f"site from 64 raw voxel PCs ({site['n_sites']} sites, bal. acc.)", site["balanced_accuracy"],
+                      f">= {3 * site['chance']:.3f} (3x chance), <= 0.85",
+                      "Wachinger 2021: ~0.72 over 17 studies", _band(site["balanced_accuracy"], 3 * site["chance"], 0.85)))
+    ages = measures.brain_age_errors(out / "openbhb")
+    for name, bound in (("voxel_pcs", 2.0), ("descriptors", 1.5)):
+        e = ages[name]
+        rows.append(Check(f"brain age ext/int MAE, ridge on {name} ({e['external_test']:.1f}/{e['internal_test']:.1f} y)",
+                          e["ratio"], f"<= {bound}", "OpenBHB baselines: 3.5-7.1 / 2.55-2.72 y",
+                          e["ratio"] <= bound))  # fmt: skip
+    for name, study in measures.study_recruitment(out / "downstream").items():
+        rows.append(Check(f"study {name}: sites", study["n_sites"], ">= 5", "issue 9; ABIDE I: 17 sites",
+                          study["n_sites"] >= 5))  # fmt: skip
+        rows.append(Check(f"study {name}: site case shares {study['share_min']:.2f}-{study['share_max']:.2f}",
+                          study["share_max"] - study["share_min"], "spread >= 0.1, all in [0.3, 0.7]",
+                          "ABIDE I: 30-70 % per site", study["share_max"] - study["share_min"] >= 0.1
+                          and _band(study["share_min"], 0.3, 0.7) and _band(study["share_max"], 0.3, 0.7)))  # fmt: skip
+    for task, acc in measures.task_accuracy(out / "downstream").items():
+        rows.append(Check(f"{task}: descriptors, leave-site-out bal. acc.", acc["descriptors"], ">= 0.75",
+                          "issue 9 (solvable from FreeSurfer)", acc["descriptors"] >= 0.75))  # fmt: skip
+        cost = acc["descriptors_pooled"] - acc["descriptors"]
+        rows.append(Check(f"{task}: descriptors, pooled CV minus leave-site-out", cost, "<= 0.07 (info)",
+                          "Nunes 2020, Rozycki 2018: 0-7 points", True))  # fmt: skip
+        rows.append(Check(f"{task}: age + sex, leave-site-out bal. acc.", acc["age_sex"], "<= 0.62",
+                          "matched within site", acc["age_sex"] <= 0.62))  # fmt: skip
+    rows.extend(_effect_checks(measures.effect_sizes(out / "downstream", config.voxel_mm)))
+    shares = descriptor_variance_shares(config)
+    rows.append(Check("descriptors: latent anatomy share of variance", shares["latent"],
+                      f"> age {shares['age']:.2f}, site {shares['site']:.2f}, sex {shares['sex']:.2f}",
+                      "design: individual anatomy dominates",
+                      shares["latent"] > max(shares["age"], shares["site"], shares["sex"])))  # fmt: skip
+    r = region_sum_agreement(out / "openbhb", config.voxel_mm)
+    rows.append(Check("images: median r(regional GM sum, FreeSurfer GMV)", r, "> 0.9",
+                      "design: images rendered from descriptors", r > 0.9))  # fmt: skip
+    return rows
+
+
+#: (task, measure, low, high, reference) of the univariate effect sizes (Cohen's d, cases - controls).
+EFFECT_TARGETS: tuple[tuple[str, str, float, float, str], ...] = (
+    ("ad", "hippocampus_gm", -2.0, -1.0, "Shi 2009: -1.5 to -1.6"),
+    ("ad", "entorhinal_ct", -2.0, -1.0, "ADNI thickness: ~-1.5"),
+    ("mci", "hippocampus_gm", -1.2, -0.5, "Shi 2009: -0.8 to -0.9"),
+    ("scz_a", "mean_ct", -0.8, -0.3, "van Erp 2018: -0.53"),
+    ("scz_b", "mean_ct", -0.8, -0.3, "van Erp 2018: -0.53"),
+    ("scz_a", "total_sa", -0.5, -0.1, "van Erp 2018: -0.25"),
+    ("asd", "max_regional_ct", 0.0, 0.5, "van Rooij 2018: <~0.2"),
+)
+
+
+def _effect_checks(effects: dict[str, dict[str, float]]) -> list[Check]:
+    rows = []
+    for task, measure, low, high, reference in EFFECT_TARGETS:
+        if task in effects:
+            value = effects[task][measure]
+            rows.append(Check(f"{task}: Cohen's d of {measure}", value, f"in [{low}, {high}]", reference,
+                              _band(value, low, high)))  # fmt: skip
+    return rows
+
+
+def format_table(rows: list[Check]) -> str:
+    """The checks as a fixed-width text table (one line per check)."""
+    width = max(len(r.name) for r in rows)
+    lines = [f"{'check':<{width}}  {'value':>7}  {'target':<36}  {'ok':<4}  reference"]
+    for r in rows:
+        lines.append(f"{r.name:<{width}}  {r.value:>7.3f}  {r.target:<36}  {'yes' if r.passed else 'NO':<4}  {r.reference}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the calibration table of a generated benchmark; exit status 1 if a check fails."""
+    from anatcl_core.config import load_section
+    from anatcl_core.synth.config import SynthConfig
+
+    parser = argparse.ArgumentParser(prog="python -m anatcl_core.synth.checks", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data"), help="generated benchmark folder")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (synth: section)")
+    args = parser.parse_args(argv)
+    rows = run_checks(args.data, load_section(args.params, "synth", SynthConfig))
+    sys.stdout.write(format_table(rows) + "\n")
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,9 +13,10 @@ from anatcl_core.config import Fraction, NonNegative, NonNegativeInt, Positive, 
 class SynthConfig:
     """Every parameter of the synthetic benchmark (params.yaml ``synth:``).
 
-    Default (CPU) profile: 4.5 mm grid (41x49x41), 480 pretraining subjects, 2,100 downstream
-    subjects in four tasks of 600 each (AD and MCI share their 300 controls), 10 travelling heads
-    at each of the 8 sites: 2,660 maps, ~50 s on one core, ~320 MB.
+    Default (CPU) profile: 4.5 mm grid (41x49x41), 480 pretraining subjects at 8 sites, 2,350
+    downstream subjects in four studies of 5 sites each (:data:`.cohorts.STUDIES`: ADNI-like AD/MCI,
+    two schizophrenia studies, ABIDE-like autism with its DSM-IV subtypes; eight tasks), 10
+    travelling heads at each of the 8 sites: 2,910 maps, ~60 s on one core, ~335 MB.
 
     Paper-scale profile (documented, not the default; ~1 s per map at 1.5 mm, i.e. ~2.5 h on one
     core for ~8,200 maps, ~40 GB on disk, almost all of it the 8.5 MB pretraining ``.npy`` maps)::
@@ -24,7 +25,7 @@ class SynthConfig:
         n_pretrain: 3984         # OpenBHB's size
         n_sites: 70
         n_external_sites: 10
-        n_per_group: 500
+        downstream_scale: 1.7
 
     Attributes:
         seed: master seed; every random draw derives from it (same seed -> byte-identical files).
@@ -34,9 +35,10 @@ class SynthConfig:
         n_sites: acquisition sites of the pretraining cohort, external ones included.
         n_external_sites: sites seen only in the ``external_test`` split.
         internal_test_fraction: share of the train sites' subjects held out as ``internal_test``.
-        n_per_group: subjects per diagnostic group of each downstream task; AD and MCI share one
-            control group, so tasks hold ``2 * n_per_group`` subjects each.
-        n_downstream_sites: sites per downstream study (AD/MCI, SCZ, ASD each recruit at their own).
+        downstream_scale: multiplier of every downstream group's nominal size
+            (:data:`.cohorts.STUDIES`; 1 = 2,350 subjects); > 0, each group keeps >= 1 subject.
+        n_downstream_sites: sites per downstream study (each study recruits at its own); >= 1,
+            the benchmark's checks ask >= 5.
         n_travelling: subjects scanned at every pretraining site (travelling heads).
         latent_sd: log-scale amplitude of one latent anatomical pattern (1 SD of its factor).
         region_sd: log-scale idiosyncratic variation of each region and measure.
@@ -46,7 +48,10 @@ class SynthConfig:
         scz_effect: same for schizophrenia.
         asd_effect: same for autism.
         site_intensity_sd: log-scale SD of a site's global intensity (scanner/segmentation gain).
+        site_contrast_sd: log-scale SD of a site's contrast exponent on GM probabilities.
         site_bias: amplitude of a site's smooth multiplicative bias field (log scale).
+        scan_bias: amplitude of each scan's own smooth bias field (log scale; positioning and
+            shimming differ from session to session, at every site alike).
         site_noise_max: largest voxel noise SD of a site (modulated GM units); sites draw below it.
         site_fwhm_max_mm: largest extra smoothing FWHM of a site; sites draw below it.
         site_tissue_sd: log-scale SD of a site's GM gain in deep GM and cerebellum (T1 contrast,
@@ -61,21 +66,23 @@ class SynthConfig:
     n_sites: Annotated[int, Field(ge=2)] = 8
     n_external_sites: PositiveInt = 2
     internal_test_fraction: Fraction = 0.1
-    n_per_group: PositiveInt = 300
-    n_downstream_sites: PositiveInt = 3
+    downstream_scale: Positive = 1.0
+    n_downstream_sites: PositiveInt = 5
     n_travelling: NonNegativeInt = 10
     latent_sd: NonNegative = 0.12
     region_sd: NonNegative = 0.03
     head_size_sd: NonNegative = 0.08
     age_effect: float = 1.0
-    ad_effect: float = 3.0
-    scz_effect: float = 2.3
-    asd_effect: float = 2.3
-    site_intensity_sd: NonNegative = 0.05
-    site_bias: NonNegative = 0.15
-    site_noise_max: NonNegative = 0.04
-    site_fwhm_max_mm: NonNegative = 9.0
-    site_tissue_sd: NonNegative = 0.25
+    ad_effect: float = 1.6
+    scz_effect: float = 0.6
+    asd_effect: float = 0.3
+    site_intensity_sd: NonNegative = 0.02
+    site_contrast_sd: NonNegative = 0.015
+    site_bias: NonNegative = 0.025
+    scan_bias: NonNegative = 0.08
+    site_noise_max: NonNegative = 0.03
+    site_fwhm_max_mm: NonNegative = 4.0
+    site_tissue_sd: NonNegative = 0.015
     transition_mm: NonNegative = 4.0
     deformation_mm: NonNegative = 2.0
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from anatcl_core.data import layout, resources
 from anatcl_core.freesurfer import DESIKAN_SHAPE
 from anatcl_core.synth import cohorts
-from anatcl_core.synth.anatomy import CONDITIONS, make_population, sample_anatomy
+from anatcl_core.synth.anatomy import make_population, sample_anatomy
 from anatcl_core.synth.base import load_base
 from anatcl_core.synth.config import SynthConfig
 from anatcl_core.synth.render import render
@@ -116,10 +116,9 @@ def _write_downstream(writer: _Writer, root: Path) -> None:
     table = cohorts.downstream_table(config, cohorts.downstream_sites(config))
     rows = []
     for index, row in enumerate(table.itertuples(index=False)):
-        condition = row.group if row.group in CONDITIONS else ("ad" if row.group == "mci" else None)
         anatomy, image = writer.subject(cohorts.generator(config.seed, "downstream", 1, index),
                                         cohorts.generator(config.seed, "render", 2, index),
-                                        sites[row.site], row.age, row.sex, condition, row.severity)  # fmt: skip
+                                        sites[row.site], row.age, row.sex, row.condition or None, row.severity)  # fmt: skip
         paths = _write_manifest_subject(root, row.participant_id, anatomy, image, writer.base.affine)
         rows.append(dict(participant_id=row.participant_id, image=paths["image"], age=row.age, sex=row.sex,
                          site=row.site, roi=paths["roi"]))  # fmt: skip
@@ -169,8 +168,8 @@ def synthesize(config: SynthConfig, out_dir: str | Path, progress: bool = True) 
     temporary = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     if temporary.exists():
         shutil.rmtree(temporary)
-    n_down = config.n_per_group * sum(len(s["groups"]) for s in cohorts.STUDIES.values())
-    writer = _Writer(config, config.n_pretrain + n_down + config.n_travelling * config.n_sites, progress)
+    total = config.n_pretrain + cohorts.n_downstream(config) + config.n_travelling * config.n_sites
+    writer = _Writer(config, total, progress)
     try:
         _write_pretraining(writer, temporary / "openbhb")
         _write_downstream(writer, temporary / "downstream")

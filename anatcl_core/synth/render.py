@@ -10,8 +10,9 @@ Order of operations, each vectorised over the whole grid:
 2. Deformation: surface-area differences push borders outward (sampling along the gradient of
    the smoothed log-area field, ``deformation_mm`` of shift for a 10 % area change per cm) and
    enlarged lateral ventricles push periventricular GM away from their centres.
-3. Site: global gain, contrast exponent ``gamma``, smooth multiplicative bias field, voxel noise in
-   the brain mask, then the site's extra smoothing; values below zero are clipped and everything
+3. Site: global gain, contrast exponent ``gamma``, smooth multiplicative bias field (the site's
+   own plus one drawn for every scan, ``scan_bias``), voxel noise in the brain mask, then the
+   site's extra smoothing; values below zero are clipped and everything
    outside the mask is 0; values above 1 are softly bounded below 1.25 (:func:`soft_ceiling`).
    Values are stored on a 1/4096 grid (as a scaled-integer NIfTI would be),
    which also lets gzip compress them.
@@ -112,8 +113,8 @@ def render(base: Base, anatomy: Anatomy, site: Site, rng: np.random.Generator, c
 
     # 3. site effects
     image = np.power(np.clip(image, 0.0, None), site.gamma)
-    jitter = 0.1 * site.bias * rng.standard_normal(site.bias.shape)
-    image = image * np.exp(site.log_gain + _bias_field(base, site.bias + jitter))
+    scan = config.scan_bias * rng.standard_normal(site.bias.shape) / 3.0  # this session's own field
+    image = image * np.exp(site.log_gain + _bias_field(base, site.bias + scan))
     image = image + site.noise_sd * base.mask * rng.standard_normal(image.shape)
     if site.fwhm_mm > 0:
         image = ndimage.gaussian_filter(image, _sigma_vox(site.fwhm_mm, voxel_mm))
