@@ -22,7 +22,7 @@ from anatcl_core.freesurfer import CHANNELS, DEFAULT_CHANNELS, DESIKAN_COLUMNS, 
 from anatcl_core.synth import SynthConfig, synthesize
 from anatcl_core.validate import validate_openbhb
 
-TINY = SynthConfig(voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, n_per_group=2,
+TINY = SynthConfig(voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, downstream_scale=0.01,
                    n_downstream_sites=2, n_travelling=1)  # fmt: skip
 #: nidl's split names -> ours.
 NIDL_SPLITS = {"train": ("train",), "val": ("internal_test", "external_test"),
