@@ -18,7 +18,16 @@ def _tables(random_bacc: float):
 def test_floor_above_trained_methods_is_said_plainly():
     found = observations(*_tables(0.84), LABELS)
     assert "at or above every trained method" in found[0] and "0.840" in found[0] and "AnatCL-global" in found[0]
-    assert "2.5-3.0 times" in found[1] and "12.0-20.0 years" in found[1]
+    assert "2.5-3.0 times" in found[1] and "12.0-20.0 years" in found[1] and "do not transfer" in found[1]
+
+
+@pytest.mark.parametrize("external, verdict", [([4.2, 8.4], "cost the brain-age probes little"),
+                                                ([4.4, 14.0], "cost some methods more than others")])
+def test_brain_age_transfer_is_judged_from_the_ratios(external, verdict):
+    bacc, brain_age = _tables(0.84)
+    brain_age["MAE external"] = external
+    found = observations(bacc, brain_age, LABELS)[1]
+    assert verdict in found and "do not transfer" not in found
 
 
 def test_trained_method_above_floor():
