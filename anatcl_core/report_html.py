@@ -205,7 +205,7 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
         parts += ["<h2>Observations</h2>", "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>"]
     if data_dir is not None:
         parts += ["<h2>Cohort</h2>", _table(report_sections.cohort_table(data_dir)),
-                  "<p class=\"caption\">Subjects, age, share of females and sites per pretraining split, "
+                  "<p class=\"caption\">Subjects, age, share of males and sites per pretraining split, "
                   "downstream task and group, and travelling-heads scans.</p>"]
     elif cohort:
         parts += ["<h2>Cohort</h2>", f"<pre>{html.escape(json.dumps(cohort, indent=1))}</pre>"]

@@ -35,12 +35,12 @@ def _describe(frame: pd.DataFrame) -> dict:
     age = frame["age"].to_numpy(float)
     sex = pd.to_numeric(frame["sex"], errors="coerce")
     return {"subjects": int(len(frame)), "age (mean ± sd)": f"{age.mean():.1f} ± {age.std(ddof=1):.1f}"
-            if len(frame) > 1 else "–", "female %": f"{100 * float(np.mean(sex == 1)):.0f}",
+            if len(frame) > 1 else "–", "male %": f"{100 * float(np.mean(sex == 1)):.0f}",
             "sites": int(frame["site"].nunique())}
 
 
 def cohort_table(data_dir: str | Path) -> pd.DataFrame:
-    """Subjects, age mean ± sd, share of females and sites per pretraining split, downstream task
+    """Subjects, age mean ± sd, share of males (sex code 1) and sites per pretraining split, downstream task
     and group, and travelling heads."""
     data_dir = Path(data_dir)
     rows = {}

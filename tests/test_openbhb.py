@@ -103,3 +103,13 @@ def test_vbm_array_layouts(openbhb_root):
     for stored in (volume, volume[None, None]):
         np.save(path, stored)
         torch.testing.assert_close(OpenBHB(openbhb_root)[1]["image"], expected, rtol=0, atol=0)
+
+
+def test_sex_has_one_coding_text_and_numbers_alike():
+    """1 male, 0 female: the synthetic cohort's numbers and a real table's words mean the same."""
+    import pandas as pd
+
+    from anatcl_core.data.openbhb import encode_sex
+
+    codes = encode_sex(pd.Series(["male", "F", "1", "0.0", "M", "female"]), "participants.tsv")
+    assert codes.tolist() == [1, 0, 1, 0, 1, 0]

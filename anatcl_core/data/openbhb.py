@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 #: Columns the readers need from ``participants.tsv`` (the others are kept, not required).
 REQUIRED_PARTICIPANT_COLUMNS: tuple[str, ...] = ("participant_id", "age", "sex", "site", "split")
 #: Text sex labels -> code. Numeric 0/1 columns are used as they are.
-SEX_CODES: dict[str, int] = {"0": 0, "1": 1, "m": 0, "male": 0, "f": 1, "female": 1}
+#: The project's one sex coding, as the synthetic cohort writes it: 1 male, 0 female.
+SEX_CODES: dict[str, int] = {"0": 0, "1": 1, "m": 1, "male": 1, "f": 0, "female": 0}
 
 
 def encode_sex(values: pd.Series, where: str) -> np.ndarray:
-    """Sex as int codes 0/1 (text: m/male -> 0, f/female -> 1; numbers 0/1 kept).
+    """Sex as int codes, 1 male and 0 female (text: m/male -> 1, f/female -> 0; numbers 0/1 kept).
 
     Raises:
         ValueError: naming ``where`` and the first unknown value.
