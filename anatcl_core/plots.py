@@ -25,6 +25,16 @@ def method_colours(methods: Sequence[str]) -> dict[str, tuple]:
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
+def _method_panels(n_methods: int, dpi: int) -> tuple[plt.Figure, np.ndarray]:
+    """A grid of one panel per method (up to 4 a row), the panels past ``n_methods`` switched off."""
+    ncols = min(4, max(1, n_methods))
+    nrows = int(np.ceil(n_methods / ncols)) if n_methods else 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), dpi=dpi, squeeze=False)
+    for ax in list(axes.flat)[n_methods:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def training_curves(curves: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100) -> plt.Figure:
     """Loss per epoch, one panel per method, one line per seed.
 
@@ -33,9 +43,7 @@ def training_curves(curves: pd.DataFrame, labels: Mapping[str, str], dpi: int = 
         labels: display name of each method.
     """
     methods = list(dict.fromkeys(curves["method"]))
-    ncols = min(4, max(1, len(methods)))
-    nrows = int(np.ceil(len(methods) / ncols)) if methods else 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), dpi=dpi, squeeze=False)
+    fig, axes = _method_panels(len(methods), dpi)
     colours = method_colours(methods)
     for ax, method in zip(axes.flat, methods):
         part = curves[curves["method"] == method]
@@ -45,8 +53,6 @@ def training_curves(curves: pd.DataFrame, labels: Mapping[str, str], dpi: int = 
         ax.set_title(labels.get(method, method), fontsize=9)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(methods):]:
-        ax.axis("off")
     axes[0, 0].set_ylabel("training loss")
     fig.tight_layout()
     return fig
@@ -209,17 +215,13 @@ def mean_curves(curves: pd.DataFrame, labels: Mapping[str, str], y: str = "loss"
         labels: display name of each method.
     """
     methods = list(dict.fromkeys(curves["method"]))
-    ncols = min(4, max(1, len(methods)))
-    nrows = int(np.ceil(len(methods) / ncols)) if methods else 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), dpi=dpi, squeeze=False)
+    fig, axes = _method_panels(len(methods), dpi)
     palette = method_colours(methods)
     for ax, method in zip(axes.flat, methods):  # one axis each: objectives have different scales
         sns.lineplot(curves[curves["method"] == method], x="epoch", y=y, errorbar="sd",
                      color=palette[method], ax=ax)
         ax.set_title(labels.get(method, method), fontsize=9)
         ax.set_ylabel("")
-    for ax in list(axes.flat)[len(methods):]:
-        ax.axis("off")
     axes[0, 0].set_ylabel(f"training {y} (mean ± std over seeds)")
     fig.tight_layout()
     return fig
