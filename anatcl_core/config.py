@@ -22,7 +22,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
 import yaml
@@ -38,6 +38,8 @@ NonNegative = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+#: A thread count: ``auto`` (follows the machine, :func:`anatcl_core.cores.resolve_threads`) or a number.
+Threads = Literal["auto"] | PositiveInt
 
 
 class ConfigError(ValueError):

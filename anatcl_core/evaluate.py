@@ -23,7 +23,8 @@ from pydantic import Field
 
 from anatcl_core import features as feat
 from anatcl_core import live, probes, reliability, representation, task_probes
-from anatcl_core.config import NonNegativeInt, Positive, PositiveInt, section
+from anatcl_core.cores import resolve_threads
+from anatcl_core.config import NonNegativeInt, Positive, PositiveInt, Threads, section
 from anatcl_core.data.manifest import score_columns
 from anatcl_core.data.layout import SCORE_PREFIX
 from anatcl_core.freesurfer import Channels
@@ -66,7 +67,7 @@ class EvaluateConfig:
     brain_age_cv_splits: Folds = 5
     n_bootstrap: PositiveInt = 1000
     seed: NonNegativeInt = 0
-    num_threads: PositiveInt = 2
+    num_threads: Threads = "auto"
     site_held_out_groups: Folds = 4
     loso_inner_splits: Folds = 3
     label_sizes: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (25, 50, 100, 200)
@@ -119,7 +120,7 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
     Returns:
         The ``probes.json`` content.
     """
-    torch.set_num_threads(config.num_threads)
+    torch.set_num_threads(resolve_threads(config.num_threads))
     encoder, run = feat.load_encoder(checkpoint)
     crop = run.get("crop", "upstream")
     crop = tuple(crop) if isinstance(crop, list) else crop

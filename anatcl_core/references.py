@@ -27,6 +27,7 @@ from sklearn.decomposition import PCA
 
 from anatcl_core import evaluate
 from anatcl_core import features as feat
+from anatcl_core.cores import resolve_threads
 from anatcl_core.config import PositiveInt, section
 from anatcl_core.data import layout
 from anatcl_core.data.manifest import ManifestDataset
@@ -106,7 +107,7 @@ def evaluate_reference(name: str, config: ReferenceConfig, eval_config: evaluate
     """
     if name not in config.run:
         raise ValueError(f"reference {name!r} is not in reference.run {list(config.run)}")
-    torch.set_num_threads(eval_config.num_threads)
+    torch.set_num_threads(resolve_threads(eval_config.num_threads))
     cohorts = feat.load_arrays(arrays_dir, data_dir, None)
     evaluate.check_no_overlap(cohorts["openbhb"].table["participant_id"],
                               cohorts["downstream"].table["participant_id"])

@@ -50,8 +50,9 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from anatcl_core import distributed, live
+from anatcl_core.cores import resolve_threads
 from anatcl_core.checkpoint import load_state_dict_checked, model_config, safe_load, save_checkpoint
-from anatcl_core.config import ConfigError, NonNegative, NonNegativeInt, Positive, PositiveInt, section
+from anatcl_core.config import ConfigError, NonNegative, NonNegativeInt, Positive, PositiveInt, Threads, section
 from anatcl_core.data import io
 from anatcl_core.data.augment import make_augmentation
 from anatcl_core.data.openbhb import OpenBHB
@@ -99,7 +100,7 @@ class PretrainConfig:
     lr_step_epochs: PositiveInt = 10
     lr_gamma: Annotated[float, Field(gt=0, le=1)] = 0.9
     image_dtype: Literal["float32", "float16"] = "float32"
-    num_threads: PositiveInt = 2
+    num_threads: Threads = "auto"
 
     def __post_init__(self) -> None:
         missing = [m for m in self.run if m not in self.methods]
@@ -290,7 +291,7 @@ def pretrain(
             f"method {method!r} uses descriptors {list(config.channels)} but the train data were loaded with "
             f"{list(data.normalizer.channels)}: load them with config.for_method({method!r})"
         )
-    torch.set_num_threads(config.num_threads)
+    torch.set_num_threads(resolve_threads(config.num_threads))
     wanted = resolve_device(device)
     ctx = distributed.init_from_env(backend="nccl" if wanted.type == "cuda" else "gloo",
                                     device=None if wanted == torch.device("cuda") else wanted)

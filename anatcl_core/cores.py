@@ -1,0 +1,66 @@
+"""How many threads a stage uses: ``num_threads: auto`` follows the machine.
+
+``auto`` resolves, in this order, to
+
+1. ``$ANATCL_NUM_THREADS``, which the parallel pipeline (:mod:`anatcl_core.pipeline`) sets for each
+   stage it runs side by side with others, so that the stages together use the cores once;
+2. the cores this process may use: its CPU affinity mask (``taskset``, a batch scheduler's
+   allocation) on Linux, else every logical CPU, and no more than a cgroup v2 CPU quota allows
+   (a container started with ``--cpus 4`` sees the host's cores in its mask but may use four).
+
+An integer in ``params.yaml`` is used as given. Results depend on the thread count only through
+floating-point summation order: the same machine and thread count write the same checkpoint
+bytes; across thread counts features agree to float32 rounding of the reductions (a few 1e-6
+relative, tests/test_cores.py), and everything downstream agrees to that tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+#: Set by the parallel pipeline for each stage: the threads ``auto`` means there.
+THREADS_ENV = "ANATCL_NUM_THREADS"
+#: cgroup v2 CPU quota of this process's group (``max 100000`` = no quota).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def _cgroup_quota(path: Path = CGROUP_CPU_MAX) -> int | None:
+    """Cores allowed by a cgroup v2 quota (rounded up), or None when there is none or no file."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def usable_cores(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use (affinity mask, capped by a cgroup v2 quota); at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity mask
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_cpu_max)
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def resolve_threads(value: int | str) -> int:
+    """``num_threads`` of a params section as a number of threads (module docstring).
+
+    Raises:
+        ValueError: ``$ANATCL_NUM_THREADS`` is set but is not a positive integer.
+    """
+    if value != "auto":
+        return int(value)
+    env = os.environ.get(THREADS_ENV)
+    if env is None:
+        return usable_cores()
+    if not env.isdigit() or int(env) < 1:
+        raise ValueError(f"${THREADS_ENV} = {env!r}: expected a positive integer (threads of one stage)")
+    return int(env)
