@@ -26,6 +26,10 @@ def test_pipeline_end_to_end(tiny_pipeline):
                                      for m in TINY["pretrain"]["run"] for k in TINY["pretrain"]["seeds"]}
     stages |= {f"reference@{r}" for r in params["reference"]["run"]}
     assert ran(first) == stages
+    # run as `make repro` runs it: side by side (anatcl_core.pipeline), the timing record beside the logs
+    record = json.loads((root / "outputs/logs/pipeline.json").read_text())
+    spans = sorted((s["start_s"], s["end_s"]) for s in record["stages"] if s["ran"])
+    assert len(spans) == len(stages) and any(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # some overlap
     report = (root / "outputs/report/report.html").read_text()
     assert "<script" not in report and "http://" not in report and "https://" not in report
     assert report.count("data:image/png;base64,") >= 5
