@@ -49,6 +49,14 @@ def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
     assert all(first[k] != second[k] for k in shared)
 
 
+def test_same_bytes_with_any_number_of_workers(tiny, tmp_path):
+    serial = tmp_path / "serial"
+    synthesize(TINY, serial, progress=False, workers=1)
+    three = tmp_path / "three"
+    synthesize(TINY, three, progress=False, workers=3)  # the fixture used the usable cores
+    assert _hashes(serial) == _hashes(tiny) == _hashes(three)
+
+
 def test_openbhb_layout(tiny):
     root = tiny / "openbhb"
     table = pd.read_csv(root / layout.PARTICIPANTS_FILE, sep="\t", dtype={"participant_id": str})
@@ -109,9 +117,20 @@ def test_existing_output_refused_and_crash_leaves_nothing(tiny, tmp_path, monkey
         return render(*args, **kwargs)
 
     monkeypatch.setattr("anatcl_core.synth.generate.render", failing_render)
-    with pytest.raises(RuntimeError, match="disk full"):
-        synthesize(TINY, tmp_path / "crashed", progress=False)
+    with pytest.raises(RuntimeError, match="disk full"):  # one process: the patch reaches render
+        synthesize(TINY, tmp_path / "crashed", progress=False, workers=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_failure_reaches_the_caller():
+    from anatcl_core.synth.generate import _Writer
+
+    site = cohorts.pretraining_sites(TINY)[0]
+    good = (("pretrain", 1, 0), ("render", 1, 0), site, 30.0, 1, None, 0.0)
+    bad = (("pretrain", 1, 1), ("render", 1, 1), None, 30.0, 1, None, 0.0)  # no site: fails in the worker
+    writer = _Writer(TINY, total=2, progress=False, workers=2)
+    with pytest.raises(AttributeError, match="fs_ct"):
+        list(writer.subjects([good, bad]))
 
 
 def test_orientation_left_anterior_superior(tmp_path):

@@ -10,8 +10,11 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import multiprocessing
 import os
 import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from anatcl_core.cores import usable_cores
 from anatcl_core.data import layout, resources
 from anatcl_core.freesurfer import DESIKAN_SHAPE
 from anatcl_core.synth import cohorts
@@ -45,20 +49,54 @@ def write_nifti_gz(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 
 class _Writer:
-    """Renders and writes subjects; holds the grid, the population and one progress bar."""
+    """Renders subjects, side by side over the usable cores; holds the config and one progress bar.
 
-    def __init__(self, config: SynthConfig, total: int, progress: bool):
+    Every subject has its own generators (:func:`cohorts.generator` keys), so rendering them in
+    worker processes gives the same arrays as one after the other; :meth:`subjects` returns them in
+    the order asked, and the files are written here in that order: the bytes do not depend on the
+    number of workers (``make repro`` checks them against ``data.dvc``).
+    """
+
+    def __init__(self, config: SynthConfig, total: int, progress: bool, workers: int | None = None):
         self.config = config
         self.base = load_base(config.voxel_mm)
-        self.population = make_population(cohorts.generator(config.seed, "population", 0))
+        self.workers = usable_cores() if workers is None else workers
         self.bar = tqdm(total=total, desc="synthetic subjects", unit="subj", disable=not progress)
 
-    def subject(self, anat_rng, render_rng, site, age, sex, condition=None, severity=0.0):
-        anatomy = sample_anatomy(self.config, self.population, anat_rng, age, sex, site.fs_ct, site.fs_sa,
-                                 condition=condition, severity=severity)  # fmt: skip
-        image = render(self.base, anatomy, site, render_rng, self.config)
-        self.bar.update(1)
-        return anatomy, image
+    def subjects(self, specs: list[tuple]) -> Iterator[tuple]:
+        """``(anatomy, image)`` of each ``(anat_key, render_key, site, age, sex, condition, severity)``, in order."""
+        if self.workers <= 1 or len(specs) < 2:
+            _init_worker(self.config)
+            results = map(_render_one, specs)
+            pool = None
+        else:
+            # spawn: a fresh interpreter per worker, safe whatever threads the caller runs (fork is not)
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(self.config,))
+            results = pool.map(_render_one, specs, chunksize=8)
+        try:
+            for result in results:
+                self.bar.update(1)
+                yield result
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(config: SynthConfig) -> None:
+    _WORKER.update(config=config, base=load_base(config.voxel_mm),
+                   population=make_population(cohorts.generator(config.seed, "population", 0)))
+
+
+def _render_one(spec: tuple) -> tuple:
+    anat_key, render_key, site, age, sex, condition, severity = spec
+    config, base = _WORKER["config"], _WORKER["base"]
+    anatomy = sample_anatomy(config, _WORKER["population"], cohorts.generator(config.seed, *anat_key), age, sex,
+                             site.fs_ct, site.fs_sa, condition=condition, severity=severity)
+    return anatomy, render(base, anatomy, site, cohorts.generator(config.seed, *render_key), config)
 
 
 def _write_pretraining(writer: _Writer, root: Path) -> None:
@@ -67,11 +105,10 @@ def _write_pretraining(writer: _Writer, root: Path) -> None:
     table = cohorts.pretraining_table(config, sites)
     rows = []
     tables: dict[str, list] = {"train": [], "val": []}  # per split folder: (participant_id, (7, 68))
-    for index, row in enumerate(table.itertuples(index=False)):
+    specs = [(("pretrain", 1, index), ("render", 1, index), sites[row.site], row.age, row.sex, None, 0.0)
+             for index, row in enumerate(table.itertuples(index=False))]
+    for row, (anatomy, image) in zip(table.itertuples(index=False), writer.subjects(specs)):
         site = sites[row.site]
-        anatomy, image = writer.subject(cohorts.generator(config.seed, "pretrain", 1, index),
-                                        cohorts.generator(config.seed, "render", 1, index),
-                                        site, row.age, row.sex)  # fmt: skip
         folder = layout.subject_dir(root, row.split, row.participant_id)
         folder.mkdir(parents=True, exist_ok=True)
         np.save(layout.subject_file(root, row.split, row.participant_id, layout.VBM_KIND), image[None])
@@ -115,10 +152,9 @@ def _write_downstream(writer: _Writer, root: Path) -> None:
     sites = {s.code: s for study in cohorts.downstream_sites(config).values() for s in study}
     table = cohorts.downstream_table(config, cohorts.downstream_sites(config))
     rows = []
-    for index, row in enumerate(table.itertuples(index=False)):
-        anatomy, image = writer.subject(cohorts.generator(config.seed, "downstream", 1, index),
-                                        cohorts.generator(config.seed, "render", 2, index),
-                                        sites[row.site], row.age, row.sex, row.condition or None, row.severity)  # fmt: skip
+    specs = [(("downstream", 1, index), ("render", 2, index), sites[row.site], row.age, row.sex,
+              row.condition or None, row.severity) for index, row in enumerate(table.itertuples(index=False))]
+    for row, (anatomy, image) in zip(table.itertuples(index=False), writer.subjects(specs)):
         paths = _write_manifest_subject(root, row.participant_id, anatomy, image, writer.base.affine)
         rows.append(dict(participant_id=row.participant_id, image=paths["image"], age=row.age, sex=row.sex,
                          site=row.site, roi=paths["roi"]))  # fmt: skip
@@ -129,25 +165,25 @@ def _write_downstream(writer: _Writer, root: Path) -> None:
 def _write_travelling(writer: _Writer, root: Path) -> None:
     config = writer.config
     _prepare(root)
-    rows = []
+    scans, specs = [], []
     for subject in range(config.n_travelling):
         draw = cohorts.generator(config.seed, "travelling", 0, subject)
         age, sex = float(np.round(draw.uniform(20.0, 60.0), 2)), int(draw.random() < 0.5)
-        subject_id = str(400001 + subject)
         for site in cohorts.pretraining_sites(config):
             # the same anatomy generator at every site: only the site's measurement offsets differ
-            anatomy, image = writer.subject(cohorts.generator(config.seed, "travelling", 1, subject),
-                                            cohorts.generator(config.seed, "render", 3, subject, site.code),
-                                            site, age, sex)  # fmt: skip
-            pid = f"{subject_id}-{site.code}"
-            paths = _write_manifest_subject(root, pid, anatomy, image, writer.base.affine)
-            rows.append(dict(participant_id=pid, image=paths["image"], age=age, sex=sex, site=site.code,
-                             roi=paths["roi"], subject=subject_id))  # fmt: skip
+            scans.append((str(400001 + subject), site, age, sex))
+            specs.append((("travelling", 1, subject), ("render", 3, subject, site.code), site, age, sex, None, 0.0))
+    rows = []
+    for (subject_id, site, age, sex), (anatomy, image) in zip(scans, writer.subjects(specs)):
+        pid = f"{subject_id}-{site.code}"
+        paths = _write_manifest_subject(root, pid, anatomy, image, writer.base.affine)
+        rows.append(dict(participant_id=pid, image=paths["image"], age=age, sex=sex, site=site.code,
+                         roi=paths["roi"], subject=subject_id))  # fmt: skip
     columns = list(layout.MANIFEST_COLUMNS) + ["subject"]
     pd.DataFrame(rows, columns=columns).to_csv(root / layout.MANIFEST_FILE, sep="\t", index=False)
 
 
-def synthesize(config: SynthConfig, out_dir: str | Path, progress: bool = True) -> None:
+def synthesize(config: SynthConfig, out_dir: str | Path, progress: bool = True, workers: int | None = None) -> None:
     """Generate the whole synthetic benchmark into ``out_dir`` (see the package docstring).
 
     Writes ``out_dir/openbhb`` (OpenBHB layout), ``out_dir/downstream`` and ``out_dir/travelling``
@@ -157,6 +193,7 @@ def synthesize(config: SynthConfig, out_dir: str | Path, progress: bool = True) 
     Args:
         config: the ``synth:`` parameters. out_dir: destination, which must not exist.
         progress: show a tqdm bar over subjects.
+        workers: processes rendering subjects (None: the usable cores; the files are the same for any).
 
     Raises:
         FileExistsError: if ``out_dir`` exists.
@@ -169,7 +206,7 @@ def synthesize(config: SynthConfig, out_dir: str | Path, progress: bool = True) 
     if temporary.exists():
         shutil.rmtree(temporary)
     total = config.n_pretrain + cohorts.n_downstream(config) + config.n_travelling * config.n_sites
-    writer = _Writer(config, total, progress)
+    writer = _Writer(config, total, progress, workers)
     try:
         _write_pretraining(writer, temporary / "openbhb")
         _write_downstream(writer, temporary / "downstream")
