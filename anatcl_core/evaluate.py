@@ -153,6 +153,8 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     Returns:
         The ``probes.json`` content.
     """
+    for name, values in x.items():
+        probes.check_finite(values, f"{meta.get('method')}: features of the {name} cohort")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = dict(meta)

@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
-from threadpoolctl import threadpool_limits
 
 from anatcl_core import probes
 
@@ -325,7 +324,7 @@ def site_held_out_probe(
                          f"{site.shape}")
     known = set(site.tolist())
     folds = []
-    with threadpool_limits(1):
+    with probes.lean_fits():
         for group in held_out:
             group = list(group)
             unknown = [s for s in group if s not in known]

@@ -27,8 +27,8 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
+from anatcl_core import probes
 from anatcl_core.metrics import multiclass_balanced_accuracy
 
 
@@ -55,7 +55,7 @@ def ridge_r2(features: np.ndarray, targets: np.ndarray, *, alpha_grid: Sequence[
     """Out-of-fold R² of every target column (``(N, T)`` or ``(N,)`` targets) from ``features``."""
     y = np.asarray(targets, float)
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(alpha_grid), alpha_per_target=y.ndim > 1))
-    with threadpool_limits(1):
+    with probes.lean_fits():
         pred = cross_val_predict(model, np.asarray(features, float), y,
                                  cv=KFold(n_splits, shuffle=True, random_state=seed))
     return np.atleast_1d(r2_score(y, pred, multioutput="raw_values"))
@@ -66,7 +66,7 @@ def site_probe(features: np.ndarray, site: np.ndarray, *, alpha_grid: Sequence[f
     """Cross-validated site balanced accuracy (module docstring), out-of-fold over ``n_splits``."""
     x, site = np.asarray(features, float), np.asarray(site).astype(str)
     model = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=list(alpha_grid), class_weight="balanced"))
-    with threadpool_limits(1):
+    with probes.lean_fits():
         pred = cross_val_predict(model, x, site, cv=StratifiedKFold(n_splits, shuffle=True, random_state=seed))
     n_sites = len(np.unique(site))
     return {"balanced_accuracy": multiclass_balanced_accuracy(site, pred), "chance": 1.0 / n_sites,

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import GroupKFold, PredefinedSplit, StratifiedKFold
-from threadpoolctl import threadpool_limits
 
 from anatcl_core import probes
 from anatcl_core.metrics import balanced_accuracy_rows, bootstrap_ci
@@ -110,7 +109,7 @@ def loso_probe(features, labels, site, *, c_grid: Sequence[float] = (1e-3, 1e-2,
         raise ValueError(f"{name}: leave-one-site-out needs at least 2 sites, got {sites}")
     pred, score = np.zeros(len(y), int), np.zeros(len(y))
     out = {"n": int(len(y)), "sites": sites, "per_site": {}, "single_class_sites": [], "C": [], "inner": []}
-    with threadpool_limits(1):
+    with probes.lean_fits():
         for held in sites:
             test = site == held
             train = ~test
@@ -207,7 +206,7 @@ def label_efficiency_probe(features, labels, ids, *, sizes: Sequence[int] = (25,
     pred = np.zeros((len(kept), n_draws, len(y)), int)
     score = np.zeros((len(kept), n_draws, len(y)))
     n_train = np.zeros((len(kept), len(splits)))
-    with threadpool_limits(1):
+    with probes.lean_fits():
         for j, split in enumerate(splits):
             d, test = split["draw"], split["test"]
             for i, size in enumerate(kept):
