@@ -83,3 +83,18 @@ def test_probes_quick(tmp_path):
     assert result["benchmark"] == "probes" and result["quick"] is True
     assert {"added: leave-one-site-out", "added: label efficiency", "today: diagnosis"} <= set(result["seconds"])
     assert result["added_s"] > 0 and result["ratio"] == pytest.approx(result["added_s"] / result["today_s"])
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_splits_a_finished_run(tiny_pipeline, tmp_path):
+    from conftest import TINY
+
+    result = run_quick("bench_pipeline.py", tmp_path / "pipeline.json", "--outputs", str(tiny_pipeline.root / "outputs"))
+    kinds = {row["kind"]: row for row in result["kinds"]}
+    assert set(kinds) == {"cohort", "pretrain", "evaluate", "reference", "report"}
+    runs = len(TINY["pretrain"]["run"]) * len(TINY["pretrain"]["seeds"])
+    assert kinds["pretrain"]["stages"] == kinds["evaluate"]["stages"] == runs
+    for row in kinds.values():  # the notebook is inside its stage; DVC and the kernel's start are not
+        assert 0 < row["notebook_s"] < row["wall_s"] and row["overhead_s"] > 0
+    assert 0 < kinds["pretrain"]["epoch_loop_s"] < kinds["pretrain"]["notebook_s"]
+    assert result["record"]["jobs"] == 2 and result["record"]["wall_s"] > 0
