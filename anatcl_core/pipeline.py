@@ -16,7 +16,8 @@ Each stage gets ``threads-per-job`` threads: ``$ANATCL_NUM_THREADS`` (what ``num
 means inside it, :mod:`anatcl_core.cores`) and the BLAS/OpenMP pools. The split depends only on
 the machine, never on which stages happen to overlap, so a rerun on the same machine writes the
 same bytes. Defaults: one job per usable core, fewer when memory would not hold them
-(``--memory-per-job``, the default run's largest stage peaks at ~2 GB), the cores shared out.
+(``--memory-per-job``, the default run's largest stage peaks at ~2 GB), the cores shared out; one
+job when a GPU is visible (the stages would share it).
 
 Each stage's output goes to ``outputs/logs/<stage>.log``; a line per started and finished stage
 goes to the terminal; ``outputs/logs/pipeline.json`` records the start, end and exit status of each
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -99,8 +101,21 @@ def plan(root: str | Path = ".") -> Plan:
     return Plan(order, waits)
 
 
-def default_jobs(cores: int, memory_per_job_gb: float = MEMORY_PER_JOB_GB) -> int:
-    """One job per core, no more than the machine's memory holds at ``memory_per_job_gb`` each."""
+def visible_gpus() -> int:
+    """CUDA devices this process sees (0 with a CPU-only torch build or none present)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def default_jobs(cores: int, memory_per_job_gb: float = MEMORY_PER_JOB_GB, gpus: int = 0) -> int:
+    """One job per core, no more than the machine's memory holds at ``memory_per_job_gb`` each.
+
+    With a GPU visible, one: every pretrain and evaluate stage would put its model on the same device
+    (``--jobs N`` overrides it).
+    """
+    if gpus:
+        return 1
     try:
         total_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
@@ -131,54 +146,97 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 def run(todo: Plan, jobs: int, threads: int, cores: int, dvc: str = "dvc", poll_s: float = 0.2,
         echo=print) -> Record:
-    """Run ``todo``'s stages, up to ``jobs`` at a time (module docstring); the timing record."""
+    """Run ``todo``'s stages, up to ``jobs`` at a time (module docstring); the timing record.
+
+    On Ctrl-C (or SIGTERM) the running stages are interrupted as DVC expects (SIGINT; each keeps
+    its last checkpoint, ``persist`` outputs resume) and waited for, then the record is written.
+    """
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     record = Record(jobs=jobs, threads_per_job=threads, cores=cores)
     env = stage_env(threads)
     t0 = time.monotonic()
     pending, done, failed = list(todo.order), set(), []
     running: dict[str, tuple[subprocess.Popen, StageRun, object]] = {}
-    total = len(todo.order)
-    while pending or running:
-        while not failed and len(running) < jobs:
-            ready = next((s for s in pending if todo.waits_for[s] <= done), None)
-            if ready is None:
-                break
-            pending.remove(ready)
-            log = _log_path(ready).open("w")
-            proc = subprocess.Popen([dvc, "--wait-for-lock", "repro", "--single-item", ready],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)
-            entry = StageRun(ready, start_s=round(time.monotonic() - t0, 3))
-            record.stages.append(entry)
-            running[ready] = (proc, entry, log)
-        if not running:
-            break  # a failure left only stages that wait for it
-        time.sleep(poll_s)
-        for stage, (proc, entry, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[stage]
-            entry.end_s, entry.returncode = round(time.monotonic() - t0, 3), proc.returncode
-            text = _log_path(stage).read_text(errors="replace")
-            entry.ran = "Running stage" in text
-            n_done = sum(e.end_s is not None for e in record.stages)
-            what = "done" if entry.ran else "up to date"
-            if proc.returncode == 0:
-                done.add(stage)
-                echo(f"[{n_done:>{len(str(total))}}/{total}] {what:10s} {stage} "
-                     f"({entry.end_s - entry.start_s:.1f} s, {entry.end_s:.0f} s elapsed)")
-            else:
-                failed.append(stage)
-                echo(f"[{n_done}/{total}] FAILED     {stage} (exit {proc.returncode}); "
-                     f"its log ({_log_path(stage)}) ends:\n{_tail(_log_path(stage))}")
-    record.wall_s = round(time.monotonic() - t0, 3)
-    (LOG_DIR / TIMING_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while pending or running:
+            while not failed and len(running) < jobs:
+                ready = next((s for s in pending if todo.waits_for[s] <= done), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                running[ready] = _start(ready, dvc, env, round(time.monotonic() - t0, 3))
+                record.stages.append(running[ready][1])
+            if not running:
+                break  # a failure left only stages that wait for it
+            time.sleep(poll_s)
+            for stage in [s for s, (proc, _, _) in running.items() if proc.poll() is not None]:
+                proc, entry, log = running.pop(stage)
+                log.close()
+                _finish(entry, proc.returncode, round(time.monotonic() - t0, 3))
+                (done.add(stage) if proc.returncode == 0 else failed.append(stage))
+                _echo_stage(echo, entry, sum(e.end_s is not None for e in record.stages), len(todo.order))
+    except KeyboardInterrupt:
+        _interrupt(running, t0)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        record.wall_s = round(time.monotonic() - t0, 3)
+        (LOG_DIR / TIMING_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
     if failed:
         skipped = [s for s in todo.order if s not in done and s not in failed]
         raise RuntimeError(f"stage(s) {failed} failed; not run: {len(skipped)} stage(s) "
                            f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})")
     return record
+
+
+def _start(stage: str, dvc: str, env: dict, start_s: float) -> tuple[subprocess.Popen, StageRun, object]:
+    log = _log_path(stage).open("w")
+    # its own process group: an interruption reaches DVC and the stage's command together (_interrupt)
+    proc = subprocess.Popen([dvc, "--wait-for-lock", "repro", "--single-item", stage],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return proc, StageRun(stage, start_s=start_s), log
+
+
+def _finish(entry: StageRun, returncode: int, end_s: float) -> None:
+    entry.end_s, entry.returncode = end_s, returncode
+    entry.ran = "Running stage" in _log_path(entry.stage).read_text(errors="replace")
+
+
+def _echo_stage(echo, entry: StageRun, n_done: int, total: int) -> None:
+    took = f"{entry.end_s - entry.start_s:.1f} s, {entry.end_s:.0f} s elapsed"
+    if entry.returncode == 0:
+        echo(f"[{n_done:>{len(str(total))}}/{total}] {'done' if entry.ran else 'up to date':10s} {entry.stage} ({took})")
+    else:
+        echo(f"[{n_done}/{total}] FAILED     {entry.stage} (exit {entry.returncode}, {took}); "
+             f"its log ({_log_path(entry.stage)}) ends:\n{_tail(_log_path(entry.stage))}")
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _interrupt(running: dict, t0: float, grace_s: float = 60.0) -> None:
+    """SIGINT to every running stage's group (as Ctrl-C gives a serial dvc repro), wait, kill what is left."""
+    for proc, _, _ in running.values():
+        _signal_group(proc, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for proc, entry, log in running.values():
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        _finish(entry, proc.returncode, round(time.monotonic() - t0, 3))
+    print(f"pipeline: interrupted; {len(running)} running stage(s) stopped: {sorted(running)}", file=sys.stderr)
 
 
 def _count(text: str, what: str) -> int | str:
@@ -201,7 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dvc", default="dvc", help="the dvc executable (default: the one on PATH)")
     args = parser.parse_args(argv)
     cores = usable_cores()
-    jobs = default_jobs(cores, args.memory_per_job) if args.jobs == "auto" else args.jobs
+    gpus = visible_gpus() if args.jobs == "auto" else 0
+    jobs = default_jobs(cores, args.memory_per_job, gpus) if args.jobs == "auto" else args.jobs
+    if gpus:
+        print(f"pipeline: {gpus} GPU(s) visible: one stage at a time, each using the GPU (--jobs N to change)")
     threads = max(1, cores // jobs) if args.threads_per_job == "auto" else args.threads_per_job
     todo = plan()
     print(f"pipeline: {len(todo.order)} stage(s) to run, {jobs} at a time, {threads} thread(s) each "
@@ -214,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"pipeline: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     print(f"pipeline: {len(record.stages)} stage(s) in {record.wall_s:.0f} s; checking with dvc repro", flush=True)
     return subprocess.call([args.dvc, "repro"], env=stage_env(threads))
 

@@ -138,3 +138,29 @@ def test_default_jobs_follow_cores_and_memory() -> None:
     assert pipeline.default_jobs(2) == 2  # this machine holds 2 x 2.5 GB
     assert pipeline.default_jobs(64, memory_per_job_gb=1e6) == 1
     assert 1 <= pipeline.default_jobs(10**6) < 10**6
+    assert pipeline.default_jobs(16, gpus=1) == 1  # the stages would share the device
+
+
+def test_an_interrupted_run_stops_its_stages_and_keeps_the_record(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    env = toy_project(tmp_path)  # left waits for right.started: give right a long sleep first
+    (tmp_path / "right.py").write_text("import os, time\nopen('right.pid', 'w').write(str(os.getpid()))\n"
+                                       "time.sleep(600)\n" + RIGHT)
+    proc = subprocess.Popen([sys.executable, "-m", "anatcl_core.pipeline", "-j", "2"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "right.pid").exists():
+        assert time.time() < deadline and proc.poll() is None, "the right stage never started"
+        time.sleep(0.1)
+    stage_pid = int((tmp_path / "right.pid").read_text())
+    proc.send_signal(signal.SIGTERM)  # as a CI timeout would
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "interrupted; 2 running stage(s) stopped: ['left', 'right']" in err
+    with pytest.raises(ProcessLookupError):  # the stage's own command is gone, not orphaned
+        os.kill(stage_pid, 0)
+    record = json.loads((tmp_path / "outputs" / "logs" / "pipeline.json").read_text())
+    assert {s["stage"] for s in record["stages"]} == {"make", "left", "right"}
+    assert all(s["returncode"] != 0 for s in record["stages"] if s["stage"] != "make")
