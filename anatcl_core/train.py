@@ -454,11 +454,15 @@ def _resume(path: Path, recipe: dict, fingerprint: str, model, objective, optimi
 
 
 def run_summary(history: list[dict]) -> dict:
-    """What a run adds to its ``dvclive/metrics.json``: epochs, final loss, timed training seconds."""
+    """What a run adds to its ``dvclive/metrics.json``: epochs, final loss, timed training seconds, threads.
+
+    ``threads`` (torch's intra-op threads of this run) is provenance: the checkpoint's bytes depend
+    on it through float rounding (:mod:`anatcl_core.cores`).
+    """
     last = history[-1] if history else {}
     seconds = [r["seconds"] for r in history if math.isfinite(r.get("seconds", math.nan))]
     return {"epochs": len(history), "final_loss": last.get("loss", math.nan),
-            "train_seconds": sum(seconds), "timed_epochs": len(seconds)}
+            "train_seconds": sum(seconds), "timed_epochs": len(seconds), "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
