@@ -210,7 +210,7 @@ def _step_figures(args, record: dict, params: dict, pre: dict) -> dict:
         gflops = step["flops"] / step["median_s"] / 1e9
         step["gflops_per_s"] = gflops
         share = f" = {gflops / peak['peak_gflops']:.0%} of the {peak['peak_gflops']:.0f} GFLOP/s fp32 peak of " \
-                f"{threads} core(s) ({peak['ghz']} GHz x {peak['flop_per_cycle']} FLOP/cycle)" if peak else ""
+                f"{threads} core(s) ({peak['ghz']:.2f} GHz x {peak['flop_per_cycle']} FLOP/cycle)" if peak else ""
         if peak:
             step["share_of_peak"] = gflops / peak["peak_gflops"]
         print(f"step {method} {step['shape']}, {threads} thread(s): {step['flops'] / 1e9:.1f} GFLOP in "
