@@ -669,10 +669,17 @@ def test_gzip_is_inflated_once_and_to_its_end(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------ real subprocesses
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored: give
+    # the CLI the disposition it has in a terminal, whatever started the test run.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _anatcl(*args, env=None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "anatcl_core.cli", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, **kwargs)
 
 
 def test_subprocess_refusals_have_exit_codes_and_no_traceback(tmp_path, checkpoint_file):
