@@ -192,9 +192,11 @@ def run(todo: Plan, jobs: int, threads: int, cores: int, dvc: str = "dvc", poll_
 
 def _start(stage: str, dvc: str, env: dict, start_s: float) -> tuple[subprocess.Popen, StageRun, object]:
     log = _log_path(stage).open("w")
-    # its own process group: an interruption reaches DVC and the stage's command together (_interrupt)
+    # its own process group: an interruption reaches DVC and the stage's command together (_interrupt);
+    # SIGINT at its default even when this runs as a background job (a shell starts those ignoring it)
     proc = subprocess.Popen([dvc, "--wait-for-lock", "repro", "--single-item", stage],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, StageRun(stage, start_s=start_s), log
 
 
@@ -264,7 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if gpus:
         print(f"pipeline: {gpus} GPU(s) visible: one stage at a time, each using the GPU (--jobs N to change)")
     threads = max(1, cores // jobs) if args.threads_per_job == "auto" else args.threads_per_job
-    todo = plan()
+    from dvc.exceptions import DvcException
+
+    try:
+        todo = plan()
+    except DvcException as err:  # no dvc.yaml, a bad dvc.yaml, another dvc holding the repository lock
+        print(f"pipeline: DVC could not read the pipeline here ({Path.cwd()}): {err}", file=sys.stderr)
+        return 2
     print(f"pipeline: {len(todo.order)} stage(s) to run, {jobs} at a time, {threads} thread(s) each "
           f"({cores} usable core(s)); logs in {LOG_DIR}/", flush=True)
     if args.dry:

@@ -164,3 +164,11 @@ def test_an_interrupted_run_stops_its_stages_and_keeps_the_record(tmp_path: Path
     record = json.loads((tmp_path / "outputs" / "logs" / "pipeline.json").read_text())
     assert {s["stage"] for s in record["stages"]} == {"make", "left", "right"}
     assert all(s["returncode"] != 0 for s in record["stages"] if s["stage"] != "make")
+
+
+def test_no_pipeline_here_is_one_clear_line(tmp_path: Path) -> None:
+    env = toy_project(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  broken: {cmd: [unclosed\n")
+    done = run_pipeline(tmp_path, env)
+    assert done.returncode == 2 and "pipeline: DVC could not read the pipeline here" in done.stderr
+    assert "Traceback" not in done.stderr
