@@ -129,8 +129,11 @@ def test_a_worker_failure_reaches_the_caller():
     good = (("pretrain", 1, 0), ("render", 1, 0), site, 30.0, 1, None, 0.0)
     bad = (("pretrain", 1, 1), ("render", 1, 1), None, 30.0, 1, None, 0.0)  # no site: fails in the worker
     writer = _Writer(TINY, total=2, progress=False, workers=2)
-    with pytest.raises(AttributeError, match="fs_ct"):
-        list(writer.subjects([good, bad]))
+    try:
+        with pytest.raises(AttributeError, match="fs_ct"):
+            list(writer.subjects([good, bad]))
+    finally:
+        writer.close()
 
 
 def test_orientation_left_anterior_superior(tmp_path):

@@ -62,25 +62,26 @@ class _Writer:
         self.base = load_base(config.voxel_mm)
         self.workers = usable_cores() if workers is None else workers
         self.bar = tqdm(total=total, desc="synthetic subjects", unit="subj", disable=not progress)
+        self._pool: ProcessPoolExecutor | None = None
 
     def subjects(self, specs: list[tuple]) -> Iterator[tuple]:
         """``(anatomy, image)`` of each ``(anat_key, render_key, site, age, sex, condition, severity)``, in order."""
-        if self.workers <= 1 or len(specs) < 2:
+        if self.workers <= 1:
             _init_worker(self.config)
             results = map(_render_one, specs)
-            pool = None
         else:
-            # spawn: a fresh interpreter per worker, safe whatever threads the caller runs (fork is not)
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(self.config,))
-            results = pool.map(_render_one, specs, chunksize=8)
-        try:
-            for result in results:
-                self.bar.update(1)
-                yield result
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+            if self._pool is None:  # one pool for every cohort; spawn: safe whatever threads the caller runs
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_init_worker, initargs=(self.config,))
+            results = self._pool.map(_render_one, specs, chunksize=8)
+        for result in results:
+            self.bar.update(1)
+            yield result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        self.bar.close()
 
 
 _WORKER: dict = {}
@@ -216,5 +217,5 @@ def synthesize(config: SynthConfig, out_dir: str | Path, progress: bool = True, 
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     finally:
-        writer.bar.close()
+        writer.close()
     logger.info("synthetic benchmark written to %s", out_dir)
