@@ -307,52 +307,13 @@ def _manifest_empty_id(t):
     return validate(edit_frame(manifest(t), empty)), "manifest.tsv", "line 3: empty participant_id"
 
 
-def _manifest_empty_image(t):
-    def empty(f):
-        f.loc[0, "image"] = ""
-    return validate(edit_frame(manifest(t), empty)), "sub-m0001", "empty image path"
-
-
-def _manifest_image_missing(t):
-    def gone(f):
-        f.loc[0, "image"] = "images/nowhere.nii.gz"
-    return validate(edit_frame(manifest(t), gone)), "nowhere.nii.gz", "missing file"
-
-
-def _manifest_age_text(t):
-    def age(f):
-        f.loc[0, "age"] = "old"
-    return validate(edit_frame(manifest(t), age)), "sub-m0001", "age 'old'"
-
-
-def _manifest_age_range(t):
-    def age(f):
-        f.loc[0, "age"] = "200"
-    return validate(edit_frame(manifest(t), age)), "sub-m0001", "age '200'"
-
-
-def _manifest_sex(t):
-    def sex(f):
-        f.loc[0, "sex"] = "X"
-    return validate(edit_frame(manifest(t), sex)), "sub-m0001", "sex 'X'"
-
-
-def _manifest_dx(t):
-    def dx(f):
-        f.loc[0, "dx_ad"] = "2"
-    return validate(edit_frame(manifest(t), dx)), "sub-m0001", "dx_ad '2'"
-
-
-def _manifest_score(t):
-    def score(f):
-        f.loc[0, "score_mmse"] = "high"
-    return validate(edit_frame(manifest(t), score)), "sub-m0001", "score_mmse 'high'"
-
-
-def _manifest_site(t):
-    def site(f):
-        f.loc[0, "site"] = ""
-    return validate(edit_frame(manifest(t), site)), "sub-m0001", "empty site"
+def _manifest_cell(column: str, value: str, where: str = "sub-m0001", what: str | None = None):
+    """A case: the first subject's ``column`` set to ``value``; refused naming ``where`` and ``what``."""
+    def case(t):
+        def edit(f):
+            f.loc[0, column] = value
+        return validate(edit_frame(manifest(t), edit)), where, what or f"{column} {value!r}"
+    return case
 
 
 def _manifest_corrupt_image(t):
@@ -581,10 +542,12 @@ VALIDATE_CASES = {
     "manifest-missing-field": _manifest_missing_field, "manifest-empty-file": _manifest_empty_file,
     "manifest-not-utf8": _manifest_not_utf8, "manifest-missing-column": _manifest_missing_column,
     "manifest-duplicate-id": _manifest_duplicate_id, "manifest-empty-id": _manifest_empty_id,
-    "manifest-empty-image": _manifest_empty_image, "manifest-image-missing": _manifest_image_missing,
-    "manifest-age-text": _manifest_age_text, "manifest-age-range": _manifest_age_range,
-    "manifest-sex": _manifest_sex, "manifest-dx": _manifest_dx, "manifest-score": _manifest_score,
-    "manifest-site": _manifest_site, "manifest-corrupt-image": _manifest_corrupt_image,
+    "manifest-empty-image": _manifest_cell("image", "", what="empty image path"),
+    "manifest-image-missing": _manifest_cell("image", "images/nowhere.nii.gz", "nowhere.nii.gz", "missing file"),
+    "manifest-age-text": _manifest_cell("age", "old"), "manifest-age-range": _manifest_cell("age", "200"),
+    "manifest-sex": _manifest_cell("sex", "X"), "manifest-dx": _manifest_cell("dx_ad", "2"),
+    "manifest-score": _manifest_cell("score_mmse", "high"),
+    "manifest-site": _manifest_cell("site", "", what="empty site"), "manifest-corrupt-image": _manifest_corrupt_image,
     "manifest-bool-image": _manifest_bool_image, "manifest-bad-roi": _manifest_bad_roi,
     "openbhb-header-only": _bhb_header_only, "openbhb-extra-field": _bhb_extra_field,
     "openbhb-not-utf8": _bhb_not_utf8, "openbhb-id-dotdot": _bhb_id("../../../../tmp/evil"),
