@@ -88,7 +88,7 @@ def plan(root: str | Path = ".") -> Plan:
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edge: stage -> a stage whose output it reads
         stages = [s for s in repo.index.stages if isinstance(s, PipelineStage)]
-        stale = {name for name in repo.status(targets=None)}  # changed stages (and .dvc files)
+        stale = set(repo.status())  # names of changed stages (and .dvc files)
         topo = list(reversed(list(nx.topological_sort(graph))))  # producers first
         name = {s: s.addressing for s in stages}
         todo = set()
