@@ -18,11 +18,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: repro test lab env data data-update lock clean-env
 
-# dvc repro with independent stages side by side, one per core (anatcl_core/pipeline.py); the same
+# dvc repro with independent stages side by side, one per core (anatcl_core/cli/pipeline.py); the same
 # outputs, dvc.lock and `dvc status` as a serial `dvc repro`, which works too. JOBS=1: one at a time.
 JOBS ?= auto
 repro: $(STAMP) data
-	$(BIN)/python -m anatcl_core.pipeline --jobs $(JOBS)
+	$(BIN)/python -m anatcl_core.cli.pipeline --jobs $(JOBS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -45,7 +45,7 @@ $(STAMP): requirements.txt constraints.txt requirements-test.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	$(BIN)/python -m anatcl_core.envcheck
+	$(BIN)/python -m anatcl_core.cli.envcheck
 	touch $(STAMP)
 
 # The embedded cohort: deterministic, so a fresh clone regenerates exactly what data.dvc records.

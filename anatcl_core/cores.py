@@ -2,7 +2,7 @@
 
 ``auto`` resolves, in this order, to
 
-1. ``$ANATCL_NUM_THREADS``, which the parallel pipeline (:mod:`anatcl_core.pipeline`) sets for each
+1. ``$ANATCL_NUM_THREADS``, which the parallel pipeline (:mod:`anatcl_core.cli.pipeline`) sets for each
    stage it runs side by side with others, so that the stages together use the cores once;
 2. the cores this process may use: its CPU affinity mask (``taskset``, a batch scheduler's
    allocation) on Linux, else every logical CPU, and no more than a cgroup v2 CPU quota allows

@@ -17,10 +17,14 @@ copy from ``outputs/notebooks/`` is re-run, its injected ``out_dir`` being the s
 there, except inside a DVC stage (DVC sets ``DVC_STAGE`` for every stage command; the kernel inherits
 it) or with ``ANATCL_WRITE_OUTPUTS=1``, for a user who means to rewrite a stage's outputs by hand
 (``dvc commit`` then records them).
+
+A stage's dependencies are the library modules its notebook imports, found here too
+(:func:`library_closure`; `python -m anatcl_core.cli.runner --deps notebooks/<stage>.py` prints them).
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 from pathlib import Path
@@ -81,3 +85,58 @@ def output(path: str | Path, root: str | Path | None = None) -> str:
                        _relative(target), _relative(redirected), WRITE_OUTPUTS_ENV)
         target = redirected
     return _relative(target)
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    base = root.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _public_names(root: Path, package: str) -> dict[str, str]:
+    """The ``PUBLIC`` table of ``package/__init__.py`` (name -> defining module), read without importing."""
+    for node in ast.parse((root / package / "__init__.py").read_text()).body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "PUBLIC" for t in targets):
+                return ast.literal_eval(node.value)
+    return {}
+
+
+def library_closure(source: str | Path, package: str = "anatcl_core") -> list[str]:
+    """Every ``package`` module file that ``source`` imports, directly or through other modules.
+
+    Imports anywhere in a file count (function-level ones too), and so do the ``__init__.py`` of
+    every package on the way, since Python runs them. ``from anatcl_core import AnatCL`` counts the
+    module that defines the name (the package's ``PUBLIC`` table, imported on first use). These are
+    the ``deps`` a stage running ``source`` needs so that editing one of them reruns it (and editing
+    any other does not).
+
+    Returns:
+        Sorted POSIX paths relative to the repository root (the parent of ``package``).
+    """
+    root = Path(__file__).resolve().parent.parent  # the repository: anatcl_core/project.py
+    public = _public_names(root, package)
+    seen: set[Path] = set()
+    todo = [Path(source).resolve()]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [public.get(a.name, f"{node.module}.{a.name}") if node.module == package
+                                         else f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if name.split(".")[0] != package:
+                    continue
+                parts = name.split(".")
+                for i in range(1, len(parts) + 1):  # the packages on the way, then the module
+                    path = _module_file(root, ".".join(parts[:i]))
+                    if path is not None and path not in seen:
+                        seen.add(path)
+                        todo.append(path)
+    return sorted(p.relative_to(root).as_posix() for p in seen)

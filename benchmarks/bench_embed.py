@@ -7,12 +7,12 @@
 Cases (each in a fresh subprocess, so its peak memory is its own), volumes/s at the median of
 repeats after a warm-up call:
 
-- ``files``: :func:`anatcl_core.embed.embed_subjects` on the files (read, crop, batch, forward),
-  the work of ``anatcl embed`` after validation, with the module of :func:`~anatcl_core.embed.load_encoder`.
+- ``files``: :func:`anatcl_core.evaluation.embed.embed_subjects` on the files (read, crop, batch, forward),
+  the work of ``anatcl embed`` after validation, with the module of :func:`~anatcl_core.evaluation.embed.load_encoder`.
 - ``memory``: the same module, a plain eager ``module(x)`` under ``torch.no_grad`` on the same
   batches of cropped images stacked beforehand (on the device). Its features must equal ``files``'
   (max abs difference printed; > 1e-6 fails the run).
-- ``memory_channels_last``: :func:`anatcl_core.features.extract_features` (inference mode,
+- ``memory_channels_last``: :func:`anatcl_core.evaluation.features.extract_features` (inference mode,
   channels-last) on the same tensors: what the library's fast path gives (features may differ in
   the last bits: other convolution kernels).
 - ``read``: the file reading alone (load + crop per volume, no model): the part of ``files`` that
@@ -43,7 +43,7 @@ TOLERANCE = 1e-6
 
 
 def _subjects(case: dict) -> list:
-    from anatcl_core.embed import gather_inputs
+    from anatcl_core.evaluation.embed import gather_inputs
 
     return gather_inputs([case["inputs"]])[: case["n"]]
 
@@ -52,8 +52,8 @@ def run_child(case: dict) -> dict:
     """Time one case in this process (the child side); features go to ``case["features_out"]``."""
     import torch
 
-    from anatcl_core.embed import cropped_volume, embed_subjects, load_encoder
-    from anatcl_core.features import extract_features
+    from anatcl_core.evaluation.embed import cropped_volume, embed_subjects, load_encoder
+    from anatcl_core.evaluation.features import extract_features
 
     common.set_threads(case["threads"])
     device = torch.device(case["device"])
@@ -100,8 +100,8 @@ def make_weights(path: Path, base_width: int, seed: int = 0) -> Path:
     """A seeded ResNet-18 checkpoint in our format, batch-norm statistics randomised."""
     import torch
 
-    from anatcl_core.checkpoint import model_config, save_checkpoint
-    from anatcl_core.models import build_model
+    from anatcl_core.model.checkpoint import model_config, save_checkpoint
+    from anatcl_core.model.network import build_model
 
     torch.manual_seed(seed)
     model = build_model(base_width=base_width)

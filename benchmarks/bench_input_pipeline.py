@@ -10,9 +10,9 @@ optimiser step after warm-up steps:
 
 - ``pure``: forward + loss + backward + Adam step on one batch tensor made beforehand and already on
   the device in the training memory format; the same batch every step.
-- ``memory``: what :func:`anatcl_core.train.pretrain` does per step (its loop body, mirrored here
+- ``memory``: what :func:`anatcl_core.train.loop.pretrain` does per step (its loop body, mirrored here
   with the trainer's own ``_build`` and ``_views``): batch indices from the epoch permutation,
-  selection from the in-memory ``(N, 1, X, Y, Z)`` array of :func:`~anatcl_core.train.load_train_data`,
+  selection from the in-memory ``(N, 1, X, Y, Z)`` array of :func:`~anatcl_core.train.loop.load_train_data`,
   ``.float()``, two views (augmented unless the method's views are identical), channels-last
   copy, then the compute. On CUDA the batch is moved to the device after that CPU work (the
   trainer itself has no device handling).
@@ -49,11 +49,11 @@ def run_child(case: dict) -> dict:
     import numpy as np
     import torch
 
-    from anatcl_core import train
+    from anatcl_core.train import loop as train
     from anatcl_core.config import load_section
     from anatcl_core.data.augment import make_augmentation
     from anatcl_core.data.openbhb import OpenBHB
-    from anatcl_core.kernels import DescriptorNormalizer
+    from anatcl_core.contrastive.kernels import DescriptorNormalizer
 
     common.set_threads(case["threads"])
     device = torch.device(case["device"])

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pipeline.py [--outputs outputs] [--quick] [--out FILE] [--steps N]
 
-Reads what a finished ``make repro`` (:mod:`anatcl_core.pipeline`) left in ``outputs/``:
+Reads what a finished ``make repro`` (:mod:`anatcl_core.cli.pipeline`) left in ``outputs/``:
 
 - ``outputs/logs/pipeline.json``: start and end of every stage, jobs side by side, threads each;
 - ``outputs/notebooks/**.ipynb``: papermill's execution time of each stage's notebook;
@@ -94,7 +94,7 @@ def run_child(case: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from anatcl_core import train
+    from anatcl_core.train import loop as train
     from anatcl_core.config import load_section
     from anatcl_core.data.layout import crop_shape
 

@@ -23,7 +23,9 @@ out_dir = "outputs/scratch/cohort"  # the pipeline passes outputs/cohort
 # %%
 from IPython.display import Image, display
 
-from anatcl_core import cohort, features, project
+from anatcl_core.data import cohort
+from anatcl_core.evaluation import features
+from anatcl_core import project
 from anatcl_core.config import load_section
 
 params_file, data_dir = project.inputs(params_file, data_dir)  # from wherever the kernel started

@@ -37,7 +37,8 @@ out_dir = "outputs/scratch/evaluate/anatcl_global-s0"  # the pipeline passes out
 # %%
 import pandas as pd
 
-from anatcl_core import evaluate, project
+from anatcl_core.evaluation import evaluate
+from anatcl_core import project
 from anatcl_core.config import load_section
 
 params_file, checkpoint, data_dir, arrays_dir = project.inputs(params_file, checkpoint, data_dir, arrays_dir)

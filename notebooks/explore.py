@@ -12,7 +12,7 @@
 # Not a pipeline stage: after `make repro`, open this notebook in JupyterLab (`make lab`) and run it
 # from the top. It loads the outputs of every stage of the run in `params.yaml` into tidy pandas
 # tables (one row per method × seed × task × metric), so any comparison is a `groupby` or a
-# seaborn call away. It only reads: `dvc status` stays clean. Loading code: `anatcl_core.explore`.
+# seaborn call away. It only reads: `dvc status` stays clean. Loading code: `anatcl_core.report.explore`.
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import seaborn as sns
 
-from anatcl_core import explore, plots, project, report
+from anatcl_core.report import build as report, explore, plots
+from anatcl_core import project
 from anatcl_core.config import load_section
 
 params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir = project.inputs(

@@ -25,7 +25,8 @@ out_dir = "outputs/scratch/pretrain/anatcl_global-s0"  # the pipeline passes out
 # %%
 import pandas as pd
 
-from anatcl_core import project, train
+from anatcl_core import project
+from anatcl_core.train import loop as train
 from anatcl_core.config import load_section
 
 params_file, data_dir = project.inputs(params_file, data_dir)  # from wherever the kernel started

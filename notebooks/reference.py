@@ -24,7 +24,8 @@ out_dir = "outputs/scratch/reference/descriptors"  # the pipeline passes outputs
 # %%
 import pandas as pd
 
-from anatcl_core import evaluate, project, references
+from anatcl_core.evaluation import evaluate, references
+from anatcl_core import project
 from anatcl_core.config import load_section
 
 params_file, data_dir, arrays_dir = project.inputs(params_file, data_dir, arrays_dir)

@@ -25,7 +25,8 @@ out_dir = "outputs/scratch/report"  # the pipeline passes outputs/report
 # %%
 from IPython.display import Image, display
 
-from anatcl_core import ablation, project, report, report_html
+from anatcl_core.report import ablation, build as report, html as report_html
+from anatcl_core import project
 from anatcl_core.config import load_section
 
 params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir = project.inputs(

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from anatcl_core.data import io, layout
-from anatcl_core.freesurfer import DESIKAN_SHAPE
+from anatcl_core.data.freesurfer import DESIKAN_SHAPE
 
 VOXEL_MM = 9.0
 #: (train, internal_test, external_test) subjects of the default OpenBHB fixture.
@@ -154,7 +154,7 @@ TINY = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
 def make_workspace(root: Path, overrides: dict = TINY) -> tuple[Path, dict]:
     """Copy the pipeline's files to ``root``, write tiny params and a tiny cohort; return (root, env)."""
     from anatcl_core.config import from_mapping
-    from anatcl_core.profile import merge
+    from anatcl_core.cli.profile import merge
     from anatcl_core.synth.config import SynthConfig
     from anatcl_core.synth.generate import synthesize
 
@@ -196,12 +196,12 @@ class TinyPipeline(NamedTuple):
 def tiny_pipeline(tmp_path_factory) -> TinyPipeline:
     """The tiny pipeline, run once per session as ``make repro`` runs it (about a minute on 2 cores).
 
-    That is :mod:`anatcl_core.pipeline` (stages side by side, two at a time, so that independent
+    That is :mod:`anatcl_core.cli.pipeline` (stages side by side, two at a time, so that independent
     stages do overlap even on one core); ``repro_output`` is its output followed by every stage's
     log, so :func:`ran` reads it like a ``dvc repro`` output.
     """
     root, env = make_workspace(tmp_path_factory.mktemp("tiny_pipeline"))
-    done = subprocess.run([sys.executable, "-m", "anatcl_core.pipeline", "--jobs", "2"], cwd=root, env=env,
+    done = subprocess.run([sys.executable, "-m", "anatcl_core.cli.pipeline", "--jobs", "2"], cwd=root, env=env,
                           text=True, capture_output=True, timeout=900)
     logs = "".join(p.read_text() for p in sorted((root / "outputs" / "logs").glob("*.log")))
     assert done.returncode == 0, f"pipeline failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

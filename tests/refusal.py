@@ -11,7 +11,7 @@ import hashlib
 import logging
 from pathlib import Path
 
-from anatcl_core import cli
+from anatcl_core.cli import main as cli
 
 SUMMARY_SUFFIX = " problem(s)"  # validate's closing count on stderr
 

@@ -1,4 +1,4 @@
-"""Ablation and reliability report sections (anatcl_core.ablation) on hand-made probe results."""
+"""Ablation and reliability report sections (anatcl_core.report.ablation) on hand-made probe results."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anatcl_core import ablation, reliability
+from anatcl_core.report import ablation
+from anatcl_core.evaluation import reliability
 from anatcl_core.config import from_mapping, load_params
-from anatcl_core.report import ReportConfig
+from anatcl_core.report.build import ReportConfig
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ import torch
 from refusal import assert_refused, run_cli, snapshot
 from test_weights import small_checkpoint
 
-from anatcl_core.checkpoint import CheckpointError, UnsafeCheckpointError, safe_load
+from anatcl_core.model.checkpoint import CheckpointError, UnsafeCheckpointError, safe_load
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -348,7 +348,7 @@ def test_inflating_record_is_refused_with_bounded_memory(tmp_path, tiny):
     assert path.stat().st_size < 4 * 2**20
     with zipfile.ZipFile(path) as archive:  # the fixture is a valid zip: the record is 2 GB
         assert archive.getinfo(first_storage(path)).file_size == 2**31
-    code = "from anatcl_core.checkpoint import safe_load\nimport sys\ntry:\n    safe_load(sys.argv[1])\n" \
+    code = "from anatcl_core.model.checkpoint import safe_load\nimport sys\ntry:\n    safe_load(sys.argv[1])\n" \
            "except ValueError as err:\n    print('refused:', err)\n"
     proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code, str(path)], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})

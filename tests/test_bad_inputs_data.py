@@ -1,7 +1,7 @@
 """Bad-input corpus, part 1: images, manifests, OpenBHB tables and command-line arguments.
 
 Each case builds its bad input in a fresh folder, runs ``anatcl validate`` or ``anatcl embed``
-in-process (``anatcl_core.cli.main``) and asserts a clean refusal (:mod:`refusal`): non-zero
+in-process (``anatcl_core.cli.main.main``) and asserts a clean refusal (:mod:`refusal`): non-zero
 status, one line naming the input and the problem, no traceback, the folder unchanged. A few
 cases at the end run a real subprocess (exit codes, signals, stderr without a traceback).
 """
@@ -599,7 +599,7 @@ def test_embed_refuses(case, tmp_path, checkpoint_file, capsys, caplog, monkeypa
     argv = build(tmp_path, checkpoint_file)
     before = snapshot(tmp_path)
     loaded = []
-    monkeypatch.setattr("anatcl_core.embed.load_encoder", lambda *a, **k: loaded.append(a) or 1 / 0)
+    monkeypatch.setattr("anatcl_core.evaluation.embed.load_encoder", lambda *a, **k: loaded.append(a) or 1 / 0)
     status, lines = run_cli(argv, capsys, caplog)
     assert_refused(status, lines, names, problem)
     assert not loaded, "the model was loaded before the inputs were refused"
@@ -640,7 +640,7 @@ def _default_sigint() -> None:
 
 def _anatcl(*args, env=None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "anatcl_core.cli", *map(str, args)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "anatcl_core.cli.main", *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_sigint, **kwargs)
 

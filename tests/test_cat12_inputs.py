@@ -12,13 +12,13 @@ from scipy.ndimage import gaussian_filter
 from anatcl_core.data import io, layout, qc
 from anatcl_core.data.manifest import ManifestDataset
 from anatcl_core.data.openbhb import OpenBHB
-from anatcl_core.embed import cropped_volume
+from anatcl_core.evaluation.embed import cropped_volume
 from anatcl_core.synth import cohorts
 from anatcl_core.synth.anatomy import make_population, sample_anatomy
 from anatcl_core.synth.base import load_base
 from anatcl_core.synth.config import SynthConfig
 from anatcl_core.synth.render import render
-from anatcl_core.validate import check_volume
+from anatcl_core.data.validate import check_volume
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -90,7 +90,7 @@ def test_smoothed_map_is_reported_with_its_file_name(maps, tmp_path, caplog):
     plain = io.save_nifti(image, layout.CAT12_AFFINE, tmp_path / "mwp1sub-01.nii")
     s6 = gaussian_filter(image, 6.0 * FWHM_TO_SIGMA / 1.5)
     smoothed = io.save_nifti(s6, layout.CAT12_AFFINE, tmp_path / "s6mwp1sub-01.nii")
-    with caplog.at_level(logging.WARNING, logger="anatcl_core.validate"):
+    with caplog.at_level(logging.WARNING, logger="anatcl_core.data.validate"):
         assert check_volume(plain, "01")[0] == []
         assert not caplog.records
         problems, voxel_mm = check_volume(smoothed, "01")

@@ -12,15 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anatcl_core.checkpoint import (
+from anatcl_core.model.checkpoint import (
     CheckpointMismatchError, Placeholder, UnsafeCheckpointError, load_model,
     load_state_dict_checked, model_config, safe_load, save_checkpoint,
 )
-from anatcl_core.models import AnatCL, build_model
+from anatcl_core.model.network import AnatCL, build_model
 
 # ---------------------------------------------------------------------------------------------
 # Independent reference: the upstream ResNet-18 + head written from REFERENCE §1.3 / §2 as plain
-# functional torch over a dict of named tensors (shares no code with anatcl_core.models).
+# functional torch over a dict of named tensors (shares no code with anatcl_core.model.network).
 # ---------------------------------------------------------------------------------------------
 STAGES = (64, 128, 256, 512)
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from anatcl_core import cli
+from anatcl_core.cli import main as cli
 
 
 def test_help_and_unknown_command(capsys):
@@ -24,7 +24,7 @@ def test_validate_dispatch(openbhb_root, tmp_path):
 
 def test_weights_list_through_the_installed_entry_point():
     out = subprocess.run(
-        [sys.executable, "-m", "anatcl_core.cli", "weights", "list"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "anatcl_core.cli.main", "weights", "list"], capture_output=True, text=True, check=True
     ).stdout
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert {f"resnet18-anatcl-{d}-fold{f}" for d in ("g3", "l3") for f in range(5)} <= set(names)

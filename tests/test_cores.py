@@ -11,9 +11,9 @@ import torch
 
 from anatcl_core import cores
 from anatcl_core.config import ConfigError, from_mapping
-from anatcl_core.evaluate import EvaluateConfig
-from anatcl_core.features import extract_features
-from anatcl_core.models import build_model
+from anatcl_core.evaluation.evaluate import EvaluateConfig
+from anatcl_core.evaluation.features import extract_features
+from anatcl_core.model.network import build_model
 
 
 def test_an_integer_is_used_as_given(monkeypatch) -> None:

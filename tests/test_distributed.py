@@ -17,10 +17,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from anatcl_core import distributed
-from anatcl_core.kernels import age_kernel, label_kernel
-from anatcl_core.losses import METHODS, AnatCLLoss, weighted_infonce
-from anatcl_core.models import build_model
+from anatcl_core.train import distributed
+from anatcl_core.contrastive.kernels import age_kernel, label_kernel
+from anatcl_core.contrastive.losses import METHODS, AnatCLLoss, weighted_infonce
+from anatcl_core.model.network import build_model
 
 WORLD = 2
 GLOBAL_B = 8  # subjects; 4 per rank

@@ -16,12 +16,12 @@ import torch
 from conftest import write_manifest
 from test_weights import malicious_checkpoint, small_checkpoint
 
-from anatcl_core import embed
-from anatcl_core.checkpoint import load_model, save_checkpoint
+from anatcl_core.evaluation import embed
+from anatcl_core.model.checkpoint import load_model, save_checkpoint
 from anatcl_core.data import layout
 from anatcl_core.data.manifest import ManifestDataset
-from anatcl_core.models import AnatCL, build_model
-from anatcl_core.weights import inspect_checkpoint
+from anatcl_core.model.network import AnatCL, build_model
+from anatcl_core.model.weights import inspect_checkpoint
 
 TOL = 1e-5
 

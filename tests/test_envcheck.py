@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from anatcl_core import envcheck
+from anatcl_core.cli import envcheck
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,6 @@ def test_cpu_hint_names_the_pinned_version():
 
 
 def test_module_runs_and_exits_zero_here():
-    done = subprocess.run([sys.executable, "-m", "anatcl_core.envcheck"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "anatcl_core.cli.envcheck"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"envcheck: torch {torch.__version__}")

@@ -1,4 +1,4 @@
-"""anatcl_core.explore (tidy tables of the stage outputs) and the seaborn figures it feeds.
+"""anatcl_core.report.explore (tidy tables of the stage outputs) and the seaborn figures it feeds.
 
 Hand-written probe results with known means: the tidy table holds every scalar and nothing else,
 the headline table is the report's ``metrics.json`` (same numbers, computed independently), and
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anatcl_core import explore, plots, report
-from anatcl_core.report import ReportConfig, Results
+from anatcl_core.report import build as report, explore, plots
+from anatcl_core.report.build import ReportConfig, Results
 from conftest import write_manifest, write_openbhb
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from anatcl_core import freesurfer as fs
+from anatcl_core.data import freesurfer as fs
 
 
 def test_region_and_channel_tables():

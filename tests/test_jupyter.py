@@ -87,7 +87,7 @@ def test_every_notebook_runs_all_from_notebooks_folder(tiny_pipeline, monkeypatc
 @pytest.mark.slow
 def test_explore_headline_matches_the_report(tiny_pipeline):
     """explore's headline means are the numbers of the report's metrics.json."""
-    from anatcl_core import explore, report
+    from anatcl_core.report import build as report, explore
 
     root = tiny_pipeline.root
     results = report.collect(root / "outputs/evaluate", root / "outputs/pretrain",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from anatcl_core.freesurfer import CHANNELS, channel_index
-from anatcl_core.kernels import (
+from anatcl_core.data.freesurfer import CHANNELS, channel_index
+from anatcl_core.contrastive.kernels import (
     DescriptorNormalizer,
     age_kernel,
     anatomical_kernel,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from anatcl_core.kernels import anatomical_kernel, delta_kernel, label_kernel, rbf_kernel
-from anatcl_core.losses import AnatCLLoss, WeightedInfoNCE, weighted_infonce
+from anatcl_core.contrastive.kernels import anatomical_kernel, delta_kernel, label_kernel, rbf_kernel
+from anatcl_core.contrastive.losses import AnatCLLoss, WeightedInfoNCE, weighted_infonce
 
 METHODS = ("yaware", "expw", "threshold")
 F64 = torch.float64
@@ -199,7 +199,7 @@ def test_zero_weight_anchors_are_excluded_and_all_zero_gives_zero(caplog):
     expected = ((lse[0] - s01) + (lse[1] - s01)) / 2  # mean over the 2 anchors with a positive
     assert abs(loss.item() - expected.item()) < 1e-12
     for method in METHODS:  # SimCLR kernel with a single view: nobody has a positive
-        with caplog.at_level(logging.WARNING, logger="anatcl_core.losses"):
+        with caplog.at_level(logging.WARNING, logger="anatcl_core.contrastive.losses"):
             zero = weighted_infonce(z, delta_kernel(4, dtype=F64), 0.1, method)
         (grad,) = torch.autograd.grad(zero, z)
         assert zero.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from anatcl_core.models import (
+from anatcl_core.model.network import (
     NORMS, RESNET_SPECS, AnatCL, BasicBlock, Bottleneck, ContrastiveModel, ProjectionHead,
     RegressionHead, ResNet3d, build_model,
 )
@@ -181,6 +181,6 @@ def test_anatcl_outputs_and_argument_validation():
     ("global", "resnet18-anatcl-g3/fold0.pth"), ("local", "resnet18-anatcl-l3/fold3.pth")])
 def test_anatcl_without_weights_warns_with_the_needed_file(descriptor, expected, caplog):
     fold = 0 if descriptor == "global" else 3
-    with caplog.at_level(logging.WARNING, logger="anatcl_core.models"):
+    with caplog.at_level(logging.WARNING, logger="anatcl_core.model.network"):
         AnatCL(descriptor=descriptor, fold=fold)
     assert expected in caplog.text

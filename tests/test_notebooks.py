@@ -18,7 +18,8 @@ import pytest
 import yaml
 from IPython.core.inputtransformer2 import TransformerManager
 
-from anatcl_core.runner import library_closure, parse_value
+from anatcl_core.cli.runner import parse_value
+from anatcl_core.project import library_closure
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
@@ -83,7 +84,7 @@ def test_stage_deps_cover_the_library_it_imports(stage):
     definition = STAGES[stage].get("do", STAGES[stage])
     notebook = REPO / "notebooks" / f"{stage}.py"
     deps = set(_deps(definition))
-    needed = {f"notebooks/{stage}.py", "anatcl_core/runner.py", *library_closure(notebook)}
+    needed = {f"notebooks/{stage}.py", "anatcl_core/cli/runner.py", *library_closure(notebook)}
     assert needed <= deps, f"{stage}: missing deps {sorted(needed - deps)}"
     extra = {d for d in deps if d.startswith("anatcl_core/")} - needed
     assert not extra, f"{stage}: depends on modules it does not import {sorted(extra)}"

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from anatcl_core.data import layout
 from anatcl_core.data.openbhb import OpenBHB, read_participants, read_roi_csv
-from anatcl_core.freesurfer import CHANNELS, DESIKAN_COLUMNS
+from anatcl_core.data.freesurfer import CHANNELS, DESIKAN_COLUMNS
 from conftest import SPLIT_SIZES
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anatcl_core.cohort import CohortConfig
+from anatcl_core.data.cohort import CohortConfig
 from anatcl_core.config import ConfigError, from_mapping, load_params
-from anatcl_core.evaluate import EvaluateConfig
-from anatcl_core.objectives import MethodConfig
-from anatcl_core.report import ReportConfig
-from anatcl_core.train import PretrainConfig
+from anatcl_core.evaluation.evaluate import EvaluateConfig
+from anatcl_core.contrastive.objectives import MethodConfig
+from anatcl_core.report.build import ReportConfig
+from anatcl_core.train.loop import PretrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = load_params(REPO / "params.yaml")
@@ -87,7 +87,7 @@ def test_other_stages_declare_their_own_section():
 
 @pytest.mark.parametrize("profile", sorted((REPO / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
 def test_profiles_merge_into_valid_parameters(profile):
-    from anatcl_core.profile import apply_profile
+    from anatcl_core.cli.profile import apply_profile
     from anatcl_core.synth.config import SynthConfig
 
     merged = apply_profile(profile, REPO / "params.yaml")
@@ -96,7 +96,7 @@ def test_profiles_merge_into_valid_parameters(profile):
 
 
 def test_profile_key_typo_is_an_error(tmp_path):
-    from anatcl_core.profile import apply_profile
+    from anatcl_core.cli.profile import apply_profile
 
     (tmp_path / "bad.yaml").write_text("pretrain:\n  epoch: 3\n")
     with pytest.raises(ConfigError, match="pretrain.epoch"):

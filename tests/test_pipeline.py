@@ -26,7 +26,7 @@ def test_pipeline_end_to_end(tiny_pipeline):
                                      for m in TINY["pretrain"]["run"] for k in TINY["pretrain"]["seeds"]}
     stages |= {f"reference@{r}" for r in params["reference"]["run"]}
     assert ran(first) == stages
-    # run as `make repro` runs it: side by side (anatcl_core.pipeline), the timing record beside the logs
+    # run as `make repro` runs it: side by side (anatcl_core.cli.pipeline), the timing record beside the logs
     record = json.loads((root / "outputs/logs/pipeline.json").read_text())
     spans = sorted((s["start_s"], s["end_s"]) for s in record["stages"] if s["ran"])
     assert len(spans) == len(stages) and any(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # some overlap
@@ -100,7 +100,7 @@ def test_pipeline_end_to_end(tiny_pipeline):
 def test_icc_closed_forms():
     import numpy as np
 
-    from anatcl_core.evaluate import icc_1_1
+    from anatcl_core.evaluation.evaluate import icc_1_1
 
     rng = np.random.default_rng(0)
     subjects = np.repeat(np.arange(6), 4)  # 6 subjects x 4 sites
@@ -116,7 +116,7 @@ def test_icc_closed_forms():
 
 
 def test_downstream_subjects_must_not_be_pretraining_subjects():
-    from anatcl_core.evaluate import check_no_overlap
+    from anatcl_core.evaluation.evaluate import check_no_overlap
 
     check_no_overlap(["1", "2"], ["3"])
     with pytest.raises(ValueError, match="encoder has seen"):
@@ -124,7 +124,7 @@ def test_downstream_subjects_must_not_be_pretraining_subjects():
 
 
 def test_report_refuses_a_missing_run(tmp_path):
-    from anatcl_core import report
+    from anatcl_core.report import build as report
 
     (tmp_path / "params.yaml").write_text("pretrain:\n  run: [a]\n  seeds: [0, 1]\n")
     assert report.expected_runs(tmp_path / "params.yaml") == [("a", 0), ("a", 1)]

@@ -1,4 +1,4 @@
-"""The parallel pipeline (anatcl_core.pipeline) on a toy DVC project: concurrency, order, failures.
+"""The parallel pipeline (anatcl_core.cli.pipeline) on a toy DVC project: concurrency, order, failures.
 
 The toy graph is a diamond, ``make`` -> ``left``, ``right`` -> ``join``. ``left`` only finishes once
 ``right`` has started, so a scheduler that ran them one after the other fails the test (no timing
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anatcl_core import pipeline
+from anatcl_core.cli import pipeline
 from anatcl_core.cores import THREADS_ENV
 
 WAIT_FOR_RIGHT = """
@@ -65,7 +65,7 @@ def toy_project(root: Path, fail: str | None = None) -> dict:
 
 
 def run_pipeline(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "anatcl_core.pipeline", *args], cwd=root, env=env,
+    return subprocess.run([sys.executable, "-m", "anatcl_core.cli.pipeline", *args], cwd=root, env=env,
                           text=True, capture_output=True, timeout=300)
 
 
@@ -123,7 +123,7 @@ def test_a_failing_stage_stops_what_depends_on_it_and_says_where(tmp_path: Path)
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
 def test_job_counts_are_checked(tmp_path: Path, bad: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "anatcl_core.pipeline", "--jobs", bad], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "anatcl_core.cli.pipeline", "--jobs", bad], cwd=tmp_path,
                           text=True, capture_output=True)
     assert done.returncode == 2 and "--jobs must be 'auto' or a positive integer" in done.stderr
 
@@ -148,7 +148,7 @@ def test_an_interrupted_run_stops_its_stages_and_keeps_the_record(tmp_path: Path
     env = toy_project(tmp_path)  # left waits for right.started: give right a long sleep first
     (tmp_path / "right.py").write_text("import os, time\nopen('right.pid', 'w').write(str(os.getpid()))\n"
                                        "time.sleep(600)\n" + RIGHT)
-    proc = subprocess.Popen([sys.executable, "-m", "anatcl_core.pipeline", "-j", "2"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "anatcl_core.cli.pipeline", "-j", "2"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path / "right.pid").exists():

@@ -11,7 +11,7 @@ from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from anatcl_core import metrics, probes
+from anatcl_core.evaluation import metrics, probes
 
 FAST = dict(n_splits=3, n_repeats=2, inner_splits=3, n_bootstrap=200)
 

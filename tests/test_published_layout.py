@@ -18,9 +18,9 @@ from nidl.datasets import OpenBHB as NidlOpenBHB
 
 from anatcl_core.data import layout, resources
 from anatcl_core.data.openbhb import OpenBHB
-from anatcl_core.freesurfer import CHANNELS, DEFAULT_CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, select_channels
+from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, select_channels
 from anatcl_core.synth import SynthConfig, synthesize
-from anatcl_core.validate import validate_openbhb
+from anatcl_core.data.validate import validate_openbhb
 
 TINY = SynthConfig(voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, downstream_scale=0.01,
                    n_downstream_sites=2, n_travelling=1)  # fmt: skip

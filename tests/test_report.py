@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from anatcl_core.report import observations
+from anatcl_core.report.build import observations
 
 LABELS = {"random": "random init", "anatcl_global": "AnatCL-global"}
 
@@ -45,7 +45,7 @@ def _pairs(lo: float, hi: float):
 
 
 def test_claim_observations_follow_the_paired_cis_both_ways_round():
-    from anatcl_core.report_sections import claim_observations
+    from anatcl_core.report.sections import claim_observations
 
     loso = pd.DataFrame({"average": [0.70, 0.66, 0.85]}, index=["anatcl_global", "random", "ref_descriptors"])
     tables = {"loso_bacc": loso, "representation": pd.DataFrame({"descriptor R²": [0.6, 0.8, 1.0]}, index=loso.index)}
@@ -61,7 +61,7 @@ def test_claim_observations_follow_the_paired_cis_both_ways_round():
 def test_claim_tables_and_metrics_from_probes_and_predictions(tmp_path):
     import numpy as np
 
-    from anatcl_core import claims
+    from anatcl_core.report import claims
 
     rng = np.random.default_rng(0)
     ids = np.array([f"s{i}" for i in range(40)])

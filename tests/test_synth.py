@@ -12,7 +12,7 @@ import pytest
 
 from anatcl_core.config import ConfigError, from_mapping, load_section
 from anatcl_core.data import layout
-from anatcl_core.freesurfer import DESIKAN_COLUMNS, DESIKAN_SHAPE
+from anatcl_core.data.freesurfer import DESIKAN_COLUMNS, DESIKAN_SHAPE
 from anatcl_core.synth import SynthConfig, synthesize
 from anatcl_core.synth import __main__ as cli
 from anatcl_core.synth import cohorts
@@ -196,7 +196,7 @@ def test_cli_writes_and_refuses_existing(tmp_path):
 
 
 def test_cohort_passes_the_project_validator(tiny):
-    from anatcl_core import validate
+    from anatcl_core.data import validate
 
     paths = [tiny / "openbhb", tiny / "downstream" / layout.MANIFEST_FILE, tiny / "travelling" / layout.MANIFEST_FILE]
     problems = validate.validate_paths(paths, progress=False)
@@ -234,7 +234,7 @@ def test_external_sites_recruit_inside_the_training_sites_age_range():
 
 
 def test_condition_signatures_name_desikan_regions_and_groups_name_conditions():
-    from anatcl_core.freesurfer import DESIKAN_REGIONS
+    from anatcl_core.data.freesurfer import DESIKAN_REGIONS
     from anatcl_core.synth.anatomy import CONDITIONS, PATTERN_NAMES
 
     for name, spec in CONDITIONS.items():

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from anatcl_core.data import layout
-from anatcl_core.freesurfer import DESIKAN_COLUMNS, channel_index
+from anatcl_core.data.freesurfer import DESIKAN_COLUMNS, channel_index
 from anatcl_core.synth import SynthConfig, checks, synthesize
 from anatcl_core.synth.cohorts import TASKS
 

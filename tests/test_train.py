@@ -11,12 +11,13 @@ import pytest
 import torch
 from conftest import write_openbhb
 
-from anatcl_core import live, train
-from anatcl_core.checkpoint import load_model, safe_load
+from anatcl_core import live
+from anatcl_core.train import loop as train
+from anatcl_core.model.checkpoint import load_model, safe_load
 from anatcl_core.config import ConfigError, from_mapping
 from anatcl_core.data.openbhb import OpenBHB
-from anatcl_core.freesurfer import select_channels
-from anatcl_core.objectives import MethodConfig
+from anatcl_core.data.freesurfer import select_channels
+from anatcl_core.contrastive.objectives import MethodConfig
 
 METHODS = {
     "anatcl_global": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "mode": "global"},

@@ -9,7 +9,7 @@ them*, not at an absolute 1e-5: Adam's first steps move each coordinate by about
 ``lr * g / |g|``, so a coordinate whose gradient is at the float32 noise floor can move by up to
 ``2 lr`` differently (measured: 3e-5 absolute in 2 of 62 tensors, 2.3e-4 of the movement at most);
 the bound asserted is 1e-3 of each tensor's movement. Gradients themselves are compared at 1e-5
-in the tests of :mod:`anatcl_core.distributed`.
+in the tests of :mod:`anatcl_core.train.distributed`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import yaml
 from conftest import write_openbhb
 from test_train import METHODS
 
-from anatcl_core import train
-from anatcl_core.checkpoint import safe_load
+from anatcl_core.train import loop as train
+from anatcl_core.model.checkpoint import safe_load
 from anatcl_core.config import from_mapping
 
 RECIPE = dict(methods={k: METHODS[k] for k in ("anatcl_global", "simclr")}, run=["anatcl_global"],
@@ -60,7 +60,7 @@ def _torchrun(root: Path, method: str, out: str, nproc: int = 2, timeout_s: floa
     """Launch the real entry point on ``nproc`` gloo ranks; kill the whole group on failure."""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-               "-m", "anatcl_core.train", *_cli(root, method, out)]
+               "-m", "anatcl_core.train.loop", *_cli(root, method, out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

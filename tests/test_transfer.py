@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from anatcl_core import paired, probes, representation, transfer
+from anatcl_core.evaluation import paired, probes, representation, transfer
 
 C_GRID = [1e-3, 1e-2, 1e-1, 1.0]
 
@@ -148,8 +148,8 @@ def test_representation_reads_out_descriptors_age_and_site():
 def test_task_probes_keep_the_stratified_diagnosis_probe_unchanged():
     import pandas as pd
 
-    from anatcl_core.evaluate import EvaluateConfig
-    from anatcl_core.task_probes import task_probes
+    from anatcl_core.evaluation.evaluate import EvaluateConfig
+    from anatcl_core.evaluation.task_probes import task_probes
 
     x, y, site = _sites_cohort(n=160)
     down = pd.DataFrame({"participant_id": [f"s{i}" for i in range(160)], "site": site,
@@ -165,7 +165,7 @@ def test_task_probes_keep_the_stratified_diagnosis_probe_unchanged():
 
 
 def test_bootstrap_by_counts_equals_resampling_subjects():
-    from anatcl_core.metrics import balanced_accuracy_rows
+    from anatcl_core.evaluation.metrics import balanced_accuracy_rows
 
     rng = np.random.default_rng(6)
     y = rng.integers(0, 2, 60)

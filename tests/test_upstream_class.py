@@ -4,7 +4,7 @@ Upstream's ``anatcl`` 0.0.3 (PyPI; test-only, from requirements-test.txt) builds
 ``AnatCL(model, descriptor, fold, use_head, pretrained).backbone``, a ``SupConResNet`` with
 ``encoder.*`` / ``head.*`` parameters; with ``pretrained=False`` it downloads nothing. Users share
 weights by ``backbone.load_state_dict(ckpt["model"])``: that must work with ``strict=True`` on a
-file ``anatcl_core.train.pretrain`` wrote, and both classes must then compute the same features.
+file ``anatcl_core.train.loop.pretrain`` wrote, and both classes must then compute the same features.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import torch
 from anatcl.anatcl import AnatCL as UpstreamAnatCL
 from conftest import write_openbhb
 
-from anatcl_core import AnatCL, train
-from anatcl_core.checkpoint import safe_load
+from anatcl_core import AnatCL
+from anatcl_core.train import loop as train
+from anatcl_core.model.checkpoint import safe_load
 from anatcl_core.config import from_mapping
 
 WIDTH = 64  # the paper's (and the released weights') ResNet-18 width

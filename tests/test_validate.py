@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anatcl_core import validate
+from anatcl_core.data import validate
 from anatcl_core.data import io, layout
 from conftest import VOXEL_MM, brain_volume, write_manifest, write_openbhb
 

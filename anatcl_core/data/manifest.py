@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from anatcl_core.data import io, layout
 from anatcl_core.data.openbhb import encode_sex
 from anatcl_core.data.tables import check_tsv
-from anatcl_core.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
+from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
 
 
 class ManifestError(ValueError):

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from anatcl_core.data import io, layout, resources
 from anatcl_core.data.resources import read_roi_csv  # noqa: F401  (public here since the first release)
 from anatcl_core.data.tables import check_tsv
-from anatcl_core.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
+from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
 
 log = logging.getLogger(__name__)
 

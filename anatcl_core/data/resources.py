@@ -10,7 +10,7 @@ The current release (the Hugging Face dataset that ``nidl.datasets.OpenBHB`` str
 Each CSV row is ``participant_id, session`` then the ``(7, 68)`` table flattened channel-major
 (``row.reshape(7, 68)``, channel and region order as ``resource/`` names them). Older copies hold
 per-subject ``.npy`` tables instead (:data:`layout.DESIKAN_KIND`), without ``resource/``: their
-order is OpenBHB's documented one (:data:`anatcl_core.freesurfer.CHANNELS`, ``DESIKAN_COLUMNS``).
+order is OpenBHB's documented one (:data:`anatcl_core.data.freesurfer.CHANNELS`, ``DESIKAN_COLUMNS``).
 
 :func:`table_order` turns whatever names a root declares into the permutation to that canonical
 order, so every reader gets CT/GMV/SA by name and a root that names a channel or region we do not
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from anatcl_core.data import layout
-from anatcl_core.freesurfer import CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, canonical_channel
+from anatcl_core.data.freesurfer import CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, canonical_channel
 
 RESOURCE_DIR = "resource"
 CHANNELS_FILE = "freesurfer_channels.txt"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anatcl_core.freesurfer import DESIKAN_REGIONS
+from anatcl_core.data.freesurfer import DESIKAN_REGIONS
 from anatcl_core.synth.base import SUBCORTICAL, region_centroids_mm
 
 N_CORTICAL = 2 * len(DESIKAN_REGIONS)

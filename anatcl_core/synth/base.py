@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import ndimage
 
 from anatcl_core.data import layout
-from anatcl_core.freesurfer import DESIKAN_COLUMNS
+from anatcl_core.data.freesurfer import DESIKAN_COLUMNS
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from anatcl_core.freesurfer import DEFAULT_CHANNELS, channel_index, select_channels
+from anatcl_core.data.freesurfer import DEFAULT_CHANNELS, channel_index, select_channels
 from anatcl_core.synth import measures
 from anatcl_core.synth.base import load_base
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from anatcl_core.cores import usable_cores
 from anatcl_core.data import layout, resources
-from anatcl_core.freesurfer import DESIKAN_SHAPE
+from anatcl_core.data.freesurfer import DESIKAN_SHAPE
 from anatcl_core.synth import cohorts
 from anatcl_core.synth.anatomy import make_population, sample_anatomy
 from anatcl_core.synth.base import load_base

@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.data import layout
 from anatcl_core.data.manifest import task_columns
-from anatcl_core.freesurfer import DEFAULT_CHANNELS, select_channels
+from anatcl_core.data.freesurfer import DEFAULT_CHANNELS, select_channels
 
 #: Inverse regularisation strengths searched by the inner CV of every logistic probe.
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -221,7 +221,7 @@ def effect_sizes(root: Path, voxel_mm: float) -> dict[str, dict[str, float]]:
     Mean cortical thickness and total surface area (FreeSurfer tables), entorhinal thickness, the
     largest regional thickness |d| of the 68 regions, and hippocampal GM summed from the maps.
     """
-    from anatcl_core.freesurfer import DESIKAN_COLUMNS, channel_index
+    from anatcl_core.data.freesurfer import DESIKAN_COLUMNS, channel_index
 
     manifest, tables, _ = read_manifest(root)
     ct, sa = tables[:, channel_index("CT")], tables[:, channel_index("SA")]

@@ -1,0 +1,182 @@
+"""Cohort stage: params.yaml ``cohort``; validation of the inputs and quality-control figures.
+
+Checks the pretraining cohort, the downstream and travelling manifests against the CAT12-VBM
+contract (:mod:`anatcl_core.data.validate`), then draws what a reader checks first: one subject's slices
+per site, age histograms per site and split, and FreeSurfer descriptors (mean over regions)
+against age, the trajectories the anatomical kernels compare. Figures use matplotlib's Agg
+backend and are saved as PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from anatcl_core.data import validate  # noqa: E402
+from anatcl_core.config import Positive, PositiveInt, section  # noqa: E402
+from anatcl_core.data import io, layout  # noqa: E402
+from anatcl_core.data.manifest import read_manifest, task_columns  # noqa: E402
+from anatcl_core.data.openbhb import OpenBHB  # noqa: E402
+from anatcl_core.data.freesurfer import Channels, select_channels  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+OPENBHB_DIR, DOWNSTREAM_DIR, TRAVELLING_DIR = "openbhb", "downstream", "travelling"
+
+
+@section
+class CohortConfig:
+    """params.yaml ``cohort``.
+
+    Attributes:
+        voxel_mm: expected voxel size of every map (None: inferred, but must agree across files).
+        fail_on_problems: stop the pipeline when the validator reports a problem.
+        age_bin_years: width of the age-histogram bins.
+        trajectory_channels: FreeSurfer measures drawn against age (names or CT/GMV/SA aliases).
+        dpi: resolution of the PNG figures.
+    """
+
+    voxel_mm: Positive | None = None
+    fail_on_problems: bool = True
+    age_bin_years: Positive = 5.0
+    trajectory_channels: Channels = ("CT", "GMV", "SA")
+    dpi: PositiveInt = 100
+
+
+class CohortProblems(ValueError):
+    """The validator found problems in the input cohorts."""
+
+
+def validate_cohorts(config: CohortConfig, data_dir: str | Path, out_dir: str | Path,
+                     progress: bool = True) -> list[str]:
+    """Validate every cohort under ``data_dir``; write ``validation.txt``; raise if configured to."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    paths = [data_dir / OPENBHB_DIR, data_dir / DOWNSTREAM_DIR]
+    if (data_dir / TRAVELLING_DIR).exists():
+        paths.append(data_dir / TRAVELLING_DIR)
+    problems = [str(p) for p in validate.validate_paths(paths, config.voxel_mm, progress)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "validation.txt").write_text("".join(f"{p}\n" for p in problems) or "OK: no problems found\n")
+    if problems and config.fail_on_problems:
+        raise CohortProblems(f"{len(problems)} problem(s) in {data_dir}, e.g. {problems[:3]}; "
+                             f"see {out_dir / 'validation.txt'}")
+    return problems
+
+
+def cohort_summary(data_dir: str | Path) -> dict:
+    """Subject counts: pretraining per split and site, downstream per task and group."""
+    data_dir = Path(data_dir)
+    participants = OpenBHB(data_dir / OPENBHB_DIR, split=layout.SPLITS).participants
+    down = read_manifest(data_dir / DOWNSTREAM_DIR)
+    summary = {
+        "pretrain_subjects": int(len(participants)),
+        "pretrain_splits": {k: int(v) for k, v in participants["split"].value_counts().sort_index().items()},
+        "pretrain_sites": int(participants["site"].nunique()),
+        "downstream_subjects": int(len(down)),
+        "downstream_tasks": {c: {"cases": int((down[c] == 1).sum()), "controls": int((down[c] == 0).sum())}
+                             for c in task_columns(down)},
+    }
+    travelling = data_dir / TRAVELLING_DIR / layout.MANIFEST_FILE
+    if travelling.exists():
+        summary["travelling_scans"] = int(len(read_manifest(travelling)))
+    return summary
+
+
+def site_montage(data_dir: str | Path, dpi: int = 100) -> plt.Figure:
+    """Mid-sagittal, coronal and axial slices of the first train subject of every site."""
+    dataset = OpenBHB(Path(data_dir) / OPENBHB_DIR, split=layout.SPLITS, crop=None)
+    first = dataset.participants.reset_index().groupby("site", sort=True).first()
+    fig, axes = plt.subplots(len(first), 3, figsize=(6, 1.9 * len(first)), dpi=dpi, squeeze=False)
+    for row, (site, entry) in enumerate(first.iterrows()):
+        volume, _ = io.load_volume(dataset.path(int(entry["index"])))  # (X, Y, Z)
+        centre = [n // 2 for n in volume.shape]
+        slices = (volume[centre[0]], volume[:, centre[1]], volume[:, :, centre[2]])
+        for col, (image, name) in enumerate(zip(slices, ("sagittal", "coronal", "axial"))):
+            ax = axes[row, col]
+            ax.imshow(np.rot90(image), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+        axes[row, 0].set_ylabel(f"site {site}\n({entry['split']})", fontsize=8)
+    fig.suptitle("One subject per site (modulated GM, 0-1)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def age_histograms(data_dir: str | Path, bin_years: float = 5.0, dpi: int = 100) -> plt.Figure:
+    """Age histograms: pretraining cohort per split (stacked by site), downstream per task."""
+    data_dir = Path(data_dir)
+    participants = OpenBHB(data_dir / OPENBHB_DIR, split=layout.SPLITS).participants
+    down = read_manifest(data_dir / DOWNSTREAM_DIR)
+    ages = np.concatenate([participants["age"].to_numpy(float), down["age"].to_numpy(float)])
+    bins = np.arange(np.floor(ages.min() / bin_years) * bin_years, ages.max() + bin_years, bin_years)
+    tasks = task_columns(down)
+    fig, axes = plt.subplots(1, len(layout.SPLITS) + 1, figsize=(4 * (len(layout.SPLITS) + 1), 3.2), dpi=dpi)
+    for ax, split in zip(axes, layout.SPLITS):
+        part = participants[participants["split"] == split]
+        groups = [g["age"].to_numpy(float) for _, g in part.groupby("site", sort=True)]
+        labels = [str(s) for s in sorted(part["site"].unique())]
+        ax.hist(groups, bins=bins, stacked=True, label=labels)
+        ax.set_title(f"pretraining: {split} (n={len(part)})", fontsize=9)
+        ax.set_xlabel("age (years)")
+        ax.legend(title="site", fontsize=6, title_fontsize=7, ncol=2)
+    ax = axes[-1]
+    for column in tasks:
+        for label, style in ((1, "-"), (0, ":")):
+            ages_task = down.loc[down[column] == label, "age"].to_numpy(float)
+            ax.hist(ages_task, bins=bins, histtype="step", linestyle=style,
+                    label=f"{column[3:]} {'case' if label else 'control'}")
+    ax.set_title(f"downstream (n={len(down)})", fontsize=9)
+    ax.set_xlabel("age (years)")
+    ax.legend(fontsize=6, ncol=2)
+    axes[0].set_ylabel("subjects")
+    fig.tight_layout()
+    return fig
+
+
+def descriptor_trajectories(data_dir: str | Path, channels=("CT", "GMV", "SA"), dpi: int = 100) -> plt.Figure:
+    """Each FreeSurfer measure (mean over the 68 regions) against age, pretraining cohort."""
+    dataset = OpenBHB(Path(data_dir) / OPENBHB_DIR, split=layout.SPLITS)
+    tables = select_channels(dataset.descriptor_tables(), list(channels))  # (N, C, R)
+    age = dataset.participants["age"].to_numpy(float)
+    split = dataset.participants["split"].to_numpy()
+    fig, axes = plt.subplots(1, len(channels), figsize=(4 * len(channels), 3.2), dpi=dpi, squeeze=False)
+    for ax, c, name in zip(axes[0], range(len(channels)), channels):
+        values = tables[:, c].mean(1)  # (N,)
+        for s in layout.SPLITS:
+            ax.scatter(age[split == s], values[split == s], s=6, alpha=0.6, label=s)
+        order = np.argsort(age)
+        window = max(5, len(age) // 15)
+        smooth = pd.Series(values[order]).rolling(window, center=True, min_periods=1).median()
+        ax.plot(age[order], smooth, color="black", linewidth=1.5, label="running median")
+        ax.set_xlabel("age (years)")
+        ax.set_title(f"{name} (mean over regions)", fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def run_qc(config: CohortConfig, data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``summary.json`` and the QC figures (PNG) under ``out_dir``; return the figure paths."""
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(cohort_summary(data_dir), indent=2) + "\n")
+    figures = {
+        "site_montage": site_montage(data_dir, config.dpi),
+        "age_histograms": age_histograms(data_dir, config.age_bin_years, config.dpi),
+        "descriptor_trajectories": descriptor_trajectories(data_dir, config.trajectory_channels, config.dpi),
+    }
+    paths = {}
+    for name, fig in figures.items():
+        paths[name] = out_dir / "figures" / f"{name}.png"
+        fig.savefig(paths[name], dpi=config.dpi, metadata={"Software": None})
+        plt.close(fig)
+    return paths

@@ -1,0 +1,275 @@
+"""Evaluation of one frozen encoder: params.yaml ``evaluate``, every probe, metrics (dvclive).
+
+For a pretraining checkpoint: features of the pretraining cohort (all splits), of the downstream
+cohort and of the travelling heads; then the OpenBHB brain-age and site-leakage probes, one
+nested-CV logistic probe per ``dx_`` task, one ridge probe per ``score_`` column, and the
+cross-scanner reliability of the embedding (:mod:`anatcl_core.evaluation.reliability`): per-dimension
+between-site ICC(2,1) (headline) and ICC(3,1) on the travelling heads (REFERENCE §1.5), the share of
+embedding variance explained by site, and a leave-sites-out brain-age probe on the pretraining
+cohort. A downstream subject that is also a pretraining subject is an error (the encoder saw it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field
+
+from anatcl_core.evaluation import features as feat
+from anatcl_core import live
+from anatcl_core.evaluation import probes, reliability, representation, task_probes
+from anatcl_core.cores import resolve_threads
+from anatcl_core.config import NonNegativeInt, Positive, PositiveInt, Threads, section
+from anatcl_core.data.manifest import score_columns
+from anatcl_core.data.layout import SCORE_PREFIX
+from anatcl_core.data.freesurfer import Channels
+
+logger = logging.getLogger(__name__)
+
+PROBES_FILE = "probes.json"
+FEATURES_FILE = "features.npz"
+PREDICTIONS_FILE = "predictions.npz"
+
+
+#: A non-empty grid of positive regularisation values.
+Grid = Annotated[tuple[Positive, ...], Field(min_length=1)]
+#: A number of cross-validation folds or groups.
+Folds = Annotated[int, Field(ge=2)]
+
+
+@section
+class EvaluateConfig:
+    """params.yaml ``evaluate`` (field = yaml key = keyword argument of the probes).
+
+    ``site_held_out_groups``: the pretraining cohort's sites are dealt (sorted, round robin) into
+    this many groups; the leave-sites-out brain-age probe holds out one group per fold.
+    ``loso_inner_splits``: inner group folds (over training sites) of the leave-one-site-out
+    diagnosis probe. ``label_sizes``, ``label_draws``, ``label_splits``: points (labelled training
+    subjects; the whole training part is always added), draws and outer folds of the
+    label-efficiency curve (:mod:`anatcl_core.evaluation.transfer`), ``label_inner_splits`` the stratified
+    folds choosing C on each subsample (2: a 25-subject subsample has ~8-12 cases). ``descriptor_channels``: FreeSurfer
+    measures whose top ``representation_components`` principal components the representation
+    probe reads out (``representation_splits``-fold CV, :mod:`anatcl_core.evaluation.representation`).
+    """
+
+    batch_size: PositiveInt = 64
+    c_grid: Grid = (1e-3, 1e-2, 1e-1, 1.0)
+    alpha_grid: Grid = (1e-2, 1e-1, 1.0, 1e1, 1e2)
+    site_c_grid: Grid = (1e-2, 1e-1, 1.0, 1e1, 1e2)
+    n_splits: Folds = 5
+    n_repeats: PositiveInt = 3
+    inner_splits: Folds = 3
+    brain_age_cv_splits: Folds = 5
+    n_bootstrap: PositiveInt = 1000
+    seed: NonNegativeInt = 0
+    num_threads: Threads = "auto"
+    site_held_out_groups: Folds = 4
+    loso_inner_splits: Folds = 3
+    label_sizes: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (25, 50, 100, 200)
+    label_draws: PositiveInt = 2
+    label_splits: Folds = 2
+    label_inner_splits: Folds = 2
+    descriptor_channels: Channels = ("CT", "GMV", "SA")
+    representation_components: PositiveInt = 8
+    representation_splits: Folds = 3
+
+
+def icc_1_1(values: np.ndarray, subjects: np.ndarray) -> float:
+    """One-way random-effects ICC(1,1) averaged over feature dimensions.
+
+    ``ICC = (MSB - MSW) / (MSB + (k - 1) MSW)`` with subjects as targets and their k scans (one per
+    site) as measurements; dimensions without between-scan variance are skipped.
+
+    Args:
+        values: ``(N, F)`` features; subjects: ``(N,)`` subject id of each scan (balanced design).
+    """
+    ids, index = np.unique(subjects, return_inverse=True)
+    n, k = len(ids), len(subjects) // len(ids)
+    if n < 2 or k < 2 or np.bincount(index).min() != k or np.bincount(index).max() != k:
+        raise ValueError(f"ICC needs >= 2 subjects with the same number (>= 2) of scans each")
+    means = np.stack([values[index == i].mean(0) for i in range(n)])  # (n, F)
+    msb = k * ((means - values.mean(0)) ** 2).sum(0) / (n - 1)  # (F,)
+    msw = ((values - means[index]) ** 2).sum(0) / (n * (k - 1))  # (F,)
+    denom = msb + (k - 1) * msw
+    keep = denom > 1e-12 * np.maximum(1.0, np.abs(values).max())
+    return float(np.mean((msb[keep] - msw[keep]) / denom[keep])) if keep.any() else float("nan")
+
+
+def check_no_overlap(pretrain_ids, downstream_ids) -> None:
+    """Raise if a downstream subject is also a pretraining subject."""
+    both = sorted(set(map(str, pretrain_ids)) & set(map(str, downstream_ids)))
+    if both:
+        raise ValueError(f"{len(both)} downstream subject(s) are pretraining subjects, e.g. {both[:5]}: "
+                         "the encoder has seen them; remove them from the downstream manifest")
+
+
+def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir: str | Path,
+                        arrays_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
+    """Extract features with a checkpoint's encoder and run every probe (:func:`evaluate_features`).
+
+    Args:
+        config: the ``evaluate`` section. checkpoint: a pretraining ``checkpoint.pt``.
+        data_dir: the cohorts' tables (``data/``). arrays_dir: their stacked images (cohort stage).
+        out_dir: ``outputs/evaluate/<method>-s<seed>``.
+
+    Returns:
+        The ``probes.json`` content.
+    """
+    torch.set_num_threads(resolve_threads(config.num_threads))
+    encoder, run = feat.load_encoder(checkpoint)
+    crop = run.get("crop", "upstream")
+    crop = tuple(crop) if isinstance(crop, list) else crop
+    cohorts = feat.load_arrays(arrays_dir, data_dir, crop)
+    check_no_overlap(cohorts["openbhb"].table["participant_id"], cohorts["downstream"].table["participant_id"])
+    x = {name: feat.extract_features(encoder, c.images, config.batch_size, progress, desc=name)
+         for name, c in cohorts.items()}
+    meta = {"method": run.get("method"), "seed": run.get("seed"), "feature_dim": int(x["openbhb"].shape[1])}
+    return evaluate_features(config, x, cohorts, data_dir, out_dir, meta)
+
+
+def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts: dict, data_dir: str | Path,
+                      out_dir: str | Path, meta: dict, age_probes: bool = True) -> dict:
+    """Every probe on given features of the cohorts (an encoder's or a reference row's).
+
+    Args:
+        config: the ``evaluate`` section.
+        x: cohort name (``openbhb``, ``downstream``, ``travelling``) -> ``(N, F)`` features.
+        cohorts: cohort name -> :class:`~anatcl_core.evaluation.features.Cohort` (only ``table`` is read).
+        data_dir: ``data/`` (the downstream FreeSurfer tables, targets of the representation probe).
+        out_dir: where the files below go. meta: ``method``, ``seed``, ``feature_dim``.
+        age_probes: False for a representation made of age itself (brain-age probes and the age
+            read-out would be circular and are left out).
+
+    Writes ``dvclive/metrics.json`` (headline numbers, :func:`headline`), ``probes.json`` (everything, CIs and chosen
+    hyper-parameters included), ``features.npz`` (features and ids, for the report's maps) and
+    ``predictions.npz`` (per-subject out-of-fold predictions of the leave-one-site-out and
+    label-efficiency probes, for the report's paired differences).
+
+    Returns:
+        The ``probes.json`` content.
+    """
+    for name, values in x.items():
+        probes.check_finite(values, f"{meta.get('method')}: features of the {name} cohort")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = dict(meta)
+    if age_probes:
+        result["brain_age"] = _brain_age(config, x["openbhb"], cohorts["openbhb"].table)
+    down = cohorts["downstream"].table
+    probe_kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,
+                    n_bootstrap=config.n_bootstrap, seed=config.seed)
+    result["diagnosis"], claims, predictions = task_probes.task_probes(config, x["downstream"], down)
+    result["scores"] = {
+        col[len(SCORE_PREFIX):]: probes.score_probe(x["downstream"], down[col].to_numpy(float),
+                                                    alpha_grid=config.alpha_grid, name=col, **probe_kw)
+        for col in score_columns(down)
+    }
+    result["reliability"] = travelling_reliability(x.get("travelling"), cohorts.get("travelling"))
+    if "median_icc_2_1" in result["reliability"]:
+        result["travelling_icc"] = result["reliability"]["median_icc_2_1"]
+    if age_probes:
+        table = cohorts["openbhb"].table
+        result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
+                                                          table["site"].astype(str).to_numpy())
+    result.update(claims)
+    descriptors = task_probes.downstream_descriptors(data_dir, config.descriptor_channels)
+    result["representation"] = representation.representation_probe(
+        x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
+        down["site"].astype(str).to_numpy(), n_components=config.representation_components,
+        alpha_grid=config.alpha_grid, n_splits=config.representation_splits, seed=config.seed)
+    (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    live.write_metrics(out_dir, headline(result))  # dvclive/metrics.json, for dvc metrics / exp show
+    np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
+                        **{f"{k}_ids": np.asarray(c.table["participant_id"].astype(str).tolist(), dtype=str)
+                           for k, c in cohorts.items()})
+    np.savez_compressed(out_dir / PREDICTIONS_FILE, **predictions)
+    return result
+
+
+def travelling_reliability(x: np.ndarray | None, cohort) -> dict:
+    """Between-site reliability of an embedding on the travelling heads.
+
+    Args:
+        x: ``(N, F)`` features of the travelling scans (None: no travelling cohort).
+        cohort: its :class:`~anatcl_core.evaluation.features.Cohort` (table columns ``subject`` and ``site``).
+
+    Returns:
+        ``{"available": False, "reason": ...}`` without a usable travelling set, else the
+        per-dimension ``icc_2_1`` / ``icc_3_1`` lists (NaN -> None for constant dimensions), their
+        ``median_``/``q1_``/``q3_`` summaries, ``site_share`` (share of embedding variance explained
+        by site), ``n_subjects``, ``n_sites``, ``n_degenerate``.
+    """
+    if x is None or cohort is None:
+        return {"available": False, "reason": "no data/travelling/manifest.tsv"}
+    missing = {"subject", "site"} - set(cohort.table.columns)
+    if missing:
+        return {"available": False, "reason": f"travelling manifest lacks column(s) {sorted(missing)}"}
+    ratings, subjects, sites = reliability.arrange_by_site(
+        x, cohort.table["subject"].astype(str).to_numpy(), cohort.table["site"].astype(str).to_numpy())
+    summary = reliability.icc_table({"embedding": ratings}).iloc[0]
+    per_dim = reliability.icc_per_dimension({"embedding": ratings})
+    out = {"available": True, "n_subjects": len(subjects), "n_sites": len(sites),
+           "n_degenerate": int(summary["n_degenerate"]), "site_share": float(summary["site_share"])}
+    for kind in ("icc_2_1", "icc_3_1"):
+        for stat in ("median", "q1", "q3"):
+            out[f"{stat}_{kind}"] = float(summary[f"{kind}_{stat}"])
+        out[kind] = [None if np.isnan(v) else float(v) for v in per_dim[kind]]
+    return out
+
+
+def site_held_out_brain_age(config: EvaluateConfig, x: np.ndarray, age: np.ndarray, site: np.ndarray) -> dict:
+    """Brain age with leave-sites-out folds on the pretraining cohort (ridge, inner-CV alpha).
+
+    Returns:
+        ``folds`` (:func:`anatcl_core.evaluation.reliability.site_held_out_probe`) and their mean ``mae`` and
+        ``pearson_r``; ``{}`` with fewer than two sites.
+    """
+    sites = sorted(set(site.tolist()))
+    n_groups = min(config.site_held_out_groups, len(sites))
+    if n_groups < 2:
+        return {}
+    groups = [sites[i::n_groups] for i in range(n_groups)]
+    folds = reliability.site_held_out_probe(x, age, site, groups, alpha_grid=config.alpha_grid,
+                                            inner_splits=config.brain_age_cv_splits, seed=config.seed)
+    return {"folds": folds, "mae": float(np.mean([f["mae"] for f in folds])),
+            "pearson_r": float(np.mean([f["pearson_r"] for f in folds]))}
+
+
+def _brain_age(config: EvaluateConfig, x: np.ndarray, table: pd.DataFrame) -> dict:
+    split = table["split"].to_numpy()
+    age = table["age"].to_numpy(float)
+    site = table["site"].astype(str).to_numpy()
+    part = {s: split == s for s in ("train", "internal_test", "external_test")}
+    return probes.brain_age_probe(
+        (x[part["train"]], age[part["train"]], site[part["train"]]),
+        (x[part["internal_test"]], age[part["internal_test"]], site[part["internal_test"]]),
+        (x[part["external_test"]], age[part["external_test"]]),
+        alpha_grid=config.alpha_grid, c_grid=config.site_c_grid,
+        cv_splits=config.brain_age_cv_splits, seed=config.seed,
+    )
+
+
+def headline(result: dict) -> dict:
+    """The scalar metrics listed by ``dvc metrics show``."""
+    out = {k: result["brain_age"][k] for k in ("mae_internal", "mae_external", "site_bacc_internal",
+                                               "challenge_score") if "brain_age" in result}
+    for task, r in result["diagnosis"].items():
+        out[f"bacc_{task}"] = r["balanced_accuracy"]
+        out[f"auc_{task}"] = r["roc_auc"]
+    if result["diagnosis"]:
+        out["bacc_mean"] = float(np.mean([r["balanced_accuracy"] for r in result["diagnosis"].values()]))
+    for score, r in result["scores"].items():
+        out[f"r_{score}"] = r["pearson_r"]
+    if "travelling_icc" in result:
+        out["travelling_icc_2_1_median"] = result["travelling_icc"]
+        out["travelling_site_share"] = result["reliability"]["site_share"]
+    if result.get("site_held_out"):
+        out["site_held_out_mae"] = result["site_held_out"]["mae"]
+    out.update(task_probes.claim_headline(result))
+    return out

@@ -1,0 +1,122 @@
+"""Reference rows: feature sets probed exactly like an encoder (params.yaml ``reference``).
+
+Every results table and figure shows, beside the pretrained encoders and the randomly initialised
+one, what simpler representations of the same subjects reach under the same probes, folds and
+draws (:func:`anatcl_core.evaluation.evaluate.evaluate_features`):
+
+- ``descriptors``: the true FreeSurfer tables (``evaluate.descriptor_channels`` of every region,
+  flattened): what a FreeSurfer user has without any network;
+- ``voxel_pcs``: the top ``voxel_components`` principal components of the grey-matter maps, the
+  PCA fitted on the healthy pretraining *train* split only (the cohort stage's stacked arrays, all
+  voxels of the uncropped grid; other cohorts projected in batches): a linear representation
+  learned from the same scans as the encoders;
+- ``age_sex``: age and sex (0/1), the floor a diagnosis probe must beat. Its brain-age probes and
+  age read-out are left out (they would predict age from age).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from sklearn.decomposition import PCA
+
+from anatcl_core.evaluation import evaluate
+from anatcl_core.evaluation import features as feat
+from anatcl_core.cores import resolve_threads
+from anatcl_core.config import PositiveInt, section
+from anatcl_core.data import layout
+from anatcl_core.data.manifest import ManifestDataset
+from anatcl_core.data.openbhb import OpenBHB, encode_sex
+from anatcl_core.data.freesurfer import select_channels
+
+logger = logging.getLogger(__name__)
+
+REFERENCES: tuple[str, ...] = ("descriptors", "voxel_pcs", "age_sex")
+#: Prefix of a reference row's name among the methods of the report (``ref_descriptors``, ...).
+PREFIX = "ref_"
+
+
+@section
+class ReferenceConfig:
+    """params.yaml ``reference``: which rows to compute (``run``) and the voxel PCA's size."""
+
+    run: Annotated[tuple[Literal[REFERENCES], ...], Field(min_length=1)] = REFERENCES
+    voxel_components: PositiveInt = 64
+
+
+def descriptor_features(data_dir: str | Path, names: list[str], channels: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``(N, C * R)`` FreeSurfer descriptors of every cohort in ``names``.
+
+    Raises:
+        ValueError: if a downstream or travelling subject has no ROI table.
+    """
+    data_dir, out = Path(data_dir), {}
+    for name in names:
+        if name == "openbhb":
+            tables = OpenBHB(data_dir / feat.OPENBHB_DIR, split=layout.SPLITS).descriptor_tables()
+        else:
+            manifest = feat.DOWNSTREAM_MANIFEST if name == "downstream" else feat.TRAVELLING_MANIFEST
+            dataset = ManifestDataset(data_dir / manifest, crop=None)
+            if (dataset.frame["roi"] == "").any():
+                raise ValueError(f"{data_dir / manifest}: the descriptors reference needs a roi for every row")
+            tables = np.stack([dataset.descriptor_table(i) for i in range(len(dataset))])
+        out[name] = select_channels(tables, list(channels)).reshape(len(tables), -1).astype(np.float64)
+    return out
+
+
+def voxel_pcs(cohorts: dict[str, feat.Cohort], n_components: int, seed: int = 0,
+              batch_size: int = 256) -> dict[str, np.ndarray]:
+    """PCA of the pretraining train split's maps; every cohort projected on its components."""
+    table = cohorts["openbhb"].table
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    images = cohorts["openbhb"].images
+    fit = np.asarray(images[train], np.float32).reshape(len(train), -1)  # (n_train, V)
+    keep = fit.std(0) > 0
+    pca = PCA(min(n_components, len(train)), random_state=seed).fit(fit[:, keep])
+    out = {}
+    for name, cohort in cohorts.items():
+        parts = [pca.transform(np.asarray(cohort.images[i:i + batch_size], np.float32)
+                               .reshape(-1, keep.size)[:, keep])
+                 for i in range(0, len(cohort.table), batch_size)]
+        out[name] = np.concatenate(parts)
+    logger.info("voxel PCA: %d components explain %.2f of train-split variance", pca.n_components_,
+                pca.explained_variance_ratio_.sum())
+    return out
+
+
+def age_sex_features(cohorts: dict[str, feat.Cohort]) -> dict[str, np.ndarray]:
+    """``(N, 2)`` age and sex code of every cohort."""
+    return {name: np.column_stack([c.table["age"].to_numpy(float),
+                                   encode_sex(c.table["sex"], f"{name} sex").astype(float)])
+            for name, c in cohorts.items()}
+
+
+def evaluate_reference(name: str, config: ReferenceConfig, eval_config: evaluate.EvaluateConfig,
+                       data_dir: str | Path, arrays_dir: str | Path, out_dir: str | Path) -> dict:
+    """Build reference row ``name``'s features and run every evaluate probe on them.
+
+    Writes the same files as an encoder's evaluate stage under ``out_dir``.
+
+    Returns:
+        The ``probes.json`` content (``method`` = ``ref_<name>``, ``seed`` = None).
+    """
+    if name not in config.run:
+        raise ValueError(f"reference {name!r} is not in reference.run {list(config.run)}")
+    torch.set_num_threads(resolve_threads(eval_config.num_threads))
+    cohorts = feat.load_arrays(arrays_dir, data_dir, None)
+    evaluate.check_no_overlap(cohorts["openbhb"].table["participant_id"],
+                              cohorts["downstream"].table["participant_id"])
+    if name == "descriptors":
+        x = descriptor_features(data_dir, list(cohorts), eval_config.descriptor_channels)
+    elif name == "voxel_pcs":
+        x = voxel_pcs(cohorts, config.voxel_components, eval_config.seed)
+    else:
+        x = age_sex_features(cohorts)
+    meta = {"method": PREFIX + name, "seed": None, "feature_dim": int(x["downstream"].shape[1])}
+    return evaluate.evaluate_features(eval_config, x, cohorts, data_dir, out_dir, meta,
+                                      age_probes=name != "age_sex")
