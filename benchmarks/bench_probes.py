@@ -33,7 +33,7 @@ from benchmarks.common import machine, parser  # noqa: E402
 def tiny_cohorts(rng: np.random.Generator, dim: int):
     """A generated cohort with the evaluate stage's table columns (two tasks, four sites; task a's
     sites each hold a single class)."""
-    from anatcl_core.evaluation.features import Cohort
+    from anatcl_core.data.arrays import Cohort
 
     n_pre, n_down = 120, 160
     pre = pd.DataFrame({"participant_id": [f"p{i}" for i in range(n_pre)], "age": rng.uniform(20, 80, n_pre),
@@ -53,6 +53,7 @@ def tiny_cohorts(rng: np.random.Generator, dim: int):
 def main(argv=None) -> dict:
     from anatcl_core.evaluation import evaluate, probes, representation, task_probes, transfer
     from anatcl_core.evaluation import features as feat
+    from anatcl_core.data import arrays
     from anatcl_core.config import load_section
 
     p = parser("probes", __doc__.splitlines()[0])
@@ -86,7 +87,7 @@ def main(argv=None) -> dict:
         if args.checkpoint:
             encoder, run = feat.load_encoder(args.checkpoint)
             crop = tuple(run["crop"]) if isinstance(run.get("crop"), list) else run.get("crop", crop)
-        cohorts = feat.load_arrays(args.arrays, args.data, crop)
+        cohorts = arrays.load_arrays(args.arrays, args.data, crop)
         if args.checkpoint:
             x = {k: timed("today: features", feat.extract_features, encoder, c.images, config.batch_size, False)
                  for k, c in cohorts.items()}

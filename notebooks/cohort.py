@@ -23,9 +23,8 @@ out_dir = "outputs/scratch/cohort"  # the pipeline passes outputs/cohort
 # %%
 from IPython.display import Image, display
 
-from anatcl_core.data import cohort
-from anatcl_core.evaluation import features
 from anatcl_core import project
+from anatcl_core.data import arrays, cohort
 from anatcl_core.config import load_section
 
 params_file, data_dir = project.inputs(params_file, data_dir)  # from wherever the kernel started
@@ -59,4 +58,4 @@ for path in figures.values():
 # ## Stacked images for the evaluation stages
 
 # %%
-features.write_arrays(data_dir, f"{out_dir}/arrays", progress=False)
+arrays.write_arrays(data_dir, f"{out_dir}/arrays", progress=False)

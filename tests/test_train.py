@@ -13,6 +13,7 @@ from conftest import write_openbhb
 
 from anatcl_core import live
 from anatcl_core.train import loop as train
+from anatcl_core.train.data import code_fingerprint
 from anatcl_core.model.checkpoint import load_model, safe_load
 from anatcl_core.config import ConfigError, from_mapping
 from anatcl_core.data.openbhb import OpenBHB
@@ -172,7 +173,7 @@ def test_checkpoint_of_other_code_or_data_is_not_resumed(tmp_path, data):
     other = train.TrainData(**{**vars(data), "fingerprint": "another code or data version"})
     history = train.pretrain(config, "anatcl_global", 0, other, tmp_path, progress=False)
     assert all(np.isfinite(row["seconds"]) for row in history)  # both epochs trained here, none restored
-    assert len(train.code_fingerprint()) == 40
+    assert len(code_fingerprint()) == 40
 
 
 def test_method_overrides_change_one_recipe_key(cohort, tmp_path):

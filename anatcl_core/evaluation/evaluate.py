@@ -21,8 +21,9 @@ import pandas as pd
 import torch
 from pydantic import Field
 
-from anatcl_core.evaluation import features as feat
 from anatcl_core import live
+from anatcl_core.data import arrays
+from anatcl_core.evaluation import features as feat
 from anatcl_core.evaluation import probes, reliability, representation, task_probes
 from anatcl_core.cores import resolve_threads
 from anatcl_core.config import NonNegativeInt, Positive, PositiveInt, Threads, section
@@ -125,7 +126,7 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
     encoder, run = feat.load_encoder(checkpoint)
     crop = run.get("crop", "upstream")
     crop = tuple(crop) if isinstance(crop, list) else crop
-    cohorts = feat.load_arrays(arrays_dir, data_dir, crop)
+    cohorts = arrays.load_arrays(arrays_dir, data_dir, crop)
     check_no_overlap(cohorts["openbhb"].table["participant_id"], cohorts["downstream"].table["participant_id"])
     x = {name: feat.extract_features(encoder, c.images, config.batch_size, progress, desc=name)
          for name, c in cohorts.items()}
@@ -140,7 +141,7 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     Args:
         config: the ``evaluate`` section.
         x: cohort name (``openbhb``, ``downstream``, ``travelling``) -> ``(N, F)`` features.
-        cohorts: cohort name -> :class:`~anatcl_core.evaluation.features.Cohort` (only ``table`` is read).
+        cohorts: cohort name -> :class:`~anatcl_core.data.arrays.Cohort` (only ``table`` is read).
         data_dir: ``data/`` (the downstream FreeSurfer tables, targets of the representation probe).
         out_dir: where the files below go. meta: ``method``, ``seed``, ``feature_dim``.
         age_probes: False for a representation made of age itself (brain-age probes and the age
@@ -197,7 +198,7 @@ def travelling_reliability(x: np.ndarray | None, cohort) -> dict:
 
     Args:
         x: ``(N, F)`` features of the travelling scans (None: no travelling cohort).
-        cohort: its :class:`~anatcl_core.evaluation.features.Cohort` (table columns ``subject`` and ``site``).
+        cohort: its :class:`~anatcl_core.data.arrays.Cohort` (table columns ``subject`` and ``site``).
 
     Returns:
         ``{"available": False, "reason": ...}`` without a usable travelling set, else the

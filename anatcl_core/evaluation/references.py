@@ -26,7 +26,7 @@ from pydantic import Field
 from sklearn.decomposition import PCA
 
 from anatcl_core.evaluation import evaluate
-from anatcl_core.evaluation import features as feat
+from anatcl_core.data import arrays
 from anatcl_core.cores import resolve_threads
 from anatcl_core.config import PositiveInt, section
 from anatcl_core.data import layout
@@ -58,9 +58,9 @@ def descriptor_features(data_dir: str | Path, names: list[str], channels: tuple[
     data_dir, out = Path(data_dir), {}
     for name in names:
         if name == "openbhb":
-            tables = OpenBHB(data_dir / feat.OPENBHB_DIR, split=layout.SPLITS).descriptor_tables()
+            tables = OpenBHB(data_dir / arrays.OPENBHB_DIR, split=layout.SPLITS).descriptor_tables()
         else:
-            manifest = feat.DOWNSTREAM_MANIFEST if name == "downstream" else feat.TRAVELLING_MANIFEST
+            manifest = arrays.DOWNSTREAM_MANIFEST if name == "downstream" else arrays.TRAVELLING_MANIFEST
             dataset = ManifestDataset(data_dir / manifest, crop=None)
             if (dataset.frame["roi"] == "").any():
                 raise ValueError(f"{data_dir / manifest}: the descriptors reference needs a roi for every row")
@@ -69,7 +69,7 @@ def descriptor_features(data_dir: str | Path, names: list[str], channels: tuple[
     return out
 
 
-def voxel_pcs(cohorts: dict[str, feat.Cohort], n_components: int, seed: int = 0,
+def voxel_pcs(cohorts: dict[str, arrays.Cohort], n_components: int, seed: int = 0,
               batch_size: int = 256) -> dict[str, np.ndarray]:
     """PCA of the pretraining train split's maps; every cohort projected on its components."""
     table = cohorts["openbhb"].table
@@ -89,7 +89,7 @@ def voxel_pcs(cohorts: dict[str, feat.Cohort], n_components: int, seed: int = 0,
     return out
 
 
-def age_sex_features(cohorts: dict[str, feat.Cohort]) -> dict[str, np.ndarray]:
+def age_sex_features(cohorts: dict[str, arrays.Cohort]) -> dict[str, np.ndarray]:
     """``(N, 2)`` age and sex code of every cohort."""
     return {name: np.column_stack([c.table["age"].to_numpy(float),
                                    encode_sex(c.table["sex"], f"{name} sex").astype(float)])
@@ -108,7 +108,7 @@ def evaluate_reference(name: str, config: ReferenceConfig, eval_config: evaluate
     if name not in config.run:
         raise ValueError(f"reference {name!r} is not in reference.run {list(config.run)}")
     torch.set_num_threads(resolve_threads(eval_config.num_threads))
-    cohorts = feat.load_arrays(arrays_dir, data_dir, None)
+    cohorts = arrays.load_arrays(arrays_dir, data_dir, None)
     evaluate.check_no_overlap(cohorts["openbhb"].table["participant_id"],
                               cohorts["downstream"].table["participant_id"])
     if name == "descriptors":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from anatcl_core.evaluation import features as feat
+from anatcl_core.data import arrays
 from anatcl_core.evaluation import probes, transfer
 from anatcl_core.data.layout import DX_PREFIX
 from anatcl_core.data.manifest import ManifestDataset, task_columns
@@ -72,7 +72,7 @@ def task_probes(config: EvaluateConfig, x: np.ndarray, down: pd.DataFrame, diagn
 
 def downstream_descriptors(data_dir: str | Path, channels: tuple[str, ...]) -> np.ndarray | None:
     """``(N, C * R)`` FreeSurfer descriptors of the downstream subjects (None if a table is missing)."""
-    dataset = ManifestDataset(Path(data_dir) / feat.DOWNSTREAM_MANIFEST, crop=None)
+    dataset = ManifestDataset(Path(data_dir) / arrays.DOWNSTREAM_MANIFEST, crop=None)
     if (dataset.frame["roi"] == "").any():
         return None
     tables = np.stack([dataset.descriptor_table(i) for i in range(len(dataset))])  # (N, 7, R)

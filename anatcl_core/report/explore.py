@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from anatcl_core.evaluation.evaluate import FEATURES_FILE
-from anatcl_core.evaluation.features import cohort_tables
+from anatcl_core.data.arrays import cohort_tables
 from anatcl_core.report.build import Results
 from anatcl_core import live
 from anatcl_core.train.loop import CHECKPOINT_FILE

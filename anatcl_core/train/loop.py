@@ -34,152 +34,31 @@ same checkpoint (a shared file system across nodes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Literal
 
-import numpy as np
 import torch
-from pydantic import Field
 from tqdm.auto import tqdm
 
 from anatcl_core import live
-from anatcl_core.train import distributed
+from anatcl_core.contrastive.objectives import Objective
 from anatcl_core.cores import resolve_threads
-from anatcl_core.model.checkpoint import load_state_dict_checked, model_config, safe_load, save_checkpoint
-from anatcl_core.config import ConfigError, NonNegative, NonNegativeInt, Positive, PositiveInt, Threads, section
-from anatcl_core.data import io
 from anatcl_core.data.augment import make_augmentation
-from anatcl_core.data.openbhb import OpenBHB
-from anatcl_core.contrastive.kernels import DescriptorNormalizer
+from anatcl_core.model.checkpoint import load_state_dict_checked, model_config, safe_load, save_checkpoint
 from anatcl_core.model.network import build_model
-from anatcl_core.data.freesurfer import Channels
-from anatcl_core.contrastive.objectives import Depth, MethodConfig, Objective
+from anatcl_core.train import distributed
+from anatcl_core.train.data import TrainData, load_train_data
+from anatcl_core.train.recipe import PretrainConfig
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 #: On a GPU the summed losses are read (a host sync, and the NaN check) every this many steps.
 _SYNC_STEPS = 25
-
-
-#: A centre crop: ``upstream`` (121x128x121 at the data's voxel size), ``[x, y, z]`` or null.
-Crop = Literal["upstream"] | tuple[PositiveInt, PositiveInt, PositiveInt] | None
-
-
-@section
-class PretrainConfig:
-    """params.yaml ``pretrain`` (field = yaml key = keyword argument).
-
-    ``run`` x ``seeds`` are the stage instances; ``methods`` defines every method, run or not
-    (the ablation set stays defined). Every other key is the recipe shared by all methods.
-    """
-
-    methods: Annotated[dict[str, MethodConfig], Field(min_length=1)]
-    run: Annotated[tuple[str, ...], Field(min_length=1)]
-    seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] = (0, 1, 2)
-    depth: Depth = "resnet18"
-    base_width: PositiveInt = 64
-    norm: Literal["batch", "instance", "group", "none"] = "batch"
-    projection_dim: PositiveInt = 128
-    hidden_dim: PositiveInt | None = None
-    crop: Crop = "upstream"
-    channels: Channels = ("CT", "GMV", "SA")
-    mapping: Literal["affine", "relu"] = "affine"
-    temperature: Positive = 0.1
-    sigma_years: Positive = 2.0
-    epochs: NonNegativeInt = 300
-    batch_size: Annotated[int, Field(ge=2)] = 32
-    learning_rate: Positive = 1e-4
-    weight_decay: NonNegative = 5e-5
-    lr_step_epochs: PositiveInt = 10
-    lr_gamma: Annotated[float, Field(gt=0, le=1)] = 0.9
-    image_dtype: Literal["float32", "float16"] = "float32"
-    num_threads: Threads = "auto"
-
-    def __post_init__(self) -> None:
-        missing = [m for m in self.run if m not in self.methods]
-        if missing:
-            raise ValueError(f"run lists {missing}, not defined under methods ({sorted(self.methods)})")
-
-    def for_method(self, method: str) -> "PretrainConfig":
-        """This config with ``method``'s own recipe overrides applied (idempotent).
-
-        Raises:
-            KeyError: if ``method`` is not defined under ``methods``.
-        """
-        if method not in self.methods:
-            raise KeyError(f"unknown method {method!r}; defined: {sorted(self.methods)}")
-        return replace(self, **self.methods[method].overrides())
-
-    def recipe(self, method: str, seed: int) -> dict:
-        """Plain dict of everything that determines a run (saved in the checkpoint)."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("methods", "run", "seeds")}
-        out.update(method=method, seed=int(seed), method_config=asdict(self.methods[method]))
-        return json.loads(json.dumps(out))  # tuples -> lists, plain types only
-
-
-@dataclass
-class TrainData:
-    """The train split in memory: images ``(N, 1, X, Y, Z)``, ages ``(N,)``, descriptors ``(N, C, R)``."""
-
-    images: torch.Tensor
-    age: torch.Tensor
-    descriptors: torch.Tensor
-    normalizer: DescriptorNormalizer
-    fingerprint: str
-    participant_ids: list[str] = field(default_factory=list)
-
-
-def code_fingerprint() -> str:
-    """SHA-1 of the source of this module and of every library module it imports.
-
-    Part of a run's fingerprint: a checkpoint written by other training code is not resumed.
-    """
-    from anatcl_core.project import library_closure
-
-    root = Path(__file__).resolve().parents[2]  # the repository: anatcl_core/<package>/<module>.py
-    digest = hashlib.sha1()
-    for path in [Path(__file__).resolve().relative_to(root).as_posix(), *library_closure(__file__)]:
-        digest.update(path.encode())
-        digest.update((root / path).read_bytes())
-    return digest.hexdigest()
-
-
-def load_train_data(openbhb_root: str | Path, config: PretrainConfig, progress: bool = True) -> TrainData:
-    """Read the pretraining train split once and fit the descriptor normaliser on it.
-
-    The returned fingerprint hashes the images, tables and ages read, and the training code.
-    """
-    dataset = OpenBHB(openbhb_root, split="train", crop=config.crop, channels=config.channels)
-    if len(dataset):  # the crop must fit the data's grid: say so before reading every image
-        first = dataset.path(0)
-        try:
-            io.resolve_crop(config.crop, io.load_volume(first, mmap=True)[0].shape)
-        except ValueError as err:
-            raise ConfigError(f"pretrain.crop = {config.crop!r}: {err} ({first})") from None
-    images = dataset.images(dtype=np.dtype(config.image_dtype).type, progress=progress)
-    tables = dataset.descriptor_tables()  # (N, 7, R)
-    normalizer = DescriptorNormalizer().fit(tables, config.channels)
-    age = dataset.participants["age"].to_numpy(np.float32)
-    digest = hashlib.sha1(images.tobytes())
-    digest.update(tables.tobytes())
-    digest.update(age.tobytes())
-    digest.update(code_fingerprint().encode())
-    return TrainData(
-        images=torch.from_numpy(images),
-        age=torch.from_numpy(age),
-        descriptors=torch.as_tensor(normalizer.transform(tables), dtype=torch.float32),
-        normalizer=normalizer,
-        fingerprint=digest.hexdigest(),
-        participant_ids=dataset.participants["participant_id"].astype(str).tolist(),
-    )
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
