@@ -1,5 +1,7 @@
 """Every output file is written one way: a temp file beside it, then one rename.
 
+A whole folder (the synthetic cohort) is written the same way: :func:`atomic_dir`.
+
 :func:`atomic_write` yields a temporary path in the target's folder; when the block ends
 without an exception the file is flushed to disk, given the mode a plain ``open(path, "w")``
 would give (``0o666 & ~umask``: 0644 under the usual 022, so a results folder shared with a group
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -82,6 +85,32 @@ def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Context manager: fill the yielded temp folder; it becomes ``path`` on success.
+
+    The temp folder (``.<name>.partial-<pid>``, a sibling, so the rename is atomic) is removed on any
+    exception; ``path`` is never half-written.
+
+    Raises:
+        FileExistsError: ``path`` exists (a folder is not replaced: remove it or choose another).
+    """
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path}: output folder already exists; remove it or choose another")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
 
 
 class Terminated(KeyboardInterrupt):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from anatcl_core.atomic import atomic_write, current_umask, remove_stale_temps
+from anatcl_core.atomic import atomic_dir, atomic_write, current_umask, remove_stale_temps
 from anatcl_core.model.checkpoint import save_checkpoint
 from anatcl_core.evaluation.embed import features_frame, write_table
 
@@ -78,3 +78,21 @@ def test_csv_cells_a_spreadsheet_would_run_are_escaped_parquet_unchanged(tmp_pat
     assert list(csv["participant_id"]) == ["'=cmd|' /C calc'!A1", "'+1", "'-2", "'@SUM(A1)", "sub-01"]
     assert list(csv["feature_000"]) == [-1.5, 2.0, 0.0, 1.0, 3.0]  # numbers, negative ones too, as is
     assert list(pd.read_parquet(tmp_path / "f.parquet")["participant_id"]) == ids
+
+
+def test_a_folder_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "cohort"
+    with pytest.raises(RuntimeError, match="renderer died"):
+        with atomic_dir(target) as partial:
+            (partial / "openbhb").mkdir()
+            (partial / "openbhb" / "participants.tsv").write_text("participant_id\n1\n")
+            raise RuntimeError("renderer died")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the partial folder
+    with atomic_dir(target) as partial:
+        (partial / "a.txt").write_text("a")
+        assert not target.exists()
+    assert (target / "a.txt").read_text() == "a" and list(tmp_path.iterdir()) == [target]
+    with pytest.raises(FileExistsError, match=f"{target}: output folder already exists"):
+        with atomic_dir(target):
+            pass
+    assert (target / "a.txt").read_text() == "a"

@@ -11,8 +11,6 @@ import gzip
 import io
 import logging
 import multiprocessing
-import os
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from anatcl_core.atomic import atomic_dir
 from anatcl_core.cores import usable_cores
 from anatcl_core.data import layout, resources
 from anatcl_core.data.freesurfer import DESIKAN_SHAPE
@@ -200,22 +199,15 @@ def synthesize(config: SynthConfig, out_dir: str | Path, progress: bool = True, 
         FileExistsError: if ``out_dir`` exists.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists():
+    if out_dir.exists():  # before any worker starts
         raise FileExistsError(f"{out_dir}: output folder already exists; remove it or choose another")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    if temporary.exists():
-        shutil.rmtree(temporary)
     total = config.n_pretrain + cohorts.n_downstream(config) + config.n_travelling * config.n_sites
     writer = _Writer(config, total, progress, workers)
     try:
-        _write_pretraining(writer, temporary / "openbhb")
-        _write_downstream(writer, temporary / "downstream")
-        _write_travelling(writer, temporary / "travelling")
-        os.replace(temporary, out_dir)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        with atomic_dir(out_dir) as temporary:
+            _write_pretraining(writer, layout.cohort_path(temporary, "openbhb"))
+            _write_downstream(writer, layout.cohort_path(temporary, "downstream"))
+            _write_travelling(writer, layout.cohort_path(temporary, "travelling"))
     finally:
         writer.close()
     logger.info("synthetic benchmark written to %s", out_dir)
