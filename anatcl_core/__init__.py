@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 #: Public name -> the module defining it (a plain literal: library_closure reads it without importing).
 PUBLIC = {
-    "AnatCL": "anatcl_core.model.network",
+    "AnatCL": "anatcl_core.model.upstream",
     "build_model": "anatcl_core.model.network",
     "AnatCLLoss": "anatcl_core.contrastive.losses",
     "WeightedInfoNCE": "anatcl_core.contrastive.losses",

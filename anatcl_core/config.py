@@ -7,13 +7,16 @@ its field, as a type (``Literal`` names, ``tuple[...]``) and a constraint (:data
 the value and what was expected (``params.yaml: pretrain.temperature = 0: expected > 0``):
 
 * a key the dataclass does not declare (a typo must never fall back to a default);
+* a key it declares without a default that the file does not give (``params.yaml: evaluate:
+  missing key(s) ['n_repeats']``): the params sections declare none, so ``params.yaml`` is the one
+  home of every pipeline value;
 * a value of the wrong type: YAML values are validated in pydantic's strict JSON mode, so
   ``"3"`` is not an integer, ``true`` is not a number and ``2.0`` is not an integer;
 * NaN or infinite numbers anywhere, values outside their range, empty lists where one is needed;
 * a duplicate key in the file (YAML would keep the last one silently) and a file that is not
   UTF-8 text.
 
-To add a field, declare it with its type, default and constraint; nothing else changes.
+To add a field, declare it with its type and constraint, and give its value in ``params.yaml``.
 """
 
 from __future__ import annotations
@@ -116,9 +119,10 @@ _EXPECTED = {
     "string_type": "a string", "literal_error": "one of {expected}", "tuple_type": "a list",
     "list_type": "a list", "dict_type": "a mapping", "dataclass_type": "a mapping",
     "too_short": "at least {min_length} item(s)", "too_long": "at most {max_length} item(s)",
-    "none_required": "null", "missing": "a value (required key missing)",
-    "missing_argument": "a value (required key missing)",
+    "none_required": "null", "missing": "a value", "missing_argument": "a value",
 }
+#: pydantic's error types of a declared key that the mapping does not give.
+_MISSING = ("missing", "missing_argument")
 
 
 def _where(loc: tuple) -> tuple[str, str | None]:
@@ -147,8 +151,9 @@ def _expected(error: dict, tag: str | None) -> str:
 
 
 def format_error(err: ValidationError, where: str, values: Mapping | None = None) -> str:
-    """``<where>.<key> = <value>: expected ...``, one clause per key (unknown keys grouped)."""
+    """``<where>.<key> = <value>: expected ...``, one clause per key (unknown and missing keys grouped)."""
     unknown: dict[str, list[str]] = {}
+    missing: dict[str, list[str]] = {}
     reasons: dict[str, list[str]] = {}
     inputs: dict[str, Any] = {}
     for error in err.errors():
@@ -156,6 +161,10 @@ def format_error(err: ValidationError, where: str, values: Mapping | None = None
         if error["type"] == "unexpected_keyword_argument":
             parent, _, name = key.rpartition(".")
             unknown.setdefault(parent, []).append(name)
+            continue
+        if error["type"] in _MISSING and tag is None and isinstance(error["loc"][-1], str):  # not a list item
+            parent, _, name = key.rpartition(".")
+            missing.setdefault(parent, []).append(name)
             continue
         reasons.setdefault(key, []).append(_expected(error, tag))
         inputs.setdefault(key, error["input"] if tag is None else _lookup(values, key, error["input"]))
@@ -165,6 +174,7 @@ def format_error(err: ValidationError, where: str, values: Mapping | None = None
             if not reasons[key] or all("item(s)" in r for r in reasons[key]):
                 del reasons[key]
     clauses = [f"{where}{parent}: unknown key(s) {sorted(names)}" for parent, names in unknown.items()]
+    clauses += [f"{where}{parent}: missing key(s) {names}" for parent, names in missing.items()]
     for key, texts in reasons.items():
         texts = list(dict.fromkeys(texts))
         if all(t.startswith("expected ") for t in texts):  # a union: any of its members
@@ -194,7 +204,9 @@ def _adapter(cls: type) -> TypeAdapter:
 def from_mapping(cls: type[T], mapping: Any, where: str) -> T:
     """Build section ``cls`` from a parsed YAML mapping, with every declared rule checked.
 
-    Missing keys take the dataclass defaults. Lists become tuples where the field says ``tuple``.
+    Every field declared without a default must be given (the params sections declare no
+    defaults); a field with one (:class:`~anatcl_core.contrastive.objectives.MethodConfig`) takes it
+    when its key is absent. Lists become tuples where the field says ``tuple``.
 
     Args:
         cls: a :func:`section` dataclass.

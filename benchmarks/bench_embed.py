@@ -100,8 +100,9 @@ def make_weights(path: Path, base_width: int, seed: int = 0) -> Path:
     """A seeded ResNet-18 checkpoint in our format, batch-norm statistics randomised."""
     import torch
 
-    from anatcl_core.model.checkpoint import model_config, save_checkpoint
+    from anatcl_core.model.checkpoint import save_checkpoint
     from anatcl_core.model.network import build_model
+    from anatcl_core.model.trained import model_config
 
     torch.manual_seed(seed)
     model = build_model(base_width=base_width)

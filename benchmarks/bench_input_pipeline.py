@@ -10,9 +10,9 @@ optimiser step after warm-up steps:
 
 - ``pure``: forward + loss + backward + Adam step on one batch tensor made beforehand and already on
   the device in the training memory format; the same batch every step.
-- ``memory``: what :func:`anatcl_core.train.loop.pretrain` does per step (its loop body, mirrored here
+- ``memory``: what :func:`anatcl_core.train.loop.pretrain` does per step (:func:`~anatcl_core.train.loop.batch_loss`, mirrored here
   with the trainer's own ``_build`` and ``_views``): batch indices from the epoch permutation,
-  selection from the in-memory ``(N, 1, X, Y, Z)`` array of :func:`~anatcl_core.train.loop.load_train_data`,
+  selection from the in-memory ``(N, 1, X, Y, Z)`` array of :func:`~anatcl_core.train.data.load_train_data`,
   ``.float()``, two views (augmented unless the method's views are identical), channels-last
   copy, then the compute. On CUDA the batch is moved to the device after that CPU work (the
   trainer itself has no device handling).
@@ -49,22 +49,26 @@ def run_child(case: dict) -> dict:
     import numpy as np
     import torch
 
-    from anatcl_core.train import loop as train
     from anatcl_core.config import load_section
+    from anatcl_core.contrastive.kernels import DescriptorNormalizer
+    from anatcl_core.data import arrays, stacking
     from anatcl_core.data.augment import make_augmentation
     from anatcl_core.data.openbhb import OpenBHB
-    from anatcl_core.contrastive.kernels import DescriptorNormalizer
+    from anatcl_core.train import loop as train
+    from anatcl_core.train.data import load_train_data
+    from anatcl_core.train.recipe import PretrainConfig
 
     common.set_threads(case["threads"])
     device = torch.device(case["device"])
-    config = load_section(common.REPO / "params.yaml", "pretrain", train.PretrainConfig)
+    config = load_section(common.REPO / "params.yaml", "pretrain", PretrainConfig)
     config = dataclasses.replace(config, base_width=case["base_width"], batch_size=case["batch_size"],
                                  image_dtype=case["image_dtype"], num_threads=torch.get_num_threads())
     method = config.methods[case["method"]]
     bs, mode = config.batch_size, case["mode"]
     fmt = torch.contiguous_format if case["no_channels_last"] else torch.channels_last_3d
 
-    model, objective = train._build(config, case["method"], seed=0)
+    run = config.resolve(case["method"], seed=0)
+    model, objective = train.build(run)
     model.to(device=device, memory_format=fmt)
     objective.to(device)
     params = list(model.parameters()) + list(objective.parameters())
@@ -73,7 +77,9 @@ def run_child(case: dict) -> dict:
     model.train()
 
     if mode == "memory":
-        data = train.load_train_data(case["root"], config, progress=False)
+        with tempfile.TemporaryDirectory() as arrays_dir:  # the cohort stage's arrays of the root
+            arrays.write_cohort(arrays_dir, "openbhb", stacking.read_openbhb(case["root"], progress=False))
+            data = load_train_data(arrays_dir, run.data, progress=False)
         images, age_all, desc_all = data.images, data.age, data.descriptors
         dataset = None
     else:  # pure / disk: images read lazily, only descriptors and ages in memory

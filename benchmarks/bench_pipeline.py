@@ -94,15 +94,16 @@ def run_child(case: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from anatcl_core.train import loop as train
     from anatcl_core.config import load_section
     from anatcl_core.data.layout import crop_shape
+    from anatcl_core.train import loop as train
+    from anatcl_core.train.recipe import PretrainConfig
 
     torch.set_num_threads(case["threads"])
-    config = load_section(common.REPO / "params.yaml", "pretrain", train.PretrainConfig)
+    config = load_section(common.REPO / "params.yaml", "pretrain", PretrainConfig)
     synth = json.loads(case["synth"])
     shape = crop_shape(synth["voxel_mm"])
-    model, objective = train._build(config, case["method"], seed=0)
+    model, objective = train.build(config.resolve(case["method"], seed=0))
     optimizer = torch.optim.Adam(list(model.parameters()) + list(objective.parameters()),
                                  lr=config.learning_rate, weight_decay=config.weight_decay)
     bs = config.batch_size

@@ -1,6 +1,6 @@
 """Probe time per evaluate stage: today's probes vs the added ones (LOSO, label efficiency, representation).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_probes.py [--checkpoint CKPT] [--data data]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_probes.py [--checkpoint CKPT]
         [--arrays outputs/cohort/arrays] [--params params.yaml] [--quick] [--out FILE]
 
 With a checkpoint, its encoder's features of every cohort are extracted first (timed: part of
@@ -18,6 +18,7 @@ generated cohort (no data needed), for the test suite's smoke run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -45,25 +46,24 @@ def tiny_cohorts(rng: np.random.Generator, dim: int):
                          "dx_a": np.where(np.arange(n_down) < 80, np.arange(n_down) % 2, np.nan),
                          "dx_b": np.where(np.arange(n_down) >= 80, rng.integers(0, 2, n_down), np.nan),
                          "score_s": rng.normal(size=n_down)})
-    cohorts = {"openbhb": Cohort(None, pre), "downstream": Cohort(None, down)}
+    cohorts = {"openbhb": Cohort(None, pre, None), "downstream": Cohort(None, down, None)}
     x = {k: rng.normal(size=(len(c.table), dim)) for k, c in cohorts.items()}
     return cohorts, x, rng.normal(size=(n_down, 24))
 
 
 def main(argv=None) -> dict:
-    from anatcl_core.evaluation import evaluate, probes, representation, task_probes, transfer
-    from anatcl_core.evaluation import features as feat
-    from anatcl_core.data import arrays
     from anatcl_core.config import load_section
+    from anatcl_core.data import arrays
+    from anatcl_core.evaluation import evaluate, probes, protocol, representation, task_probes, transfer
+    from anatcl_core.evaluation import features as feat
 
     p = parser("probes", __doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--data", default="data")
     p.add_argument("--arrays", default="outputs/cohort/arrays")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--dim", type=int, default=128)
     args = p.parse_args(argv)
-    config = load_section(args.params, "evaluate", evaluate.EvaluateConfig)
+    config = load_section(args.params, "evaluate", protocol.EvaluateConfig)
     rng = np.random.default_rng(0)
     times: dict[str, float] = {}
 
@@ -74,10 +74,10 @@ def main(argv=None) -> dict:
         return value
 
     if args.quick:
-        config = evaluate.EvaluateConfig(n_splits=3, n_repeats=1, inner_splits=2, n_bootstrap=50,
-                                         brain_age_cv_splits=3, label_sizes=(20, 40), label_draws=1,
-                                         label_splits=3, label_inner_splits=2, representation_splits=3,
-                                         num_threads=1)
+        config = dataclasses.replace(config, n_splits=3, n_repeats=1, inner_splits=2, n_bootstrap=50,
+                                     brain_age_cv_splits=3, label_sizes=(20, 40), label_draws=1,
+                                     label_splits=3, label_inner_splits=2, representation_splits=3,
+                                     num_threads=1)
         cohorts, x, descriptors = tiny_cohorts(rng, 16)
     else:
         import torch
@@ -86,14 +86,14 @@ def main(argv=None) -> dict:
         crop = "upstream"
         if args.checkpoint:
             encoder, run = feat.load_encoder(args.checkpoint)
-            crop = tuple(run["crop"]) if isinstance(run.get("crop"), list) else run.get("crop", crop)
-        cohorts = arrays.load_arrays(args.arrays, args.data, crop)
+            crop = run.data.crop
+        cohorts = arrays.load_arrays(args.arrays, crop)
         if args.checkpoint:
             x = {k: timed("today: features", feat.extract_features, encoder, c.images, config.batch_size, False)
                  for k, c in cohorts.items()}
         else:
             x = {k: rng.normal(size=(len(c.table), args.dim)) for k, c in cohorts.items()}
-        descriptors = timed("added: read descriptors", task_probes.downstream_descriptors, args.data,
+        descriptors = timed("added: read descriptors", task_probes.downstream_descriptors, cohorts["downstream"],
                             config.descriptor_channels)
     down = cohorts["downstream"].table
     kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,

@@ -13,7 +13,8 @@
 # against the CAT12-VBM contract (grid, orientation, value range, coverage, ROI tables, ids, split
 # overlap). Then the figures a reader checks first: one subject per site, the age distributions per
 # site and split, and the FreeSurfer measures against age. Every cohort is finally stacked into
-# arrays that the evaluation stages memory-map. Settings: `params.yaml` → `cohort`.
+# arrays with its table and FreeSurfer tables: the only input of every later stage, written only once
+# the validation passed. Settings: `params.yaml` → `cohort`.
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
@@ -24,8 +25,8 @@ out_dir = "outputs/scratch/cohort"  # the pipeline passes outputs/cohort
 from IPython.display import Image, display
 
 from anatcl_core import project
-from anatcl_core.data import arrays, cohort
 from anatcl_core.config import load_section
+from anatcl_core.data import cohort, stacking
 
 params_file, data_dir = project.inputs(params_file, data_dir)  # from wherever the kernel started
 out_dir = project.output(out_dir)
@@ -55,7 +56,7 @@ for path in figures.values():
     display(Image(filename=str(path)))
 
 # %% [markdown]
-# ## Stacked images for the evaluation stages
+# ## Arrays for every later stage (images, tables, FreeSurfer tables)
 
 # %%
-arrays.write_arrays(data_dir, f"{out_dir}/arrays", progress=False)
+stacking.write_arrays(data_dir, f"{out_dir}/arrays", progress=False)

@@ -30,25 +30,24 @@ params_file = "params.yaml"
 method = "anatcl_global"
 seed = 0
 checkpoint = "outputs/pretrain/anatcl_global-s0/checkpoint.pt"
-data_dir = "data"
 arrays_dir = "outputs/cohort/arrays"
 out_dir = "outputs/scratch/evaluate/anatcl_global-s0"  # the pipeline passes outputs/evaluate/<method>-s<seed>
 
 # %%
 import pandas as pd
 
-from anatcl_core.evaluation import evaluate
 from anatcl_core import project
 from anatcl_core.config import load_section
+from anatcl_core.evaluation import evaluate, protocol
 
-params_file, checkpoint, data_dir, arrays_dir = project.inputs(params_file, checkpoint, data_dir, arrays_dir)
+params_file, checkpoint, arrays_dir = project.inputs(params_file, checkpoint, arrays_dir)
 out_dir = project.output(out_dir)  # paths from wherever the kernel started
 
-config = load_section(params_file, "evaluate", evaluate.EvaluateConfig)
+config = load_section(params_file, "evaluate", protocol.EvaluateConfig)
 config
 
 # %%
-result = evaluate.evaluate_checkpoint(config, checkpoint, data_dir, arrays_dir, out_dir, progress=False)
+result = evaluate.evaluate_checkpoint(config, checkpoint, arrays_dir, out_dir, progress=False)
 
 # %% [markdown]
 # ## Headline metrics

@@ -16,7 +16,7 @@
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
-data_dir = "data"
+arrays_dir = "outputs/cohort/arrays"
 cohort_dir = "outputs/cohort"
 pretrain_dir = "outputs/pretrain"
 evaluate_dir = "outputs/evaluate"
@@ -30,15 +30,16 @@ from pathlib import Path
 
 import seaborn as sns
 
-from anatcl_core.report import build as report, explore, plots
 from anatcl_core import project
 from anatcl_core.config import load_section
+from anatcl_core.report import build, explore, plots, results as stage_results
 
-params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir = project.inputs(
-    params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir)  # from wherever the kernel started
-labels = load_section(params_file, "report", report.ReportConfig).labels
-results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file), reference_dir,
-                         report.expected_references(params_file))  # methods, then reference rows (ref_<name>)
+params_file, arrays_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir = project.inputs(
+    params_file, arrays_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir)  # from wherever the kernel started
+report_config = load_section(params_file, "report", build.ReportConfig)
+labels, dpi = report_config.labels, report_config.dpi
+results = stage_results.collect(evaluate_dir, pretrain_dir, stage_results.expected_runs(params_file), reference_dir,
+                                stage_results.expected_references(params_file))  # methods, then reference rows (ref_<name>)
 results.methods
 
 # %%
@@ -61,7 +62,7 @@ explore.headline_table(metrics, labels).round(3)
 # ## Methods compared across seeds (one dot per seed, bar: mean ± std)
 
 # %%
-figure = plots.seed_spread(explore.headline_long(metrics), labels)
+plots.seed_spread(explore.headline_long(metrics), labels, dpi)
 
 # %% [markdown]
 # ## Every metric, tidy: filter and pivot
@@ -82,7 +83,7 @@ sns.catplot(bacc, x="task", y="value", hue="method", kind="point", errorbar="sd"
 explore.runs_table(results, pretrain_dir)
 
 # %%
-figure = plots.mean_curves(results.curves, labels)
+plots.mean_curves(results.curves, labels, dpi=dpi)
 
 # %% [markdown]
 # ## Features of one run (evaluate stage)
@@ -91,7 +92,7 @@ figure = plots.mean_curves(results.curves, labels)
 # cohort's covariates; `cohort="openbhb"` or `"travelling"` for the other cohorts.
 
 # %%
-features = explore.features(evaluate_dir, method, seed, data_dir)
+features = explore.features(evaluate_dir, method, seed, arrays_dir)
 features.iloc[:5, :12]
 
 # %%

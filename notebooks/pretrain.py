@@ -19,32 +19,34 @@
 params_file = "params.yaml"
 method = "anatcl_global"
 seed = 0
-data_dir = "data"
+arrays_dir = "outputs/cohort/arrays"
 out_dir = "outputs/scratch/pretrain/anatcl_global-s0"  # the pipeline passes outputs/pretrain/<method>-s<seed>
 
 # %%
 import pandas as pd
 
 from anatcl_core import project
-from anatcl_core.train import loop as train
 from anatcl_core.config import load_section
+from anatcl_core.train.data import load_train_data
+from anatcl_core.train.loop import pretrain
+from anatcl_core.train.recipe import PretrainConfig
 
-params_file, data_dir = project.inputs(params_file, data_dir)  # from wherever the kernel started
+params_file, arrays_dir = project.inputs(params_file, arrays_dir)  # from wherever the kernel started
 out_dir = project.output(out_dir)
 
-config = load_section(params_file, "pretrain", train.PretrainConfig).for_method(method)
-config.methods[method]
+run = load_section(params_file, "pretrain", PretrainConfig).resolve(method, seed)  # the method's recipe, resolved once
+run
 
 # %% [markdown]
-# ## Train split, in memory
+# ## Train split, in memory (the cohort stage's arrays)
 
 # %%
-data = train.load_train_data(f"{data_dir}/openbhb", config, progress=False)
+data = load_train_data(arrays_dir, run.data, progress=False)
 data.images.shape
 
 # %% [markdown]
 # ## Training
 
 # %%
-history = train.pretrain(config, method, seed, data, out_dir)
+history = pretrain(run, data, out_dir)
 pd.DataFrame(history)

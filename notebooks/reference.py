@@ -17,26 +17,25 @@
 # %% tags=["parameters"]
 params_file = "params.yaml"
 name = "descriptors"
-data_dir = "data"
 arrays_dir = "outputs/cohort/arrays"
 out_dir = "outputs/scratch/reference/descriptors"  # the pipeline passes outputs/reference/<name>
 
 # %%
 import pandas as pd
 
-from anatcl_core.evaluation import evaluate, references
 from anatcl_core import project
 from anatcl_core.config import load_section
+from anatcl_core.evaluation import evaluate, protocol, references
 
-params_file, data_dir, arrays_dir = project.inputs(params_file, data_dir, arrays_dir)
+params_file, arrays_dir = project.inputs(params_file, arrays_dir)
 out_dir = project.output(out_dir)  # paths from wherever the kernel started
 
 config = load_section(params_file, "reference", references.ReferenceConfig)
-eval_config = load_section(params_file, "evaluate", evaluate.EvaluateConfig)
+eval_config = load_section(params_file, "evaluate", protocol.EvaluateConfig)
 config
 
 # %%
-result = references.evaluate_reference(name, config, eval_config, data_dir, arrays_dir, out_dir)
+result = references.evaluate_reference(name, config, eval_config, arrays_dir, out_dir)
 
 # %% [markdown]
 # ## Headline metrics

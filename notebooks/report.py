@@ -15,7 +15,7 @@
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
-data_dir = "data"
+arrays_dir = "outputs/cohort/arrays"
 cohort_dir = "outputs/cohort"
 pretrain_dir = "outputs/pretrain"
 evaluate_dir = "outputs/evaluate"
@@ -25,23 +25,23 @@ out_dir = "outputs/scratch/report"  # the pipeline passes outputs/report
 # %%
 from IPython.display import Image, display
 
-from anatcl_core.report import ablation, build as report, html as report_html
 from anatcl_core import project
 from anatcl_core.config import load_section
+from anatcl_core.report import ablation, build, html, results as stage_results
 
-params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir = project.inputs(
-    params_file, data_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir)  # from wherever the kernel started
+params_file, arrays_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir = project.inputs(
+    params_file, arrays_dir, cohort_dir, pretrain_dir, evaluate_dir, reference_dir)  # from wherever the kernel started
 out_dir = project.output(out_dir)
 
-config = load_section(params_file, "report", report.ReportConfig)
+config = load_section(params_file, "report", build.ReportConfig)
 
 # %% [markdown]
 # ## Tables (mean ± std over seeds)
 
 # %%
-results = report.collect(evaluate_dir, pretrain_dir, report.expected_runs(params_file), reference_dir,
-                         report.expected_references(params_file))
-tables = report.make_tables(results, config, out_dir)
+results = stage_results.collect(evaluate_dir, pretrain_dir, stage_results.expected_runs(params_file), reference_dir,
+                                stage_results.expected_references(params_file))
+tables = build.make_tables(results, config, out_dir)
 for name, table in tables.items():
     print(name)
     display(table)
@@ -50,7 +50,7 @@ for name, table in tables.items():
 # ## Figures
 
 # %%
-figures = report.make_figures(results, config, data_dir, cohort_dir, evaluate_dir, out_dir, params_file)
+figures = build.make_figures(results, config, arrays_dir, cohort_dir, evaluate_dir, out_dir, params_file)
 for path in figures.values():
     display(Image(filename=str(path)))
 
@@ -63,7 +63,7 @@ for path in figures.values():
 
 # %%
 study = ablation.build_study(results.probes, config.ablations, config.reliability_channels,
-                             config.embedding_seed, config.labels, params_file, data_dir, out_dir, config.dpi)
+                             config.embedding_seed, config.labels, params_file, arrays_dir, out_dir, config.dpi)
 for name, table in study.tables.items():
     print(name)
     display(table)
@@ -75,4 +75,4 @@ print(study.reliability_note or "", "\n".join(f"{k}: {v}" for k, v in study.comm
 # ## The self-contained report
 
 # %%
-report_html.write_report(results, tables, figures, config, cohort_dir, out_dir, study, data_dir, params_file)
+html.write_report(results, tables, figures, config, cohort_dir, out_dir, study, arrays_dir, params_file)

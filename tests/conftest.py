@@ -90,6 +90,15 @@ def write_openbhb(
     return Path(root)
 
 
+def write_openbhb_arrays(root: Path) -> Path:
+    """The cohort stage's arrays of the OpenBHB root ``root`` (``<data>/openbhb``), in ``<data>/arrays``."""
+    from anatcl_core.data import arrays, stacking
+
+    out = Path(root).parent / "arrays"
+    arrays.write_cohort(out, "openbhb", stacking.read_openbhb(root, progress=False))
+    return out
+
+
 def write_manifest(
     root: Path,
     voxel_mm: float = VOXEL_MM,
@@ -147,14 +156,46 @@ def manifest_npy_path(tmp_path: Path) -> Path:
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: params.yaml section -> ``module:class`` of its dataclass (imported when a test asks for it).
+SECTION_CLASSES = {
+    "synth": "anatcl_core.synth.config:SynthConfig",
+    "cohort": "anatcl_core.data.cohort:CohortConfig",
+    "pretrain": "anatcl_core.train.recipe:PretrainConfig",
+    "evaluate": "anatcl_core.evaluation.evaluate:EvaluateConfig",
+    "reference": "anatcl_core.evaluation.references:ReferenceConfig",
+    "report": "anatcl_core.report.build:ReportConfig",
+}
+
+
+def params_mapping(name: str, **overrides) -> dict:
+    """Section ``name`` of the repository's params.yaml as a plain mapping, ``overrides`` applied."""
+    from anatcl_core.config import load_params
+
+    return {**load_params(REPO / "params.yaml")[name], **overrides}
+
+
+def params_section(name: str, **overrides):
+    """The dataclass of params.yaml section ``name`` with ``overrides`` (keyword = yaml key), validated.
+
+    The one way tests build a section: the values are the pipeline's own (params.yaml is their one
+    home), e.g. ``params_section("synth", voxel_mm=9.0)``.
+    """
+    import importlib
+
+    from anatcl_core.config import from_mapping
+
+    module, cls = SECTION_CLASSES[name].split(":")
+    return from_mapping(getattr(importlib.import_module(module), cls), params_mapping(name, **overrides),
+                        f"params.yaml: {name} (test overrides {sorted(overrides)})")
+
 #: Tiny profile, merged over params.yaml in the temporary copy.
 TINY = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
 
 
 def make_workspace(root: Path, overrides: dict = TINY) -> tuple[Path, dict]:
     """Copy the pipeline's files to ``root``, write tiny params and a tiny cohort; return (root, env)."""
-    from anatcl_core.config import from_mapping
     from anatcl_core.cli.profile import merge
+    from anatcl_core.config import from_mapping
     from anatcl_core.synth.config import SynthConfig
     from anatcl_core.synth.generate import synthesize
 

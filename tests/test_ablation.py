@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anatcl_core.report import ablation
+from anatcl_core.config import load_params
 from anatcl_core.evaluation import reliability
-from anatcl_core.config import from_mapping, load_params
-from anatcl_core.report.build import ReportConfig
+from anatcl_core.report import ablation
+from anatcl_core.report.tables import summarise
+from conftest import params_section
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,7 +36,7 @@ def test_status_splits_run_defined_and_undefined_variants():
 
 def test_variant_summary_is_mean_and_std_over_seeds():
     probes = {("a", 0): _probe(0.6, [0.2, 0.4]), ("a", 1): _probe(0.8, [0.6, 0.8]), ("b", 0): _probe(0.5, None)}
-    mean, std = ablation.summary(ablation.variant_metrics(probes), ["a", "b"])
+    mean, std = summarise(ablation.variant_metrics(probes), ["a", "b"])
     assert mean.loc["a", "BAcc (mean over tasks)"] == pytest.approx(0.75)  # (0.65 + 0.85) / 2
     assert std.loc["a", "BAcc (mean over tasks)"] == pytest.approx(np.std([0.65, 0.85], ddof=1))
     assert mean.loc["a", "ICC(2,1) median"] == pytest.approx(0.5)
@@ -58,7 +59,7 @@ def test_reliability_table_and_distribution_include_the_descriptor_reference():
 
 def test_declared_ablations_name_methods_or_are_reported_undefined():
     params = load_params(REPO / "params.yaml")
-    config = from_mapping(ReportConfig, params["report"], "report")
+    config = params_section("report")
     defined = set(params["pretrain"]["methods"])
     assert "supervision" in config.ablations
     assert set(config.ablations["supervision"]) <= defined  # the default ablation runs today

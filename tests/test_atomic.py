@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from anatcl_core.atomic import atomic_dir, atomic_write, current_umask, remove_stale_temps
-from anatcl_core.model.checkpoint import save_checkpoint
 from anatcl_core.evaluation.embed import features_frame, write_table
+from anatcl_core.model.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

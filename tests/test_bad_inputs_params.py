@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_openbhb
+from conftest import write_openbhb, write_openbhb_arrays
 from refusal import assert_refused, run_cli, snapshot
 
-from anatcl_core.data.cohort import CohortConfig
 from anatcl_core.config import ConfigError, load_section
-from anatcl_core.evaluation.evaluate import EvaluateConfig
+from anatcl_core.data.cohort import CohortConfig
+from anatcl_core.evaluation.protocol import EvaluateConfig
 from anatcl_core.report.build import ReportConfig
 from anatcl_core.synth.config import SynthConfig
-from anatcl_core.train.loop import PretrainConfig
+from anatcl_core.train.recipe import PretrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -164,7 +164,7 @@ def test_synthesize_refuses_bad_params_before_writing(tmp_path, capsys, caplog):
 
 
 def test_crop_larger_than_the_image_is_refused_before_the_split_is_read(tmp_path):
-    from anatcl_core.train.loop import load_train_data
+    from anatcl_core.train.data import load_train_data
 
     root = write_openbhb(tmp_path / "openbhb", split_sizes=(2, 1, 1))
     params = copy.deepcopy(BASE)
@@ -174,15 +174,15 @@ def test_crop_larger_than_the_image_is_refused_before_the_split_is_read(tmp_path
     config = load_section(path, "pretrain", PretrainConfig)
     with pytest.raises(ConfigError, match=r"pretrain.crop = \(500, 500, 500\): crop \(500, 500, 500\) does "
                                           r"not fit in a volume of shape \(21, 25, 21\)"):
-        load_train_data(root, config, progress=False)
+        load_train_data(write_openbhb_arrays(root), config, progress=False)
 
 
 @pytest.mark.parametrize("device", ["tpu", "", "meta", "cpu:7", "cuda:99"])
 def test_train_refuses_a_device_before_loading(device, tmp_path):
-    from anatcl_core.train import loop as train
     from anatcl_core.arguments import ArgumentError
+    from anatcl_core.train import cli
 
     with pytest.raises(ArgumentError, match=f"--device = {device!r}"):
-        train.main(["--method", "random", "--device", device, "--data-dir", str(tmp_path / "none"),
+        cli.main(["--method", "random", "--device", device, "--arrays-dir", str(tmp_path / "none"),
                     "--out-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()

@@ -7,18 +7,18 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import params_section
 from scipy.ndimage import gaussian_filter
 
 from anatcl_core.data import io, layout, qc
 from anatcl_core.data.manifest import ManifestDataset
 from anatcl_core.data.openbhb import OpenBHB
+from anatcl_core.data.validate_volume import check_volume
 from anatcl_core.evaluation.embed import cropped_volume
 from anatcl_core.synth import cohorts
 from anatcl_core.synth.anatomy import make_population, sample_anatomy
 from anatcl_core.synth.base import load_base
-from anatcl_core.synth.config import SynthConfig
 from anatcl_core.synth.render import render
-from anatcl_core.data.validate import check_volume
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -58,7 +58,7 @@ def test_crop_keeps_the_same_stretch_of_brain_at_every_voxel_size(voxel_mm):
 
 
 def _synthetic_maps(voxel_mm, n=3):
-    config = SynthConfig(voxel_mm=voxel_mm, n_sites=3, n_external_sites=1)
+    config = params_section("synth", voxel_mm=voxel_mm, n_sites=3, n_external_sites=1)
     base, population = load_base(voxel_mm), make_population(cohorts.generator(0, "population", 0))
     sites = cohorts.pretraining_sites(config)
     for i in range(n):

@@ -12,11 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from anatcl_core.model.allowlist import Placeholder
 from anatcl_core.model.checkpoint import (
-    CheckpointMismatchError, Placeholder, UnsafeCheckpointError, load_model,
-    load_state_dict_checked, model_config, safe_load, save_checkpoint,
+    CheckpointMismatchError, UnsafeCheckpointError, load_state_dict_checked, safe_load, save_checkpoint,
 )
-from anatcl_core.model.network import AnatCL, build_model
+from anatcl_core.model.network import build_model
+from anatcl_core.model.run import ModelSpec, Run
+from anatcl_core.model.trained import load_model, load_trained, model_config
+from anatcl_core.model.upstream import AnatCL
 
 # ---------------------------------------------------------------------------------------------
 # Independent reference: the upstream ResNet-18 + head written from REFERENCE §1.3 / §2 as plain
@@ -313,3 +316,39 @@ def test_bad_files_are_rejected_clearly(tmp_path):
     legacy.write_bytes(b"\x80\x02not a zip")
     with pytest.raises(ValueError, match="zip"):
         safe_load(legacy)
+
+
+#: ``checkpoint["config"]`` as the trainer wrote it before the run record was typed: the network's
+#: keys, the recipe, and ``method_config`` with the old ``method`` / ``anat_method`` spellings.
+PRE_RUN_CONFIG = {
+    "depth": "resnet18", "base_width": 4, "norm": "batch", "in_channels": 1, "hidden_dim": None,
+    "projection_dim": 16, "crop": [24, 24, 24], "channels": ["CT"], "mapping": "affine", "temperature": 0.1,
+    "sigma_years": 2.0, "epochs": 3, "batch_size": 4, "learning_rate": 0.001, "weight_decay": 5e-05,
+    "lr_step_epochs": 2, "lr_gamma": 0.9, "image_dtype": "float32", "num_threads": 1, "method": "anatcl_expw",
+    "seed": 2, "method_config": {
+        "objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "mode": "global", "method": "yaware",
+        "anat_method": "expw", "augmentation": ["none"], "channels": ["CT"], "sigma_years": None,
+        "temperature": None, "mapping": None, "depth": None, "base_width": None, "epochs": None},
+}
+
+
+def test_checkpoint_of_before_the_typed_run_record_reads_back_typed(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(base_width=4, projection_dim=16)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"model": model.state_dict(), "config": PRE_RUN_CONFIG, "epoch": 3}, path)
+    trained = load_trained(path)
+    run = trained.run
+    assert trained.format == "anatcl" and not trained.model.training
+    assert (run.method, run.seed, run.epochs) == ("anatcl_expw", 2, 3)
+    assert run.method_config.denominator == "yaware" and run.method_config.anat_denominator == "expw"
+    assert run.data.crop == (24, 24, 24) and run.data.channels == ("CT",)
+    assert run.model == ModelSpec(base_width=4, projection_dim=16)
+    assert Run.from_config(run.to_config()) == run  # what the trainer stores now reads back the same
+    x = torch.randn(2, 1, 24, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model.encode(x), model.eval().encode(x), rtol=0, atol=0)
+    broken = {k: v for k, v in PRE_RUN_CONFIG.items() if k != "batch_size"}
+    save_checkpoint({"model": model.state_dict(), "config": broken}, path)
+    with pytest.raises(ValueError, match=r"checkpoint.pt: config lacks the run record's key\(s\) \['batch_size'\]"):
+        load_trained(path)

@@ -53,6 +53,27 @@ def test_bad_values_name_the_key(mapping, fragment):
     assert fragment in str(err.value)
 
 
+@section
+class Required:
+    """A section as the params sections are declared: no defaults, so every key must be given."""
+
+    temperature: Positive
+    epochs: int
+    inner: Inner
+
+
+def test_a_key_declared_without_default_must_be_given():
+    with pytest.raises(ConfigError) as err:
+        from_mapping(Required, {"epochs": 3, "inner": {}}, "params.yaml: pretrain")
+    assert str(err.value) == "params.yaml: pretrain: missing key(s) ['temperature']"
+    with pytest.raises(ConfigError) as err:
+        from_mapping(Required, None, "s")
+    assert str(err.value) == "s: missing key(s) ['temperature', 'epochs', 'inner']"
+    with pytest.raises(ConfigError) as err:
+        from_mapping(Required, {"temprature": 0.1, "epochs": 3, "inner": {}}, "s")
+    assert str(err.value) == "s: unknown key(s) ['temprature']; s: missing key(s) ['temperature']"
+
+
 def test_load_section(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("pretrain:\n  temperature: 0.2\nother: {}\n")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import params_section
 
 from anatcl_core import cores
-from anatcl_core.config import ConfigError, from_mapping
-from anatcl_core.evaluation.evaluate import EvaluateConfig
+from anatcl_core.config import ConfigError
 from anatcl_core.evaluation.features import extract_features
 from anatcl_core.model.network import build_model
 
@@ -56,10 +56,10 @@ def test_cgroup_quota_caps_the_cores(tmp_path: Path, text: str, quota) -> None:
                                        ("all", False), (2.0, False)])
 def test_params_accept_auto_or_a_positive_integer(value, ok: bool) -> None:
     if ok:
-        assert from_mapping(EvaluateConfig, {"num_threads": value}, "params.yaml:evaluate").num_threads == value
+        assert params_section("evaluate", num_threads=value).num_threads == value
     else:
         with pytest.raises(ConfigError, match="num_threads"):
-            from_mapping(EvaluateConfig, {"num_threads": value}, "params.yaml:evaluate")
+            params_section("evaluate", num_threads=value)
 
 
 def _features(threads: int) -> np.ndarray:

@@ -16,11 +16,14 @@ import torch
 from conftest import write_manifest
 from test_weights import malicious_checkpoint, small_checkpoint
 
-from anatcl_core.evaluation import embed
-from anatcl_core.model.checkpoint import load_model, save_checkpoint
 from anatcl_core.data import layout
 from anatcl_core.data.manifest import ManifestDataset
-from anatcl_core.model.network import AnatCL, build_model
+from anatcl_core.evaluation import embed
+from anatcl_core.evaluation import embed_inputs
+from anatcl_core.model.checkpoint import save_checkpoint
+from anatcl_core.model.network import build_model
+from anatcl_core.model.trained import load_model
+from anatcl_core.model.upstream import AnatCL
 from anatcl_core.model.weights import inspect_checkpoint
 
 TOL = 1e-5
@@ -201,8 +204,8 @@ def test_weights_refused_and_bad_arguments(tmp_path, ours, cohort, caplog):
     assert run(tmp_path / "nowhere", "--weights", ours, "--out", tmp_path / "f.csv") == 1
     with pytest.raises(embed.EmbedError, match="more than once"):
         embed.gather_inputs([cohort, cohort])
-    assert embed.file_id("a/sub-01_mwp1.nii.gz") == "sub-01_mwp1"
-    assert embed.file_id("sub-01.nii") == "sub-01" and embed.file_id("x.NPY") == "x"
+    assert embed_inputs.file_id("a/sub-01_mwp1.nii.gz") == "sub-01_mwp1"
+    assert embed_inputs.file_id("sub-01.nii") == "sub-01" and embed_inputs.file_id("x.NPY") == "x"
 
 
 def test_bf16_is_close_but_approximate(tmp_path, ours, cohort):

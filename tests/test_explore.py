@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from anatcl_core.data import stacking
 from anatcl_core.report import build as report, explore, plots
-from anatcl_core.report.build import ReportConfig, Results
-from conftest import write_manifest, write_openbhb
+from anatcl_core.report.results import Results
+from conftest import params_section, write_manifest, write_openbhb
 
 
 def _probes(bacc: dict[str, float], mae_external: float) -> dict:
@@ -57,7 +58,7 @@ def test_headline_table_is_the_reports_metrics(results, tmp_path):
     assert table.loc["Method A", (bacc, "mean")] == pytest.approx(0.75)  # seeds 0.7 and 0.8
     assert table.loc["Method A", (bacc, "std")] == pytest.approx(np.std([0.7, 0.8], ddof=1))
     assert table.loc["b", (bacc, "std")] == 0.0  # one seed
-    report.make_tables(results, ReportConfig(), tmp_path)
+    report.make_tables(results, params_section("report"), tmp_path)
     headline = json.loads((tmp_path / "metrics.json").read_text())
     table = explore.headline_table(explore.metrics_table(results))
     for method, entry in headline.items():
@@ -78,9 +79,10 @@ def test_runs_table_reads_each_training_summary(results, tmp_path):
 
 
 def test_features_come_with_their_covariates(tmp_path):
-    data = tmp_path / "data"
-    write_openbhb(data / "openbhb")
-    manifest = pd.read_csv(write_manifest(data / "downstream"), sep="\t", dtype={"participant_id": str})
+    data = tmp_path / "arrays"  # the cohort stage's arrays of a tiny data/
+    write_openbhb(tmp_path / "data" / "openbhb")
+    manifest = pd.read_csv(write_manifest(tmp_path / "data" / "downstream"), sep="\t", dtype={"participant_id": str})
+    stacking.write_arrays(tmp_path / "data", data, progress=False)
     run = tmp_path / "evaluate" / "m-s0"
     run.mkdir(parents=True)
     x = np.random.default_rng(0).normal(size=(len(manifest), 4)).astype(np.float32)
@@ -101,7 +103,7 @@ def test_features_come_with_their_covariates(tmp_path):
 
 def test_seed_spread_shows_every_seed_and_the_mean(results):
     long = explore.headline_long(explore.metrics_table(results))
-    fig = plots.seed_spread(long, {"a": "Method A"})
+    fig = plots.seed_spread(long, {"a": "Method A"}, dpi=40)
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == list(dict.fromkeys(long["metric"]))
     bacc = panels[0]
@@ -113,6 +115,6 @@ def test_seed_spread_shows_every_seed_and_the_mean(results):
 
 
 def test_mean_curves_average_over_seeds(results):
-    fig = plots.mean_curves(results.curves, {})
+    fig = plots.mean_curves(results.curves, {}, dpi=40)
     line = fig.axes[0].lines[0]
     assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == pytest.approx([3.1, 2.1])

@@ -87,12 +87,12 @@ def test_every_notebook_runs_all_from_notebooks_folder(tiny_pipeline, monkeypatc
 @pytest.mark.slow
 def test_explore_headline_matches_the_report(tiny_pipeline):
     """explore's headline means are the numbers of the report's metrics.json."""
-    from anatcl_core.report import build as report, explore
+    from anatcl_core.report import explore, results as stage_results
 
     root = tiny_pipeline.root
-    results = report.collect(root / "outputs/evaluate", root / "outputs/pretrain",
-                             report.expected_runs(root / "params.yaml"), root / "outputs/reference",
-                             report.expected_references(root / "params.yaml"))
+    results = stage_results.collect(root / "outputs/evaluate", root / "outputs/pretrain",
+                                    stage_results.expected_runs(root / "params.yaml"), root / "outputs/reference",
+                                    stage_results.expected_references(root / "params.yaml"))
     table = explore.headline_table(explore.metrics_table(results))
     headline = json.loads((root / "outputs/report/metrics.json").read_text())
     assert set(headline) == set(table.index)  # every method and reference row
@@ -106,7 +106,7 @@ def test_explore_headline_matches_the_report(tiny_pipeline):
             continue
         assert table.loc[method, ("brain-age MAE external", "mean")] == pytest.approx(entry["brain_age_mae_external"])
         assert table.loc[method, ("challenge score", "mean")] == pytest.approx(entry["challenge_score"])
-    features = explore.features(root / "outputs/evaluate", "anatcl_global", 0, root / "data")
+    features = explore.features(root / "outputs/evaluate", "anatcl_global", 0, root / "outputs/cohort/arrays")
     assert features.index.is_unique and {"age", "site", "f0"} <= set(features.columns)
     runs = explore.runs_table(results, root / "outputs/pretrain")
     trained = runs["method"] != "random"  # the random-init floor trains 0 epochs

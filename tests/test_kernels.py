@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from anatcl_core.data.freesurfer import CHANNELS, channel_index
+from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, channel_index
 from anatcl_core.contrastive.kernels import (
     DescriptorNormalizer,
     age_kernel,
@@ -141,11 +141,11 @@ def test_local_with_one_channel_is_sign_agreement():
 def test_anatomical_kernel_rejects_bad_arguments():
     desc = torch.randn(3, 3, 5)
     with pytest.raises(ValueError, match="mode"):
-        anatomical_kernel(desc, mode="regional")
+        anatomical_kernel(desc, mode="regional", mapping="affine")
     with pytest.raises(ValueError, match="mapping"):
-        anatomical_kernel(desc, mapping="abs")
+        anatomical_kernel(desc, mode="global", mapping="abs")
     with pytest.raises(ValueError, match=r"\(B, C, R\)"):
-        anatomical_kernel(desc[0])
+        anatomical_kernel(desc[0], "global", "affine")
 
 
 # --- the descriptor normaliser --------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_channel_selection_by_name_picks_the_right_rows():
 
 def test_normaliser_zero_mean_unit_std_on_fitted_data():
     tables = _tables()
-    norm = DescriptorNormalizer().fit(tables)
+    norm = DescriptorNormalizer().fit(tables, DEFAULT_CHANNELS)
     out = norm.transform(tables)  # (N, 3, 68)
     assert out.shape == (40, 3, 68)
     np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-10)
@@ -188,7 +188,7 @@ def test_normaliser_round_trips_through_a_plain_dict():
 
 def test_normaliser_tensor_and_preselected_inputs():
     tables = _tables()
-    norm = DescriptorNormalizer().fit(torch.from_numpy(tables))
+    norm = DescriptorNormalizer().fit(torch.from_numpy(tables), DEFAULT_CHANNELS)
     t = torch.from_numpy(tables[:4]).float()
     out = norm.transform(t)
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (4, 3, 68)
@@ -204,13 +204,13 @@ def test_normaliser_errors():
     tables = _tables()
     with pytest.raises(RuntimeError, match="before fit"):
         DescriptorNormalizer().transform(tables)
-    norm = DescriptorNormalizer().fit(tables)
+    norm = DescriptorNormalizer().fit(tables, DEFAULT_CHANNELS)
     with pytest.raises(ValueError, match="regions"):
         norm.transform(tables[:, :, :34])
     with pytest.raises(ValueError, match="channels"):
         norm.transform(tables[:, :5])
     with pytest.raises(ValueError, match=r"\(N, 7, R\)"):
-        DescriptorNormalizer().fit(tables[:, :3])
+        DescriptorNormalizer().fit(tables[:, :3], DEFAULT_CHANNELS)
     with pytest.raises(KeyError, match="unknown FreeSurfer channel"):
         DescriptorNormalizer().fit(tables, channels=("CT", "thickness"))
     with pytest.raises(ValueError, match="lacks keys"):

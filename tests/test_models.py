@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from anatcl_core.model.network import (
-    NORMS, RESNET_SPECS, AnatCL, BasicBlock, Bottleneck, ContrastiveModel, ProjectionHead,
-    RegressionHead, ResNet3d, build_model,
+    NORMS, RESNET_SPECS, BasicBlock, Bottleneck, ContrastiveModel, ProjectionHead, ResNet3d, build_model,
 )
+from anatcl_core.model.upstream import AnatCL
 
 NORM_TYPES = {"batch": nn.BatchNorm3d, "instance": nn.InstanceNorm3d, "group": nn.GroupNorm}
 ALL_NORM_TYPES = tuple(NORM_TYPES.values())
@@ -146,14 +146,14 @@ def test_contrastive_model_returns_encoder_features_and_projection():
 def test_tiny_model_overfits_a_tiny_batch():
     torch.manual_seed(0)
     encoder = ResNet3d(base_width=4, norm="batch")
-    regressor = RegressionHead(encoder.feature_dim)
+    regressor = nn.Linear(encoder.feature_dim, 1)  # the supervised objective's read-out
     x = torch.randn(6, 1, 16, 16, 16)
     y = torch.linspace(-1.0, 1.0, 6)
     params = list(encoder.parameters()) + list(regressor.parameters())
     optimizer = torch.optim.Adam(params, lr=3e-3)
     losses = []
     for _ in range(80):
-        loss = (regressor(encoder(x)) - y).abs().mean()  # L1 brain-age baseline loss
+        loss = (regressor(encoder(x)).squeeze(1) - y).abs().mean()  # L1 brain-age baseline loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

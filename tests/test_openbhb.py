@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from anatcl_core.data import layout
-from anatcl_core.data.openbhb import OpenBHB, read_participants, read_roi_csv
 from anatcl_core.data.freesurfer import CHANNELS, DESIKAN_COLUMNS
+from anatcl_core.data.openbhb import OpenBHB, read_participants, read_roi_csv
 from conftest import SPLIT_SIZES
 
 

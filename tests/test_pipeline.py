@@ -97,24 +97,6 @@ def test_pipeline_end_to_end(tiny_pipeline):
                                             "report"}
 
 
-def test_icc_closed_forms():
-    import numpy as np
-
-    from anatcl_core.evaluation.evaluate import icc_1_1
-
-    rng = np.random.default_rng(0)
-    subjects = np.repeat(np.arange(6), 4)  # 6 subjects x 4 sites
-    per_subject = rng.normal(size=(6, 5))[subjects]
-    assert icc_1_1(per_subject, subjects) == pytest.approx(1.0)  # scans of a subject identical
-    noise = rng.normal(size=(2400, 5))
-    assert abs(icc_1_1(noise, np.repeat(np.arange(600), 4))) < 0.05  # no subject effect
-    # equal subject and scan variances: ICC = 1 / (1 + 1) = 0.5
-    mixed = rng.normal(size=(3000, 1))[np.repeat(np.arange(3000), 2)] + rng.normal(size=(6000, 1))
-    assert icc_1_1(mixed, np.repeat(np.arange(3000), 2)) == pytest.approx(0.5, abs=0.05)
-    with pytest.raises(ValueError, match="same number"):
-        icc_1_1(per_subject[:-1], subjects[:-1])
-
-
 def test_downstream_subjects_must_not_be_pretraining_subjects():
     from anatcl_core.evaluation.evaluate import check_no_overlap
 
@@ -124,7 +106,7 @@ def test_downstream_subjects_must_not_be_pretraining_subjects():
 
 
 def test_report_refuses_a_missing_run(tmp_path):
-    from anatcl_core.report import build as report
+    from anatcl_core.report import results as report
 
     (tmp_path / "params.yaml").write_text("pretrain:\n  run: [a]\n  seeds: [0, 1]\n")
     assert report.expected_runs(tmp_path / "params.yaml") == [("a", 0), ("a", 1)]

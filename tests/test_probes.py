@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import params_section
 from scipy.stats import pearsonr
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score, r2_score, roc_auc_score
@@ -13,7 +14,13 @@ from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.evaluation import metrics, probes
 
-FAST = dict(n_splits=3, n_repeats=2, inner_splits=3, n_bootstrap=200)
+EVALUATE = params_section("evaluate")
+#: Smaller CV than params.yaml's; the grids and the seed are the pipeline's.
+FAST = dict(n_splits=3, n_repeats=2, inner_splits=3, n_bootstrap=200, seed=EVALUATE.seed)
+DX = dict(FAST, c_grid=EVALUATE.c_grid)
+SCORE = dict(FAST, alpha_grid=EVALUATE.alpha_grid)
+#: The OpenBHB protocol's grids and seed (params.yaml), with fewer folds.
+BRAIN_AGE = dict(alpha_grid=EVALUATE.alpha_grid, c_grid=EVALUATE.site_c_grid, cv_splits=3, seed=EVALUATE.seed)
 
 
 def _cohort(n=120, f=8, signal=3.0, seed=0):
@@ -47,11 +54,11 @@ def test_metrics_single_class_is_nan():
 
 def test_diagnosis_signal_versus_noise():
     x, y = _cohort(signal=3.0)
-    good = probes.diagnosis_probe(x, y, **FAST)
+    good = probes.diagnosis_probe(x, y, **DX)
     assert good["balanced_accuracy"] > 0.85 and good["roc_auc"] > 0.9
     lo, hi = good["balanced_accuracy_ci"]
     assert lo <= good["balanced_accuracy"] <= hi
-    noise = probes.diagnosis_probe(x[:, 1:], y, **FAST)
+    noise = probes.diagnosis_probe(x[:, 1:], y, **DX)
     assert abs(noise["balanced_accuracy"] - 0.5) < 0.15
     assert noise["roc_auc_ci"][0] < 0.5 + 0.1
     assert len(good["C"]) == FAST["n_splits"] * FAST["n_repeats"]
@@ -61,22 +68,22 @@ def test_diagnosis_drops_subjects_outside_task_and_is_deterministic():
     x, y = _cohort()
     y_nan = y.copy()
     y_nan[::7] = np.nan
-    a = probes.diagnosis_probe(x, y_nan, **FAST, seed=3)
-    b = probes.diagnosis_probe(x, y_nan, **FAST, seed=3)
+    a = probes.diagnosis_probe(x, y_nan, **dict(DX, seed=3))
+    b = probes.diagnosis_probe(x, y_nan, **dict(DX, seed=3))
     assert a == b
     assert a["n"] == int(np.isfinite(y_nan).sum())
-    c = probes.diagnosis_probe(x, y_nan, **FAST, seed=4)
+    c = probes.diagnosis_probe(x, y_nan, **dict(DX, seed=4))
     assert c["C"] != a["C"] or c["balanced_accuracy"] != a["balanced_accuracy"]
 
 
 def test_diagnosis_refuses_bad_input():
     x, y = _cohort(n=12)
     with pytest.raises(ValueError, match="smaller class"):
-        probes.diagnosis_probe(x, y, n_splits=5, n_repeats=1, inner_splits=3, n_bootstrap=0)
+        probes.diagnosis_probe(x, y, **dict(DX, n_splits=5, n_repeats=1, n_bootstrap=0))
     with pytest.raises(ValueError, match="0/1"):
-        probes.diagnosis_probe(*_cohort()[:1], _cohort()[1] * 2, **FAST)
+        probes.diagnosis_probe(*_cohort()[:1], _cohort()[1] * 2, **DX)
     with pytest.raises(ValueError, match=r"\(N, F\)"):
-        probes.diagnosis_probe(x[:, 0], y, **FAST)
+        probes.diagnosis_probe(x[:, 0], y, **DX)
 
 
 def test_probes_never_tune_on_the_rows_they_predict(monkeypatch):
@@ -84,8 +91,8 @@ def test_probes_never_tune_on_the_rows_they_predict(monkeypatch):
     x, y = _cohort(n=60)
     x = np.column_stack([x, np.arange(len(y)) + 0.5])  # a row id, unique per subject
     score = x[:, 0] + np.random.default_rng(0).normal(size=len(y))
-    for selector, probe, target in (("select_c", probes.diagnosis_probe, y),
-                                    ("select_alpha", probes.score_probe, score)):
+    for selector, probe, target, kwargs in (("select_c", probes.diagnosis_probe, y, DX),
+                                            ("select_alpha", probes.score_probe, score, SCORE)):
         seen = []
         real = getattr(probes, selector)
 
@@ -94,7 +101,7 @@ def test_probes_never_tune_on_the_rows_they_predict(monkeypatch):
             return real(xs, *args, **kwargs)
 
         monkeypatch.setattr(probes, selector, spy)
-        probe(x, target, n_splits=3, n_repeats=2, inner_splits=3, n_bootstrap=0)
+        probe(x, target, **dict(kwargs, n_splits=3, n_repeats=2, inner_splits=3, n_bootstrap=0))
         assert len(seen) == 6
         for r in range(2):
             # every subject is missing from exactly one of the three searches of a repeat
@@ -136,10 +143,10 @@ def test_score_probe_recovers_a_linear_score():
     x = rng.normal(size=(100, 6))
     target = 2 * x[:, 0] - x[:, 1] + 0.1 * rng.normal(size=100)
     target[::10] = np.nan
-    out = probes.score_probe(x, target, **FAST)
+    out = probes.score_probe(x, target, **SCORE)
     assert out["n"] == 90
     assert out["pearson_r"] > 0.95 and out["r2"] > 0.9 and out["mae"] < 0.3
-    noise = probes.score_probe(rng.normal(size=(100, 6)), target, **FAST)
+    noise = probes.score_probe(rng.normal(size=(100, 6)), target, **SCORE)
     assert noise["r2"] < 0.1
 
 
@@ -154,7 +161,7 @@ def test_brain_age_protocol():
 
     train, internal = split(200, 4), split(80, 4)
     external = split(80, 4)[:2]
-    out = probes.brain_age_probe(train, internal, external, cv_splits=3)
+    out = probes.brain_age_probe(train, internal, external, **BRAIN_AGE)
     assert out["mae_internal"] < 2.0 and out["mae_external"] < 2.0
     # no site information in the features: the classifier is near chance
     assert out["site_chance"] == 0.25
@@ -164,7 +171,7 @@ def test_brain_age_protocol():
     # site written into the features: leakage is detected
     leaky = [(np.column_stack([x, np.eye(4)[s] * 3]), a, s) for x, a, s in (train, internal)]
     out2 = probes.brain_age_probe(leaky[0], leaky[1], (np.column_stack([external[0], np.zeros((80, 4))]),
-                                                       external[1]), cv_splits=3)
+                                                       external[1]), **BRAIN_AGE)
     assert out2["site_bacc_internal"] > 0.9
 
 
@@ -178,9 +185,9 @@ def _with_dead_columns(x):
 
 def test_zero_variance_columns_pass_every_probe_without_nan():
     x, y = _cohort(signal=1.5)
-    dx, dx_dead = probes.diagnosis_probe(x, y, **FAST), probes.diagnosis_probe(_with_dead_columns(x), y, **FAST)
+    dx, dx_dead = probes.diagnosis_probe(x, y, **DX), probes.diagnosis_probe(_with_dead_columns(x), y, **DX)
     score = x[:, 0] * 2.0 + np.random.default_rng(4).normal(size=len(x))
-    sc, sc_dead = probes.score_probe(x, score, **FAST), probes.score_probe(_with_dead_columns(x), score, **FAST)
+    sc, sc_dead = probes.score_probe(x, score, **SCORE), probes.score_probe(_with_dead_columns(x), score, **SCORE)
     rng = np.random.default_rng(5)
     age = rng.uniform(20, 80, len(x))
     site = np.arange(len(x)) % 3
@@ -189,7 +196,7 @@ def test_zero_variance_columns_pass_every_probe_without_nan():
 
     def brain_age(f):
         return probes.brain_age_probe((f[train], age[train], site[train]), (f[internal], age[internal], site[internal]),
-                                      (f[external], age[external]), cv_splits=3)  # fmt: skip
+                                      (f[external], age[external]), **BRAIN_AGE)  # fmt: skip
 
     ba, ba_dead = brain_age(feats), brain_age(_with_dead_columns(feats))
     for clean, with_dead in ((dx, dx_dead), (sc, sc_dead), (ba, ba_dead)):

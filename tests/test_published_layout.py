@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import params_section
 from nidl.datasets import OpenBHB as NidlOpenBHB
 
 from anatcl_core.data import layout, resources
-from anatcl_core.data.openbhb import OpenBHB
 from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, select_channels
-from anatcl_core.synth import SynthConfig, synthesize
+from anatcl_core.data.openbhb import OpenBHB
 from anatcl_core.data.validate import validate_openbhb
+from anatcl_core.synth import synthesize
 
-TINY = SynthConfig(voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, downstream_scale=0.01,
-                   n_downstream_sites=2, n_travelling=1)  # fmt: skip
+TINY = params_section("synth", voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, downstream_scale=0.01,
+                      n_downstream_sites=2, n_travelling=1)  # fmt: skip
 #: nidl's split names -> ours.
 NIDL_SPLITS = {"train": ("train",), "val": ("internal_test", "external_test"),
                "internal_val": ("internal_test",), "external_val": ("external_test",)}  # fmt: skip

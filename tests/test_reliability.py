@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from anatcl_core.evaluation import reliability
+from anatcl_core.evaluation import reliability, site_held_out
 
 # Shrout & Fleiss (1979), Table 2: 6 targets x 4 judges; published ICC(2,1) = .29, ICC(3,1) = .71
 SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8],
@@ -205,9 +205,13 @@ def _sites_cohort(n_per_site=40, shift=0.0, seed=0):
     return x, age, site
 
 
+#: The probe's settings in these tests (the pipeline passes params.yaml's evaluate grids).
+SITE_PROBE = {"alpha_grid": (1e-2, 1e-1, 1.0, 1e1, 1e2), "c_grid": (1e-2, 1e-1, 1.0, 1e1, 1e2), "inner_splits": 3, "seed": 0}
+
+
 def test_site_held_out_matches_gridsearch_reference():
     x, age, site = _sites_cohort(seed=1)
-    folds = reliability.site_held_out_probe(x, age, site, [["s0"], ["s2", "s3"]], inner_splits=3)
+    folds = site_held_out.site_held_out_probe(x, age, site, [["s0"], ["s2", "s3"]], **SITE_PROBE)
     assert [f["held_out"] for f in folds] == [["s0"], ["s2", "s3"]]
     for fold in folds:
         test = np.isin(site, fold["held_out"])
@@ -222,8 +226,8 @@ def test_site_held_out_matches_gridsearch_reference():
 
 def test_site_held_out_exposes_site_dependent_features():
     groups = [["s3"]]
-    clean = reliability.site_held_out_probe(*_sites_cohort(shift=0.0, seed=2), groups, inner_splits=3)[0]
-    shifted = reliability.site_held_out_probe(*_sites_cohort(shift=1.0, seed=2), groups, inner_splits=3)[0]
+    clean = site_held_out.site_held_out_probe(*_sites_cohort(shift=0.0, seed=2), groups, **SITE_PROBE)[0]
+    shifted = site_held_out.site_held_out_probe(*_sites_cohort(shift=1.0, seed=2), groups, **SITE_PROBE)[0]
     assert clean["mae"] < 5 and clean["pearson_r"] > 0.9
     assert shifted["mae"] > 3 * clean["mae"]  # s3's offset was never seen in training
 
@@ -231,12 +235,12 @@ def test_site_held_out_exposes_site_dependent_features():
 def test_site_held_out_classification_and_errors():
     x, age, site = _sites_cohort(seed=3)
     label = (age > 50).astype(int)
-    folds = reliability.site_held_out_probe(x, label, site, [["s1"], ["s2"]], task="classification",
-                                            inner_splits=3)
+    folds = site_held_out.site_held_out_probe(x, label, site, [["s1"], ["s2"]], task="classification",
+                                              **SITE_PROBE)
     assert all(f["balanced_accuracy"] > 0.8 and f["roc_auc"] > 0.9 for f in folds)
     with pytest.raises(ValueError, match="unknown"):
-        reliability.site_held_out_probe(x, age, site, [["nowhere"]])
+        site_held_out.site_held_out_probe(x, age, site, [["nowhere"]], **SITE_PROBE)
     with pytest.raises(ValueError, match="at least one site"):
-        reliability.site_held_out_probe(x, age, site, [["s0", "s1", "s2", "s3"]])
+        site_held_out.site_held_out_probe(x, age, site, [["s0", "s1", "s2", "s3"]], **SITE_PROBE)
     with pytest.raises(ValueError, match="task"):
-        reliability.site_held_out_probe(x, age, site, [["s0"]], task="ordinal")
+        site_held_out.site_held_out_probe(x, age, site, [["s0"]], task="ordinal", **SITE_PROBE)

@@ -1,9 +1,13 @@
-"""The report's observations are computed from the result tables, both ways round."""
+"""The report's observations are computed from the result tables, both ways round; every figure's
+caption names the stage and the file that made it."""
+
+import re
 
 import pandas as pd
 import pytest
 
-from anatcl_core.report.build import observations
+from anatcl_core.report.html import CAPTIONS, figure_html
+from anatcl_core.report.sections import figure_source, observations
 
 LABELS = {"random": "random init", "anatcl_global": "AnatCL-global"}
 
@@ -90,3 +94,24 @@ def test_claim_tables_and_metrics_from_probes_and_predictions(tmp_path):
     metrics = claims.claim_metrics(tables, pairs)
     assert metrics["m"]["loso_bacc_mean"] == ba and "vs_random_le_n10_ci_low" in metrics["m"]
     assert "vs_random_loso_mean" not in metrics["random"]
+
+
+@pytest.mark.parametrize("path, source", [
+    ("outputs/cohort/figures/age_histograms.png", "cohort stage, outputs/cohort/figures/age_histograms.png"),
+    ("/tmp/run/outputs/report/figures/radar.png", "report stage, outputs/report/figures/radar.png"),
+    ("/tmp/out/report/figures/radar.png", "report stage, report/figures/radar.png"),  # no outputs/ above it
+])
+def test_figure_source_names_the_stage_and_the_file(path, source):
+    assert figure_source(path) == source
+
+
+def test_every_figure_caption_names_the_stage_and_file_that_made_it(tmp_path):
+    made = {"radar": tmp_path / "outputs" / "report" / "figures" / "radar.png",
+            "qc_age_histograms": tmp_path / "outputs" / "cohort" / "figures" / "age_histograms.png"}
+    for name, path in made.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG")
+        caption = re.search(r"<figcaption>(.*)</figcaption>", figure_html(name, path)).group(1)
+        stage = path.parent.parent.name
+        assert caption.startswith(CAPTIONS[name].split(" ")[0])
+        assert caption.endswith(f"({stage} stage, outputs/{stage}/figures/{path.name})")

@@ -9,6 +9,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import params_mapping, params_section
 
 from anatcl_core.config import ConfigError, from_mapping, load_section
 from anatcl_core.data import layout
@@ -21,8 +23,8 @@ from anatcl_core.synth.base import CLASSES, load_base
 from anatcl_core.synth.generate import write_nifti_gz
 from anatcl_core.synth.render import render
 
-TINY = SynthConfig(voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, downstream_scale=0.02,
-                   n_downstream_sites=2, n_travelling=2)  # fmt: skip
+TINY = params_section("synth", voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, downstream_scale=0.02,
+                      n_downstream_sites=2, n_travelling=2)  # fmt: skip
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -138,7 +140,7 @@ def test_a_worker_failure_reaches_the_caller():
 
 def test_orientation_left_anterior_superior(tmp_path):
     """Enlarging left frontal regions brightens the map at negative x, positive y, read back from NIfTI."""
-    config = SynthConfig(voxel_mm=4.5, site_noise_max=0.0, deformation_mm=0.0)
+    config = params_section("synth", voxel_mm=4.5, site_noise_max=0.0, deformation_mm=0.0)
     base = load_base(config.voxel_mm)
     population = make_population(cohorts.generator(0, "population", 0))
     site = cohorts.make_site(config, 0, (20.0, 40.0), cohorts.generator(0, "site", 0))
@@ -176,18 +178,22 @@ def test_nifti_gzip_is_reproducible(tmp_path):
 
 
 def test_config_is_strict_and_params_section_loads():
-    with pytest.raises(ConfigError, match="voxel_size"):
-        from_mapping(SynthConfig, {"voxel_size": 3.0}, "synth")
+    with pytest.raises(ConfigError, match=r"^synth: unknown key\(s\) \['voxel_size'\]$"):
+        from_mapping(SynthConfig, params_mapping("synth", voxel_size=3.0), "synth")
     with pytest.raises(ConfigError, match="n_external_sites"):
-        from_mapping(SynthConfig, {"n_sites": 3, "n_external_sites": 3}, "synth")
+        from_mapping(SynthConfig, params_mapping("synth", n_sites=3, n_external_sites=3), "synth")
+    without = {k: v for k, v in params_mapping("synth").items() if k not in ("seed", "deformation_mm")}
+    with pytest.raises(ConfigError, match=r"^synth: missing key\(s\) \['seed', 'deformation_mm'\]$"):
+        from_mapping(SynthConfig, without, "synth")  # no default falls in for a key params.yaml lacks
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     assert isinstance(load_section(params, "synth", SynthConfig), SynthConfig)
 
 
 def test_cli_writes_and_refuses_existing(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("synth:\n  voxel_mm: 12.0\n  n_pretrain: 6\n  n_sites: 2\n  n_external_sites: 1\n  downstream_scale: 0.01\n"
-                      "  n_downstream_sites: 2\n  n_travelling: 1\n")
+    params.write_text(yaml.safe_dump({"synth": params_mapping(
+        "synth", voxel_mm=12.0, n_pretrain=6, n_sites=2, n_external_sites=1, downstream_scale=0.01,
+        n_downstream_sites=2, n_travelling=1)}))
     assert cli.main(["--params", str(params), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     assert (tmp_path / "out" / "openbhb" / layout.PARTICIPANTS_FILE).is_file()
     assert cli.main(["--params", str(params), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
@@ -205,11 +211,11 @@ def test_cohort_passes_the_project_validator(tiny):
 
 def test_config_rejects_a_non_positive_downstream_scale():
     with pytest.raises(ConfigError, match="downstream_scale"):
-        from_mapping(SynthConfig, {"downstream_scale": 0.0}, "synth")
+        from_mapping(SynthConfig, params_mapping("synth", downstream_scale=0.0), "synth")
 
 
 def test_studies_spread_groups_over_sites_with_different_case_shares():
-    config = SynthConfig()
+    config = params_section("synth")
     for study, spec in cohorts.STUDIES.items():
         counts = cohorts.group_counts(config, study)  # (sites, groups)
         assert counts.shape[0] == config.n_downstream_sites >= 5 and (counts > 0).all().all(), study
@@ -224,7 +230,7 @@ def test_studies_spread_groups_over_sites_with_different_case_shares():
 
 
 def test_external_sites_recruit_inside_the_training_sites_age_range():
-    config = SynthConfig()
+    config = params_section("synth")
     sites = cohorts.pretraining_sites(config)
     train = sites[: config.n_sites - config.n_external_sites]
     low, high = min(s.ages[0] for s in train), max(s.ages[1] for s in train)

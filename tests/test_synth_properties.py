@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import params_section
 
 from anatcl_core.data import layout
 from anatcl_core.data.freesurfer import DESIKAN_COLUMNS, channel_index
-from anatcl_core.synth import SynthConfig, checks, synthesize
+from anatcl_core.synth import checks, synthesize
 from anatcl_core.synth.cohorts import TASKS
 
-FAST = SynthConfig(voxel_mm=9.0)
+FAST = params_section("synth", voxel_mm=9.0)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory, request) -> dict[str, checks.Check]:
     """The default profile's check table, written to the terminal next to the test results."""
-    config = SynthConfig()
+    config = params_section("synth")
     out = tmp_path_factory.mktemp("synth_default") / "cohort"
     synthesize(config, out, progress=False)
     rows = checks.run_checks(out, config)

@@ -9,32 +9,39 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import write_openbhb
+from conftest import params_section, write_openbhb, write_openbhb_arrays
 
 from anatcl_core import live
-from anatcl_core.train import loop as train
-from anatcl_core.train.data import code_fingerprint
-from anatcl_core.model.checkpoint import load_model, safe_load
-from anatcl_core.config import ConfigError, from_mapping
-from anatcl_core.data.openbhb import OpenBHB
-from anatcl_core.data.freesurfer import select_channels
+from anatcl_core.config import ConfigError
 from anatcl_core.contrastive.objectives import MethodConfig
+from anatcl_core.data.freesurfer import select_channels
+from anatcl_core.data.openbhb import OpenBHB
+from anatcl_core.model.checkpoint import safe_load
+from anatcl_core.model.trained import load_model
+from anatcl_core.train import loop as train
+from anatcl_core.train.data import TrainData, code_fingerprint, load_train_data
+from anatcl_core.train.recipe import PretrainConfig
 
 METHODS = {
     "anatcl_global": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "mode": "global"},
     "anatcl_local": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "mode": "local"},
-    "expw": {"objective": "anatcl", "lambda_age": 1.0, "method": "expw"},
+    "expw": {"objective": "anatcl", "lambda_age": 1.0, "denominator": "expw"},
     "simclr": {"objective": "simclr", "augmentation": ["crop", "cutout"]},
     "supervised": {"objective": "supervised"},
     "random": {"objective": "random"},
 }
 
 
-def tiny_config(**overrides) -> train.PretrainConfig:
+def tiny_config(**overrides) -> PretrainConfig:
+    """params.yaml's pretrain section with the test methods, a tiny network and budget, and ``overrides``."""
     mapping = dict(methods=METHODS, run=list(METHODS), seeds=[0], base_width=4, epochs=3,
                    batch_size=4, learning_rate=1e-3, lr_step_epochs=2, num_threads=1)
-    mapping.update(overrides)
-    return from_mapping(train.PretrainConfig, mapping, "test:pretrain")
+    return params_section("pretrain", **{**mapping, **overrides})
+
+
+def pretrain(config: PretrainConfig, method: str, seed: int, data, out_dir, **kwargs) -> list[dict]:
+    """The trainer on ``config``'s run of ``method`` with ``seed`` (resolved once, as the notebook does)."""
+    return train.pretrain(config.resolve(method, seed), data, out_dir, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +51,7 @@ def cohort(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(cohort):
-    return train.load_train_data(cohort, tiny_config(), progress=False)
+    return load_train_data(write_openbhb_arrays(cohort), tiny_config(), progress=False)
 
 
 def _weights(path):
@@ -58,16 +65,16 @@ def _same(a, b):
 @pytest.mark.parametrize("method", ["anatcl_local", "simclr", "supervised"])
 def test_resume_after_interrupt_gives_identical_weights(tmp_path, data, method):
     config = tiny_config()
-    train.pretrain(config, method, 0, data, tmp_path / "full", progress=False)
+    pretrain(config, method, 0, data, tmp_path / "full", progress=False)
 
     def interrupt(epoch, row):
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.pretrain(config, method, 0, data, tmp_path / "cut", progress=False, on_epoch_end=interrupt)
+        pretrain(config, method, 0, data, tmp_path / "cut", progress=False, on_epoch_end=interrupt)
     assert safe_load(tmp_path / "cut" / train.CHECKPOINT_FILE)["epoch"] == 2
-    history = train.pretrain(config, method, 0, data, tmp_path / "cut", progress=False)
+    history = pretrain(config, method, 0, data, tmp_path / "cut", progress=False)
     assert [row["epoch"] for row in history] == [1, 2, 3]
     full, cut = (safe_load(tmp_path / d / train.CHECKPOINT_FILE) for d in ("full", "cut"))
     assert _same(full["model"], cut["model"])
@@ -89,7 +96,7 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path, data, method):
 def test_same_seed_same_weights_other_seed_differs(tmp_path, data):
     config = tiny_config(epochs=1)
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        train.pretrain(config, "anatcl_global", seed, data, tmp_path / name, progress=False)
+        pretrain(config, "anatcl_global", seed, data, tmp_path / name, progress=False)
     a, b, c = (_weights(tmp_path / n / train.CHECKPOINT_FILE) for n in "abc")
     assert _same(a, b)
     assert not _same(a, c)
@@ -99,8 +106,8 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, data):
 
 def test_training_changes_weights_and_random_does_not_train(tmp_path, data):
     config = tiny_config(epochs=1)
-    train.pretrain(config, "random", 0, data, tmp_path / "random", progress=False)
-    train.pretrain(config, "anatcl_global", 0, data, tmp_path / "trained", progress=False)
+    pretrain(config, "random", 0, data, tmp_path / "random", progress=False)
+    pretrain(config, "anatcl_global", 0, data, tmp_path / "trained", progress=False)
     rnd = safe_load(tmp_path / "random" / train.CHECKPOINT_FILE)
     assert rnd["epoch"] == 0 and rnd["complete"] and rnd["history"] == []
     # same seed -> same initialisation; one epoch of training moves it
@@ -108,10 +115,10 @@ def test_training_changes_weights_and_random_does_not_train(tmp_path, data):
 
 
 def test_stale_checkpoint_of_another_config_is_not_resumed(tmp_path, data):
-    train.pretrain(tiny_config(epochs=1), "anatcl_global", 0, data, tmp_path / "x", progress=False)
-    fresh = train.pretrain(tiny_config(epochs=1, temperature=0.5), "anatcl_global", 0, data,
+    pretrain(tiny_config(epochs=1), "anatcl_global", 0, data, tmp_path / "x", progress=False)
+    fresh = pretrain(tiny_config(epochs=1, temperature=0.5), "anatcl_global", 0, data,
                            tmp_path / "y", progress=False)
-    stale = train.pretrain(tiny_config(epochs=1, temperature=0.5), "anatcl_global", 0, data,
+    stale = pretrain(tiny_config(epochs=1, temperature=0.5), "anatcl_global", 0, data,
                            tmp_path / "x", progress=False)
     assert [r["loss"] for r in fresh] == [r["loss"] for r in stale]
 
@@ -125,11 +132,11 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(train.Objective, "forward", diverging)
     with pytest.raises(FloatingPointError, match="loss is nan at epoch 1, step 1"):
-        train.pretrain(tiny_config(), "anatcl_global", 0, data, tmp_path, progress=False)
+        pretrain(tiny_config(), "anatcl_global", 0, data, tmp_path, progress=False)
 
 
 def test_normaliser_is_fitted_on_the_train_split_only(tmp_path, cohort, data):
-    train.pretrain(tiny_config(epochs=1), "anatcl_global", 0, data, tmp_path, progress=False)
+    pretrain(tiny_config(epochs=1), "anatcl_global", 0, data, tmp_path, progress=False)
     state = safe_load(tmp_path / train.CHECKPOINT_FILE)
     norm = state["normalizer"]
     assert norm["n_subjects"] == 10 == len(data.participant_ids)
@@ -144,7 +151,7 @@ def test_normaliser_is_fitted_on_the_train_split_only(tmp_path, cohort, data):
 
 
 def test_supervised_baseline_fits_a_tiny_cohort(tmp_path, data):
-    history = train.pretrain(tiny_config(epochs=30, batch_size=5, learning_rate=1e-2, lr_step_epochs=100),
+    history = pretrain(tiny_config(epochs=30, batch_size=5, learning_rate=1e-2, lr_step_epochs=100),
                              "supervised", 0, data, tmp_path, progress=False)
     assert history[-1]["train_mae_years"] < 0.5 * history[0]["train_mae_years"], [r["train_mae_years"] for r in history]
 
@@ -169,9 +176,9 @@ def test_checkpoint_of_other_code_or_data_is_not_resumed(tmp_path, data):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.pretrain(config, "anatcl_global", 0, data, tmp_path, progress=False, on_epoch_end=stop)
-    other = train.TrainData(**{**vars(data), "fingerprint": "another code or data version"})
-    history = train.pretrain(config, "anatcl_global", 0, other, tmp_path, progress=False)
+        pretrain(config, "anatcl_global", 0, data, tmp_path, progress=False, on_epoch_end=stop)
+    other = TrainData(**{**vars(data), "fingerprint": "another code or data version"})
+    history = pretrain(config, "anatcl_global", 0, other, tmp_path, progress=False)
     assert all(np.isfinite(row["seconds"]) for row in history)  # both epochs trained here, none restored
     assert len(code_fingerprint()) == 40
 
@@ -192,12 +199,11 @@ def test_method_overrides_change_one_recipe_key(cohort, tmp_path):
         config.for_method("anatcl_cortex")
     ct = config.for_method("anatcl_ct")
     assert ct.channels == ("CT",)
-    default_data = train.load_train_data(cohort, config, progress=False)
-    with pytest.raises(ValueError, match=r"descriptors \['CT'\].*for_method"):
-        train.pretrain(config, "anatcl_ct", 0, default_data, tmp_path / "bad", progress=False)
-    ct_data = train.load_train_data(cohort, ct, progress=False)
+    default_data = load_train_data(write_openbhb_arrays(cohort), config, progress=False)
+    assert default_data.descriptors.shape[1] == 3
+    ct_data = load_train_data(cohort.parent / "arrays", config.resolve("anatcl_ct", 0).data, progress=False)
     assert ct_data.descriptors.shape[1] == 1
-    train.pretrain(config, "anatcl_ct", 0, ct_data, tmp_path / "ct", progress=False)
+    pretrain(config, "anatcl_ct", 0, ct_data, tmp_path / "ct", progress=False)
     state = safe_load(tmp_path / "ct" / "checkpoint.pt")
     assert state["config"]["channels"] == ["CT"]
     assert state["normalizer"]["channels"] == ["CT"]
@@ -210,16 +216,16 @@ def test_every_method_of_params_yaml_builds_and_takes_a_loss_step():
 
     from anatcl_core.config import load_section
 
-    base = load_section(Path(__file__).parent.parent / "params.yaml", "pretrain", train.PretrainConfig)
+    base = load_section(Path(__file__).parent.parent / "params.yaml", "pretrain", PretrainConfig)
     rng = torch.Generator().manual_seed(0)
     for method in base.methods:
-        config = replace(base.for_method(method), base_width=4)
-        model, objective = train._build(config, method, 0)
-        if config.methods[method].objective == "random":
+        run = base.resolve(method, 0)
+        model, objective = train.build(replace(run, model=replace(run.model, base_width=4)))
+        if run.method_config.objective == "random":
             continue
         x = torch.rand(4, 1, 24, 24, 24, generator=rng)
         features, projections = model(x)
-        n_channels = len(config.channels)
+        n_channels = len(run.data.channels)
         loss, _ = objective(features[:, None].expand(-1, 2, -1), projections[:, None].expand(-1, 2, -1),
                             torch.tensor([20.0, 35.0, 50.0, 70.0]), torch.zeros(4),
                             torch.randn(4, n_channels, 68, generator=rng))
@@ -230,7 +236,7 @@ def test_every_method_of_params_yaml_builds_and_takes_a_loss_step():
 def test_budget_variants_override_epochs_only():
     from anatcl_core.config import load_section
 
-    config = load_section(Path(__file__).resolve().parents[1] / "params.yaml", "pretrain", train.PretrainConfig)
+    config = load_section(Path(__file__).resolve().parents[1] / "params.yaml", "pretrain", PretrainConfig)
     for variant, epochs in (("anatcl_global_e5", 5), ("anatomy_only_e45", 45), ("yaware_e90", 90)):
         resolved = config.for_method(variant)
         assert resolved.epochs == epochs

@@ -24,22 +24,26 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import write_openbhb
+from conftest import params_mapping, write_openbhb, write_openbhb_arrays
 from test_train import METHODS
 
-from anatcl_core.train import loop as train
-from anatcl_core.model.checkpoint import safe_load
 from anatcl_core.config import from_mapping
+from anatcl_core.model.checkpoint import safe_load
+from anatcl_core.train import loop as train
+from anatcl_core.train.cli import main as train_main
+from anatcl_core.train.data import load_train_data
+from anatcl_core.train.device import resolve_device
+from anatcl_core.train.recipe import PretrainConfig
 
-RECIPE = dict(methods={k: METHODS[k] for k in ("anatcl_global", "simclr")}, run=["anatcl_global"],
-              seeds=[0], base_width=4, norm="group", epochs=1, batch_size=4, learning_rate=1e-3,
-              lr_step_epochs=1, num_threads=1)
+RECIPE = params_mapping("pretrain", methods={k: METHODS[k] for k in ("anatcl_global", "simclr")}, run=["anatcl_global"],
+                        seeds=[0], base_width=4, norm="group", epochs=1, batch_size=4, learning_rate=1e-3,
+                        lr_step_epochs=1, num_threads=1)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    write_openbhb(root / "data" / "openbhb", split_sizes=(9, 2, 2))  # 2 batches of 4 per epoch, 1 dropped
+    write_openbhb_arrays(write_openbhb(root / "data" / "openbhb", split_sizes=(9, 2, 2)))  # 2 batches of 4, 1 dropped
     (root / "params.yaml").write_text(yaml.safe_dump({"pretrain": RECIPE}))
     return root
 
@@ -52,7 +56,7 @@ def _free_port() -> int:
 
 def _cli(root: Path, method: str, out: str) -> list[str]:
     return ["--params", str(root / "params.yaml"), "--method", method, "--seed", "0",
-            "--data-dir", str(root / "data"), "--out-dir", str(root / out), "--device", "cpu",
+            "--arrays-dir", str(root / "data" / "arrays"), "--out-dir", str(root / out), "--device", "cpu",
             "--no-progress"]
 
 
@@ -60,7 +64,7 @@ def _torchrun(root: Path, method: str, out: str, nproc: int = 2, timeout_s: floa
     """Launch the real entry point on ``nproc`` gloo ranks; kill the whole group on failure."""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-               "-m", "anatcl_core.train.loop", *_cli(root, method, out)]
+               "-m", "anatcl_core.train", *_cli(root, method, out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -76,12 +80,12 @@ def _torchrun(root: Path, method: str, out: str, nproc: int = 2, timeout_s: floa
 @pytest.mark.parametrize("method", ["anatcl_global", "simclr"])  # identical views / augmented views
 def test_two_ranks_equal_one_process_on_the_global_batch(setup, method):
     _torchrun(setup, method, f"ddp-{method}")
-    history = train.main(_cli(setup, method, f"single-{method}"))  # 1 process, batch 4
+    history = train_main(_cli(setup, method, f"single-{method}"))  # 1 process, batch 4
     ddp, single = (safe_load(setup / f"{d}-{method}" / train.CHECKPOINT_FILE) for d in ("ddp", "single"))
     assert ddp["epoch"] == single["epoch"] == 1 and ddp["complete"]
     assert ddp["model"].keys() == single["model"].keys()
-    config = from_mapping(train.PretrainConfig, RECIPE, "test")
-    init = train._build(config, method, 0)[0].state_dict()
+    config = from_mapping(PretrainConfig, RECIPE, "test")
+    init = train.build(config.resolve(method, 0))[0].state_dict()
     for key, start in init.items():
         if start.is_floating_point():  # per tensor: |w_ddp - w_1| <= 1e-3 |w_1 - w_init|
             moved = (single["model"][key] - start).norm()
@@ -93,20 +97,21 @@ def test_two_ranks_equal_one_process_on_the_global_batch(setup, method):
 
 
 def test_resolve_device():
-    assert train.resolve_device("cpu") == torch.device("cpu")
-    assert train.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            train.resolve_device("cuda")
+            resolve_device("cuda")
 
 
 def test_cli_equals_the_library_call(setup, tmp_path):
-    config = from_mapping(train.PretrainConfig, {**RECIPE, "epochs": 1}, "test")
+    config = from_mapping(PretrainConfig, {**RECIPE, "epochs": 1}, "test")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"pretrain": {**RECIPE, "epochs": 1}}))
     args = _cli(setup, "anatcl_global", "unused")
     args[1], args[args.index("--out-dir") + 1] = str(tmp_path / "params.yaml"), str(tmp_path / "cli")
-    train.main(args)
-    data = train.load_train_data(setup / "data" / "openbhb", config, progress=False)
-    train.pretrain(config, "anatcl_global", 0, data, tmp_path / "lib", progress=False, device="cpu")
+    train_main(args)
+    run = config.resolve("anatcl_global", 0)
+    data = load_train_data(setup / "data" / "arrays", run.data, progress=False)
+    train.pretrain(run, data, tmp_path / "lib", progress=False, device="cpu")
     cli, lib = (tmp_path / d / train.CHECKPOINT_FILE for d in ("cli", "lib"))
     assert cli.read_bytes() == lib.read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import params_section
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
@@ -12,7 +13,10 @@ from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.evaluation import paired, probes, representation, transfer
 
-C_GRID = [1e-3, 1e-2, 1e-1, 1.0]
+EVALUATE = params_section("evaluate")
+C_GRID = list(EVALUATE.c_grid)
+#: The leave-one-site-out probe's settings in params.yaml.
+LOSO = dict(c_grid=C_GRID, inner_splits=EVALUATE.loso_inner_splits, seed=EVALUATE.seed)
 
 
 def _sites_cohort(n=240, n_sites=4, f=6, signal=1.5, site_shift=0.0, seed=0):
@@ -41,7 +45,7 @@ def test_inner_group_selection_equals_gridsearchcv_with_the_group_splitter():
 def test_loso_holds_out_each_site_and_reports_single_class_sites():
     x, y, site = _sites_cohort(signal=3.0)
     y[site == "0"] = 0  # a site of controls only
-    out = transfer.loso_probe(x, y, site, c_grid=C_GRID, n_bootstrap=100)
+    out = transfer.loso_probe(x, y, site, **LOSO, n_bootstrap=100)
     s = out.summary
     assert s["sites"] == ["0", "1", "2", "3"] and s["single_class_sites"] == ["0"]
     assert s["per_site"]["0"] is None and s["per_site"]["1"] > 0.8
@@ -55,10 +59,10 @@ def test_loso_holds_out_each_site_and_reports_single_class_sites():
 
 def test_loso_with_two_sites_falls_back_to_stratified_inner_cv():
     x, y, site = _sites_cohort(n_sites=2)
-    out = transfer.loso_probe(x, y, site, c_grid=C_GRID, n_bootstrap=0)
+    out = transfer.loso_probe(x, y, site, **LOSO, n_bootstrap=0)
     assert out.summary["inner"] == ["stratified", "stratified"]
     with pytest.raises(ValueError, match="at least 2 sites"):
-        transfer.loso_probe(x, y, np.zeros(len(y)), c_grid=C_GRID)
+        transfer.loso_probe(x, y, np.zeros(len(y)), **LOSO, n_bootstrap=0)
 
 
 def test_loso_is_lower_than_pooled_cv_when_the_signal_is_a_site_confound():
@@ -67,8 +71,9 @@ def test_loso_is_lower_than_pooled_cv_when_the_signal_is_a_site_confound():
     y = (rng.random(240) < np.where(site % 2 == 0, 0.8, 0.2)).astype(float)  # case share tied to site
     x = rng.normal(size=(240, 4))
     x[np.arange(240), site] += 3.0  # each site its own offset: features see the site only
-    pooled = probes.diagnosis_probe(x, y, n_splits=3, n_repeats=1, inner_splits=3, n_bootstrap=0)
-    loso = transfer.loso_probe(x, y, site.astype(str), c_grid=C_GRID, n_bootstrap=0)
+    pooled = probes.diagnosis_probe(x, y, c_grid=C_GRID, n_splits=3, n_repeats=1, inner_splits=3, n_bootstrap=0,
+                                    seed=EVALUATE.seed)
+    loso = transfer.loso_probe(x, y, site.astype(str), **LOSO, n_bootstrap=0)
     assert pooled["balanced_accuracy"] > 0.7 > loso.summary["balanced_accuracy"]
 
 
@@ -94,7 +99,7 @@ def test_label_efficiency_splits_depend_on_ids_and_seed_only():
 def test_label_efficiency_folds_are_the_same_for_every_method():
     x, y, _ = _sites_cohort(n=120)
     ids = np.arange(120).astype(str)
-    kw = dict(sizes=(20, 40), n_draws=2, n_splits=2, c_grid=C_GRID, n_bootstrap=0)
+    kw = dict(sizes=(20, 40), n_draws=2, n_splits=2, inner_splits=3, c_grid=C_GRID, n_bootstrap=0, seed=0)
     good = transfer.label_efficiency_probe(x, y, ids, **kw)
     noise = transfer.label_efficiency_probe(np.random.default_rng(3).normal(size=x.shape), y, ids, **kw)
     np.testing.assert_array_equal(good.predictions["index"], noise.predictions["index"])
@@ -134,34 +139,34 @@ def test_representation_reads_out_descriptors_age_and_site():
     descriptors = rng.normal(size=(n, 3)) @ rng.normal(size=(3, 30)) + 0.05 * rng.normal(size=(n, 30))
     age = rng.uniform(20, 80, n)
     site = np.arange(n) % 3
-    scores, _ = representation.descriptor_components(descriptors, 3)
+    scores, _ = representation.descriptor_components(descriptors, 3, seed=0)
     features = np.column_stack([scores, age / 10, rng.normal(size=(n, 4))])
     out = representation.representation_probe(features, descriptors, age, site, n_components=3,
-                                               alpha_grid=[0.1, 1.0, 10.0], n_splits=3)
+                                               alpha_grid=[0.1, 1.0, 10.0], n_splits=3, seed=0)
     assert out["descriptor_r2"] > 0.95 and out["age_r2"] > 0.95
     assert abs(out["site_balanced_accuracy"] - 1 / 3) < 0.12 and out["site_chance"] == pytest.approx(1 / 3)
     blind = representation.representation_probe(rng.normal(size=(n, 5)), descriptors, None, site, n_components=3,
-                                                 alpha_grid=[0.1, 1.0, 10.0], n_splits=3)
+                                                 alpha_grid=[0.1, 1.0, 10.0], n_splits=3, seed=0)
     assert blind["descriptor_r2"] < 0.05 and "age_r2" not in blind
 
 
 def test_task_probes_keep_the_stratified_diagnosis_probe_unchanged():
     import pandas as pd
 
-    from anatcl_core.evaluation.evaluate import EvaluateConfig
     from anatcl_core.evaluation.task_probes import task_probes
 
     x, y, site = _sites_cohort(n=160)
     down = pd.DataFrame({"participant_id": [f"s{i}" for i in range(160)], "site": site,
                          "dx_a": np.where(np.arange(160) < 80, y, np.nan),
                          "dx_b": np.where(np.arange(160) >= 80, y, np.nan)})
-    config = EvaluateConfig(n_splits=3, n_repeats=1, inner_splits=2, n_bootstrap=20, label_sizes=(20,),
-                            label_draws=1)
+    config = params_section("evaluate", n_splits=3, n_repeats=1, inner_splits=2, n_bootstrap=20,
+                            label_sizes=(20,), label_draws=1)
     one = task_probes(config, x, down)
     assert list(one[0]) == list(one[1]["loso"]) == list(one[1]["label_efficiency"]) == ["a", "b"]
     assert {"ids", "loso/a/pred", "loso/a/y", "le/b/sizes", "le/b/score"} <= set(one[2])
     assert one[0]["a"] == probes.diagnosis_probe(x, down["dx_a"].to_numpy(), n_splits=3, n_repeats=1,
-                                                 inner_splits=2, n_bootstrap=20, c_grid=config.c_grid)
+                                                 inner_splits=2, n_bootstrap=20, c_grid=config.c_grid,
+                                                 seed=config.seed)
 
 
 def test_bootstrap_by_counts_equals_resampling_subjects():

@@ -12,12 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 from anatcl.anatcl import AnatCL as UpstreamAnatCL
-from conftest import write_openbhb
+from conftest import params_section, write_openbhb, write_openbhb_arrays
 
 from anatcl_core import AnatCL
-from anatcl_core.train import loop as train
 from anatcl_core.model.checkpoint import safe_load
-from anatcl_core.config import from_mapping
+from anatcl_core.train import loop as train
+from anatcl_core.train.data import load_train_data
 
 WIDTH = 64  # the paper's (and the released weights') ResNet-18 width
 
@@ -26,12 +26,13 @@ WIDTH = 64  # the paper's (and the released weights') ResNet-18 width
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("upstream")
     cohort = write_openbhb(out / "openbhb", voxel_mm=12.0, split_sizes=(8, 1, 1))  # (16, 19, 16) grid
-    config = from_mapping(train.PretrainConfig, dict(
-        methods={"anatcl_global": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "mode": "global"}},
+    config = params_section(
+        "pretrain", methods={"anatcl_global": {"objective": "anatcl", "lambda_anat": 1.0, "lambda_age": 1.0, "mode": "global"}},
         run=["anatcl_global"], seeds=[0], base_width=WIDTH, epochs=1, batch_size=4, num_threads=2,
-    ), "test:pretrain")  # fmt: skip
-    data = train.load_train_data(cohort, config, progress=False)
-    train.pretrain(config, "anatcl_global", 0, data, out / "run", progress=False, device="cpu")
+    )  # fmt: skip
+    run = config.resolve("anatcl_global", 0)
+    data = load_train_data(write_openbhb_arrays(cohort), run.data, progress=False)
+    train.pretrain(run, data, out / "run", progress=False, device="cpu")
     return out / "run" / train.CHECKPOINT_FILE, data
 
 

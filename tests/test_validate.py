@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anatcl_core.data import validate
 from anatcl_core.data import io, layout
-from conftest import VOXEL_MM, brain_volume, write_manifest, write_openbhb
+from anatcl_core.data import validate
+from conftest import VOXEL_MM, brain_volume, params_section, write_manifest, write_openbhb
 
 SHAPE = layout.grid_shape(VOXEL_MM)
 PID = "0002"  # the subject each OpenBHB case breaks (train split)
@@ -263,10 +263,9 @@ def test_cli_exit_status_and_reads_only(openbhb_root, manifest_path, capsys):
 @pytest.mark.slow
 def test_synthetic_cohort_passes(tmp_path):
     """The embedded generator's three cohorts meet the contract, and do not overlap."""
-    from anatcl_core.synth.config import SynthConfig
     from anatcl_core.synth.generate import synthesize
 
-    config = SynthConfig(voxel_mm=VOXEL_MM, n_pretrain=30, downstream_scale=0.02, n_travelling=2)
+    config = params_section("synth", voxel_mm=VOXEL_MM, n_pretrain=30, downstream_scale=0.02, n_travelling=2)
     synthesize(config, tmp_path / "data", progress=False)
     cohorts = [tmp_path / "data" / name for name in ("openbhb", "downstream", "travelling")]
     assert validate.validate_paths(cohorts, progress=False) == []

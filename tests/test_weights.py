@@ -16,8 +16,10 @@ import torch
 import yaml
 
 from anatcl_core.model import weights
-from anatcl_core.model.checkpoint import model_config, save_checkpoint
-from anatcl_core.model.network import build_model, upstream_weight_name
+from anatcl_core.model.checkpoint import save_checkpoint
+from anatcl_core.model.network import build_model
+from anatcl_core.model.trained import model_config
+from anatcl_core.model.upstream import upstream_weight_name
 from anatcl_core.model.weights import WeightsError, fetch, inspect_checkpoint, load_registry, register_checkpoint
 
 UPSTREAM_URL = "https://gitlab.di.unito.it/barbano/anatcl-pretrained/-/raw/main/"

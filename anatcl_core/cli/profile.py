@@ -4,60 +4,127 @@
 
 An overlay only names the keys it changes; every one of them must already exist in the base file
 (a typo is an error, as everywhere else). Mappings merge key by key, anything else is replaced.
-Writing in place drops the base file's comments: keep the original in git and review the change
-with ``git diff``.
+The base file is rewritten in ruamel.yaml's round-trip mode: its comments, key order, quoting and
+flow lists stay as they were and only the overlaid values change (review them with ``git diff``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import io
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from anatcl_core.atomic import atomic_write
 from anatcl_core.config import ConfigError, load_params
 
 
-def merge(base: Mapping, overlay: Mapping, where: str = "") -> dict:
-    """``base`` with ``overlay`` applied recursively.
+def _round_trip() -> YAML:
+    """A ruamel.yaml round-trip parser/writer that writes ``params.yaml`` back as it was written.
+
+    ``null`` stays ``null`` (ruamel would write an empty value) and long flow lines are not wrapped.
+    """
+    parser = YAML(typ="rt")
+    parser.preserve_quotes = True
+    parser.width = 4096
+    parser.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return parser
+
+
+def _detached(value: Any) -> Any:
+    """``value`` without the overlay file's comments: a round-trip list or mapping is copied with
+    its flow style only; plain values (a :func:`merge` of plain dicts) pass through."""
+    if isinstance(value, CommentedSeq):
+        fresh: CommentedSeq | CommentedMap = CommentedSeq(_detached(item) for item in value)
+    elif isinstance(value, CommentedMap):
+        fresh = CommentedMap((key, _detached(item)) for key, item in value.items())
+    else:
+        return value
+    if value.fa.flow_style():
+        fresh.fa.set_flow_style()
+    return fresh
+
+
+def _replace(old: Any, new: Any) -> Any:
+    """``new`` in the place of ``old``: a list replacing a round-trip list is written into it.
+
+    That keeps the old list's flow style and the comment on its line.
+    """
+    if isinstance(old, CommentedSeq) and isinstance(new, list):
+        old[:] = [_detached(item) for item in new]
+        return old
+    return _detached(new)
+
+
+def overlay_into(base: MutableMapping, overlay: Mapping, where: str = "") -> None:
+    """Apply ``overlay`` to ``base`` in place, recursively (mappings key by key, the rest replaced).
+
+    Values equal to the base's are left untouched, so their text stays as written.
 
     Raises:
-        ConfigError: a key of ``overlay`` that ``base`` does not have (except inside a mapping
-            that is itself new, e.g. a new method block).
+        ConfigError: a key of ``overlay`` that ``base`` does not have.
     """
-    out = dict(base)
     for key, value in overlay.items():
         if key not in base:
             raise ConfigError(f"profile key {where}{key} is not in the parameter file")
         if isinstance(value, Mapping) and isinstance(base[key], Mapping):
-            out[key] = merge(base[key], value, f"{where}{key}.")
-        else:
-            out[key] = value
+            overlay_into(base[key], value, f"{where}{key}.")
+        elif type(base[key]) is not type(value) or base[key] != value:  # 1 is not 1.0 nor true
+            base[key] = _replace(base[key], value)
+
+
+def merge(base: Mapping, overlay: Mapping) -> dict:
+    """A copy of ``base`` with ``overlay`` applied (:func:`overlay_into`); ``base`` is not changed."""
+    out = copy.deepcopy(dict(base))
+    overlay_into(out, overlay)
     return out
 
 
-def apply_profile(profile: str | Path, params: str | Path = "params.yaml") -> dict:
-    """The parameters of ``params`` with ``profile`` merged over them."""
-    overlay = load_params(profile)
-    return merge(load_params(params), overlay)
+def apply_profile(profile: str | Path, params: str | Path = "params.yaml") -> MutableMapping:
+    """The parameters of ``params`` with ``profile`` merged over them, as a round-trip document.
+
+    Both files are first read strictly (:func:`anatcl_core.config.load_params`: UTF-8, no duplicate
+    key); the document keeps ``params``' comments and key order (:func:`dump` writes it).
+
+    Raises:
+        ConfigError: a file that does not load, or a profile key that ``params`` does not have.
+    """
+    load_params(params)
+    load_params(profile)
+    parser = _round_trip()
+    document = parser.load(Path(params).read_text(encoding="utf-8"))
+    overlay_into(document, parser.load(Path(profile).read_text(encoding="utf-8")) or {})
+    return document
+
+
+def dump(document: MutableMapping) -> str:
+    """The YAML text of a document from :func:`apply_profile`, comments included."""
+    out = io.StringIO()
+    _round_trip().dump(document, out)
+    return out.getvalue()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Merge a profile over a parameter file and write the result (in place by default)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default=None, help="where to write (default: --params, in place)")
     args = parser.parse_args(argv)
     try:
-        merged = apply_profile(args.profile, args.params)
+        text = dump(apply_profile(args.profile, args.params))
     except ConfigError as err:
         sys.stderr.write(f"{err}\n")
         return 2
     with atomic_write(args.out or args.params) as tmp:
-        tmp.write_text(yaml.safe_dump(merged, sort_keys=False, width=110))
+        tmp.write_text(text, encoding="utf-8")
     return 0
 
 

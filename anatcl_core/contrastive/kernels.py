@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, channel_index, select_channels
+from anatcl_core.data.freesurfer import CHANNELS, channel_index, select_channels
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def rbf_kernel(y: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.exp(-(diff**2) / (2.0 * sigma**2))  # (B, B); diff = 0 on the diagonal -> 1
 
 
-def age_kernel(age: torch.Tensor, sigma_years: float = 2.0) -> torch.Tensor:
+def age_kernel(age: torch.Tensor, sigma_years: float) -> torch.Tensor:
     """Age kernel of AnatCL: :func:`rbf_kernel` on ages in years (upstream sigma = 2 years).
 
     Args:
@@ -104,7 +104,7 @@ def _cosine_to_weight(cos: torch.Tensor, mapping: str) -> torch.Tensor:
 
 
 def anatomical_kernel(
-    descriptors: torch.Tensor, mode: str = "global", mapping: str = "affine", eps: float = 1e-8
+    descriptors: torch.Tensor, mode: str, mapping: str, eps: float = 1e-8
 ) -> torch.Tensor:
     """Anatomical similarity of subjects from normalised FreeSurfer descriptors (REFERENCE §1.2).
 
@@ -172,9 +172,7 @@ class DescriptorNormalizer:
     def fitted(self) -> bool:
         return self.mean is not None
 
-    def fit(
-        self, tables: np.ndarray | torch.Tensor, channels: Sequence[str] = DEFAULT_CHANNELS
-    ) -> DescriptorNormalizer:
+    def fit(self, tables: np.ndarray | torch.Tensor, channels: Sequence[str]) -> DescriptorNormalizer:
         """Fit mean/std on ``(N, 7, R)`` full ROI tables (OpenBHB row order) for ``channels``."""
         arr = _as_numpy(tables, "tables")
         if arr.ndim != 3 or arr.shape[1] != len(CHANNELS):

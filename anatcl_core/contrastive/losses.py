@@ -172,7 +172,7 @@ class AnatCLLoss(nn.Module):
     (``mode``, ``mapping``); ``W_age`` is the age RBF with ``sigma_years``. Both terms use the same
     ``temperature`` and ``method``. A term whose lambda is 0 is not computed (its part is 0).
 
-    Args:
+    Args (keyword-only):
         lambda_anat: weight of the anatomical term, >= 0.
         lambda_age: weight of the age term, >= 0 (not both 0).
         sigma_years: age RBF bandwidth in years (upstream 2.0).
@@ -186,6 +186,7 @@ class AnatCLLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         lambda_anat: float = 1.0,
         lambda_age: float = 1.0,
         sigma_years: float = 2.0,

@@ -4,7 +4,7 @@ A method is an *objective* plus its settings:
 
 - ``anatcl``: ``lambda_anat * L_w(W_anat) + lambda_age * L_w(W_age)`` (:class:`~anatcl_core.contrastive.losses.AnatCLLoss`).
   AnatCL-global/local (both lambdas 1), y-Aware (``lambda_anat = 0``), anatomy only
-  (``lambda_age = 0``), ExpW and threshold (``method``) are all this objective.
+  (``lambda_age = 0``), ExpW and threshold (``denominator``) are all this objective.
 - ``simclr``: NT-Xent, i.e. y-Aware with the delta kernel; needs augmentations (two identical
   views give a constant loss and it learns nothing).
 - ``supervised``: L1 brain-age regression through a linear head (ages z-scored on the train split).
@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from anatcl_core.config import NonNegative, NonNegativeInt, Positive, PositiveInt, section
-from anatcl_core.data.augment import AUGMENTATIONS
-from anatcl_core.data.freesurfer import Channels
 from anatcl_core.contrastive.kernels import delta_kernel
 from anatcl_core.contrastive.losses import AnatCLLoss, WeightedInfoNCE
+from anatcl_core.data.augment import AUGMENTATIONS
+from anatcl_core.data.freesurfer import Channels
 
 OBJECTIVES: tuple[str, ...] = ("anatcl", "simclr", "supervised", "random")
 #: ``pretrain`` recipe keys a method may override (ablation variants).
@@ -39,27 +39,32 @@ Depth = Literal["resnet18", "resnet34", "resnet50"]
 class MethodConfig:
     """One pretraining method (``pretrain.methods.<name>``; field = yaml key = keyword argument).
 
+    Unlike the params sections, its fields keep their defaults: they are the one home of a method's
+    unset keys, and params.yaml's method entries do not repeat them (``yaware`` sets neither
+    ``mode`` nor ``denominator``: ``global`` and ``yaware`` come from here).
+
     Attributes:
         objective: ``anatcl``, ``simclr``, ``supervised`` or ``random`` (module docstring).
         lambda_anat: weight of the anatomical term (``anatcl`` only).
         lambda_age: weight of the age term (``anatcl`` only).
         mode: anatomical kernel, ``global`` (per measure across regions) or ``local`` (per region).
-        method: weighted-InfoNCE variant, ``yaware``, ``expw`` or ``threshold`` (REFERENCE §1.1).
-        anat_method: the anatomical term's own variant (``None``: ``method``), for the ablation
-            of the anatomical term's denominator alone.
+        denominator: the weighted-InfoNCE denominator, ``yaware``, ``expw`` or ``threshold``
+            (REFERENCE §1.1).
+        anat_denominator: the anatomical term's own denominator (``None``: ``denominator``), for
+            the ablation of the anatomical term's denominator alone.
         augmentation: names from :mod:`anatcl_core.data.augment` applied to each view; ``[none]``
             gives two identical views (upstream AnatCL, REFERENCE §1.4).
         channels, sigma_years, temperature, mapping, depth, base_width, epochs: per-method overrides of
             the shared ``pretrain`` recipe key of the same name (``None``: the shared value), so an
-            ablation variant changes one thing (:meth:`~anatcl_core.train.loop.PretrainConfig.for_method`).
+            ablation variant changes one thing (:meth:`~anatcl_core.train.recipe.PretrainConfig.for_method`).
     """
 
     objective: Literal["anatcl", "simclr", "supervised", "random"]
     lambda_anat: NonNegative = 0.0
     lambda_age: NonNegative = 0.0
     mode: Literal["global", "local"] = "global"
-    method: Literal["yaware", "expw", "threshold"] = "yaware"
-    anat_method: Literal["yaware", "expw", "threshold"] | None = None
+    denominator: Literal["yaware", "expw", "threshold"] = "yaware"
+    anat_denominator: Literal["yaware", "expw", "threshold"] | None = None
     augmentation: Augmentations = ("none",)
     channels: Channels | None = None
     sigma_years: Positive | None = None
@@ -95,20 +100,22 @@ class Objective(nn.Module):
 
     Args:
         method: the method's settings.
-        temperature: tau of the contrastive objectives.
+        temperature: tau of the contrastive objectives (keyword-only, as the rest).
         sigma_years: age RBF bandwidth.
         mapping: cosine -> weight mapping of the anatomical kernel.
         feature_dim: encoder output size (for the supervised head).
     """
 
-    def __init__(self, method: MethodConfig, temperature: float, sigma_years: float,
+    def __init__(self, method: MethodConfig, *, temperature: float, sigma_years: float,
                  mapping: str, feature_dim: int) -> None:
         super().__init__()
         self.config = method
         self.regression_head: nn.Module | None = None
         if method.objective == "anatcl":
-            self.loss = AnatCLLoss(method.lambda_anat, method.lambda_age, sigma_years, temperature,
-                                   method.method, method.mode, mapping, method.anat_method)
+            self.loss = AnatCLLoss(lambda_anat=method.lambda_anat, lambda_age=method.lambda_age,
+                                   sigma_years=sigma_years, temperature=temperature,
+                                   method=method.denominator, mode=method.mode, mapping=mapping,
+                                   anat_method=method.anat_denominator)
         elif method.objective == "simclr":
             self.loss = WeightedInfoNCE(temperature, "yaware")
         elif method.objective == "supervised":

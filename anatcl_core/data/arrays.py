@@ -1,12 +1,21 @@
-"""The cohort stage's arrays: every cohort stacked once into uncropped float32 ``.npy`` arrays.
+"""The cohort stage's arrays: every cohort's images, table and FreeSurfer tables, written once.
 
-Reading ~2,500 compressed NIfTI maps costs ~10 s, more than encoding them, so the cohort stage
-stacks every cohort once (:func:`write_arrays`) and every evaluation memory-maps them
-(:func:`load_arrays`); each array comes with the ids of its rows, checked against the cohort's table.
+The one road from ``data/`` to a tensor: the cohort stage validates ``data/`` and then stacks each
+cohort once (:func:`anatcl_core.data.stacking.write_arrays`); pretraining, evaluation, the
+reference rows and the report read only these files (:func:`load_cohort`, :func:`load_arrays`),
+so validation gates every later stage and no later stage re-reads ``data/``. Reading ~2,500
+compressed NIfTI maps costs ~10 s, more than encoding them; the images are memory-mapped. Per cohort (``openbhb``, ``downstream``, ``travelling``)::
+
+    <cohort>.npy          (N, 1, X, Y, Z) float32 images, uncropped
+    <cohort>.tsv          one row per image, same order: ids, age, sex, site, split or dx_/score_ columns
+                          (participants.tsv / the manifest, less the manifest's file paths)
+    <cohort>_columns.json the table's column dtypes, so it reads back exactly as it was written
+    <cohort>_roi.npy      (N, 7, R) float32 FreeSurfer tables in canonical order (NaN: no ``roi``)
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,85 +23,87 @@ import numpy as np
 import pandas as pd
 
 from anatcl_core.data import io, layout
-from anatcl_core.data.manifest import ManifestDataset
-from anatcl_core.data.openbhb import OpenBHB
-
-OPENBHB_DIR = "openbhb"
 
 
-DOWNSTREAM_MANIFEST = "downstream/manifest.tsv"
-
-
-TRAVELLING_MANIFEST = "travelling/manifest.tsv"
+#: dtype names (as ``str(dtype)`` spells them) of text columns: read as text, never parsed as numbers.
+TEXT_DTYPES: tuple[str, ...] = ("object", "str", "string")
 
 
 @dataclass
 class Cohort:
-    """Images ``(N, 1, X, Y, Z)`` and one table row per subject (same order)."""
+    """Images ``(N, 1, X, Y, Z)``, one table row and one ``(7, R)`` FreeSurfer table per subject (same order)."""
 
     images: np.ndarray
     table: pd.DataFrame
+    descriptors: np.ndarray
+
+    def has_descriptors(self) -> np.ndarray:
+        """``(N,)`` bool: subjects with a FreeSurfer table (a manifest row without ``roi`` has none)."""
+        return ~np.isnan(self.descriptors).all(axis=(1, 2))
 
 
-def load_openbhb(data_dir: str | Path, crop, progress: bool = True) -> Cohort:
-    """Every split of the pretraining cohort (``participants`` has a ``split`` column)."""
-    dataset = OpenBHB(Path(data_dir) / OPENBHB_DIR, split=layout.SPLITS, crop=crop)
-    return Cohort(dataset.images(progress=progress), dataset.participants.copy())
+def files(arrays_dir: str | Path, name: str) -> dict[str, Path]:
+    """The four files of cohort ``name`` under ``arrays_dir`` (module docstring)."""
+    arrays_dir = Path(arrays_dir)
+    return {"images": arrays_dir / f"{name}.npy", "table": arrays_dir / f"{name}.tsv",
+            "columns": arrays_dir / f"{name}_columns.json", "descriptors": arrays_dir / f"{name}_roi.npy"}
 
 
-def load_manifest_cohort(manifest: str | Path, crop, progress: bool = True) -> Cohort:
-    """A downstream-style cohort from its ``manifest.tsv``."""
-    dataset = ManifestDataset(manifest, crop=crop)
-    return Cohort(dataset.images(progress=progress), dataset.frame.copy())
+def write_cohort(arrays_dir: str | Path, name: str, cohort: Cohort) -> tuple[int, ...]:
+    """Write ``cohort`` as ``name``'s files under ``arrays_dir``; returns the images' shape."""
+    paths = files(arrays_dir, name)
+    paths["images"].parent.mkdir(parents=True, exist_ok=True)
+    np.save(paths["images"], cohort.images.astype(np.float32, copy=False))
+    np.save(paths["descriptors"], cohort.descriptors.astype(np.float32, copy=False))
+    cohort.table.to_csv(paths["table"], sep="\t", index=False)
+    dtypes = {str(column): str(dtype) for column, dtype in cohort.table.dtypes.items()}
+    paths["columns"].write_text(json.dumps(dtypes, indent=1) + "\n")
+    return tuple(cohort.images.shape)
 
 
-ARRAY_COHORTS = ("openbhb", "downstream", "travelling")
-
-
-def cohort_tables(data_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """The table of every cohort present under ``data_dir`` (participants / manifests)."""
-    data_dir = Path(data_dir)
-    tables = {"openbhb": OpenBHB(data_dir / OPENBHB_DIR, split=layout.SPLITS).participants.copy(),
-              "downstream": ManifestDataset(data_dir / DOWNSTREAM_MANIFEST).frame.copy()}
-    if (data_dir / TRAVELLING_MANIFEST).exists():
-        tables["travelling"] = ManifestDataset(data_dir / TRAVELLING_MANIFEST).frame.copy()
-    return tables
-
-
-def write_arrays(data_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict[str, tuple]:
-    """Stack every cohort's images, uncropped, into ``out_dir/<cohort>.npy`` (+ ``<cohort>_ids.txt``).
-
-    Returns:
-        ``{cohort: array shape}``.
-    """
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    loaders = {"openbhb": lambda: load_openbhb(data_dir, None, progress),
-               "downstream": lambda: load_manifest_cohort(data_dir / DOWNSTREAM_MANIFEST, None, progress)}
-    if (data_dir / TRAVELLING_MANIFEST).exists():
-        loaders["travelling"] = lambda: load_manifest_cohort(data_dir / TRAVELLING_MANIFEST, None, progress)
-    shapes = {}
-    for name, load in loaders.items():
-        cohort = load()
-        np.save(out_dir / f"{name}.npy", cohort.images.astype(np.float32, copy=False))
-        (out_dir / f"{name}_ids.txt").write_text("".join(f"{i}\n" for i in cohort.table["participant_id"]))
-        shapes[name] = tuple(cohort.images.shape)
-    return shapes
-
-
-def load_arrays(arrays_dir: str | Path, data_dir: str | Path, crop) -> dict[str, Cohort]:
-    """Memory-map the arrays of :func:`write_arrays`, centre-cropped, with their cohort tables.
+def load_table(arrays_dir: str | Path, name: str) -> pd.DataFrame:
+    """Cohort ``name``'s table, with the dtypes it was written with.
 
     Raises:
-        ValueError: if an array's ids are not its table's ids in order (stale arrays).
+        FileNotFoundError: naming the missing file (the cohort stage has not run, or failed validation).
     """
-    arrays_dir = Path(arrays_dir)
-    out = {}
-    for name, table in cohort_tables(data_dir).items():
-        ids = (arrays_dir / f"{name}_ids.txt").read_text().split()
-        if ids != table["participant_id"].astype(str).tolist():
-            raise ValueError(f"{arrays_dir / name}.npy does not hold the subjects of {data_dir} "
-                             "in order; rerun the cohort stage")
-        images = np.load(arrays_dir / f"{name}.npy", mmap_mode="r")  # (N, 1, X, Y, Z)
-        out[name] = Cohort(io.center_crop(images, io.resolve_crop(crop, images.shape[-3:])), table)
-    return out
+    paths = files(arrays_dir, name)
+    for key in ("table", "columns"):
+        if not paths[key].is_file():
+            raise FileNotFoundError(f"{paths[key]}: not found; expected the cohort stage's arrays "
+                                    "(run the cohort stage; it writes them once validation passes)")
+    dtypes = json.loads(paths["columns"].read_text())
+    text = {c: str for c, d in dtypes.items() if d in TEXT_DTYPES}  # "0012" stays "0012"
+    table = pd.read_csv(paths["table"], sep="\t", dtype=text, keep_default_na=False, na_values=[""])
+    return table.astype(dtypes)
+
+
+def load_cohort(arrays_dir: str | Path, name: str, crop=None) -> Cohort:
+    """Memory-map cohort ``name``'s images, centre-cropped to ``crop``, with its tables.
+
+    Raises:
+        FileNotFoundError: a file is missing (see :func:`load_table`).
+        ValueError: the files disagree on the number of subjects (rerun the cohort stage).
+    """
+    paths = files(arrays_dir, name)
+    table = load_table(arrays_dir, name)
+    for key in ("images", "descriptors"):
+        if not paths[key].is_file():
+            raise FileNotFoundError(f"{paths[key]}: not found; expected the cohort stage's arrays")
+    images = np.load(paths["images"], mmap_mode="r")  # (N, 1, X, Y, Z)
+    descriptors = np.load(paths["descriptors"])  # (N, 7, R)
+    if not len(images) == len(descriptors) == len(table):
+        raise ValueError(f"{paths['images']}: {len(images)} images, {len(descriptors)} ROI tables and "
+                         f"{len(table)} table rows; expected one each per subject (rerun the cohort stage)")
+    return Cohort(io.center_crop(images, io.resolve_crop(crop, images.shape[-3:])), table, descriptors)
+
+
+def cohort_names(arrays_dir: str | Path) -> list[str]:
+    """The cohorts of ``arrays_dir``: the required ones always (loading says if missing), the others if written."""
+    return [name for name in layout.COHORT_DIRS
+            if name in layout.REQUIRED_COHORTS or files(arrays_dir, name)["table"].is_file()]
+
+
+def load_arrays(arrays_dir: str | Path, crop=None) -> dict[str, Cohort]:
+    """Every cohort of ``arrays_dir`` (:func:`cohort_names`, :func:`load_cohort`)."""
+    return {name: load_cohort(arrays_dir, name, crop) for name in cohort_names(arrays_dir)}

@@ -3,8 +3,8 @@
 Checks the pretraining cohort, the downstream and travelling manifests against the CAT12-VBM
 contract (:mod:`anatcl_core.data.validate`), then draws what a reader checks first: one subject's slices
 per site, age histograms per site and split, and FreeSurfer descriptors (mean over regions)
-against age, the trajectories the anatomical kernels compare. Figures use matplotlib's Agg
-backend and are saved as PNG.
+against age, the trajectories the anatomical kernels compare. Figures are plain matplotlib
+Figures (no pyplot, no backend chosen at import), saved as PNG.
 """
 
 from __future__ import annotations
@@ -13,28 +13,22 @@ import json
 import logging
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from anatcl_core.data import validate  # noqa: E402
-from anatcl_core.config import Positive, PositiveInt, section  # noqa: E402
-from anatcl_core.data import io, layout  # noqa: E402
-from anatcl_core.data.manifest import read_manifest, task_columns  # noqa: E402
-from anatcl_core.data.openbhb import OpenBHB  # noqa: E402
-from anatcl_core.data.freesurfer import Channels, select_channels  # noqa: E402
+from anatcl_core.config import Positive, PositiveInt, section
+from anatcl_core.data import io, layout
+from anatcl_core.data import validate
+from anatcl_core.data.freesurfer import Channels, select_channels
+from anatcl_core.data.manifest import read_manifest, task_columns
+from anatcl_core.data.openbhb import OpenBHB
 
 logger = logging.getLogger(__name__)
 
-OPENBHB_DIR, DOWNSTREAM_DIR, TRAVELLING_DIR = "openbhb", "downstream", "travelling"
-
-
 @section
 class CohortConfig:
-    """params.yaml ``cohort``.
+    """params.yaml ``cohort``; every field is required (params.yaml is the one home of their values).
 
     Attributes:
         voxel_mm: expected voxel size of every map (None: inferred, but must agree across files).
@@ -44,11 +38,11 @@ class CohortConfig:
         dpi: resolution of the PNG figures.
     """
 
-    voxel_mm: Positive | None = None
-    fail_on_problems: bool = True
-    age_bin_years: Positive = 5.0
-    trajectory_channels: Channels = ("CT", "GMV", "SA")
-    dpi: PositiveInt = 100
+    voxel_mm: Positive | None
+    fail_on_problems: bool
+    age_bin_years: Positive
+    trajectory_channels: Channels
+    dpi: PositiveInt
 
 
 class CohortProblems(ValueError):
@@ -59,9 +53,8 @@ def validate_cohorts(config: CohortConfig, data_dir: str | Path, out_dir: str | 
                      progress: bool = True) -> list[str]:
     """Validate every cohort under ``data_dir``; write ``validation.txt``; raise if configured to."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    paths = [data_dir / OPENBHB_DIR, data_dir / DOWNSTREAM_DIR]
-    if (data_dir / TRAVELLING_DIR).exists():
-        paths.append(data_dir / TRAVELLING_DIR)
+    paths = [layout.cohort_path(data_dir, name) for name in layout.COHORT_DIRS
+             if name in layout.REQUIRED_COHORTS or layout.cohort_path(data_dir, name).exists()]
     problems = [str(p) for p in validate.validate_paths(paths, config.voxel_mm, progress)]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "validation.txt").write_text("".join(f"{p}\n" for p in problems) or "OK: no problems found\n")
@@ -73,9 +66,8 @@ def validate_cohorts(config: CohortConfig, data_dir: str | Path, out_dir: str | 
 
 def cohort_summary(data_dir: str | Path) -> dict:
     """Subject counts: pretraining per split and site, downstream per task and group."""
-    data_dir = Path(data_dir)
-    participants = OpenBHB(data_dir / OPENBHB_DIR, split=layout.SPLITS).participants
-    down = read_manifest(data_dir / DOWNSTREAM_DIR)
+    participants = OpenBHB(layout.cohort_path(data_dir, "openbhb"), split=layout.SPLITS).participants
+    down = read_manifest(layout.cohort_path(data_dir, "downstream"))
     summary = {
         "pretrain_subjects": int(len(participants)),
         "pretrain_splits": {k: int(v) for k, v in participants["split"].value_counts().sort_index().items()},
@@ -84,17 +76,17 @@ def cohort_summary(data_dir: str | Path) -> dict:
         "downstream_tasks": {c: {"cases": int((down[c] == 1).sum()), "controls": int((down[c] == 0).sum())}
                              for c in task_columns(down)},
     }
-    travelling = data_dir / TRAVELLING_DIR / layout.MANIFEST_FILE
-    if travelling.exists():
-        summary["travelling_scans"] = int(len(read_manifest(travelling)))
+    if "travelling" in layout.cohort_paths(data_dir):
+        summary["travelling_scans"] = int(len(read_manifest(layout.cohort_path(data_dir, "travelling"))))
     return summary
 
 
-def site_montage(data_dir: str | Path, dpi: int = 100) -> plt.Figure:
+def site_montage(data_dir: str | Path, dpi: int) -> Figure:
     """Mid-sagittal, coronal and axial slices of the first train subject of every site."""
-    dataset = OpenBHB(Path(data_dir) / OPENBHB_DIR, split=layout.SPLITS, crop=None)
+    dataset = OpenBHB(layout.cohort_path(data_dir, "openbhb"), split=layout.SPLITS, crop=None)
     first = dataset.participants.reset_index().groupby("site", sort=True).first()
-    fig, axes = plt.subplots(len(first), 3, figsize=(6, 1.9 * len(first)), dpi=dpi, squeeze=False)
+    fig = Figure(figsize=(6, 1.9 * len(first)), dpi=dpi)
+    axes = fig.subplots(len(first), 3, squeeze=False)
     for row, (site, entry) in enumerate(first.iterrows()):
         volume, _ = io.load_volume(dataset.path(int(entry["index"])))  # (X, Y, Z)
         centre = [n // 2 for n in volume.shape]
@@ -111,15 +103,15 @@ def site_montage(data_dir: str | Path, dpi: int = 100) -> plt.Figure:
     return fig
 
 
-def age_histograms(data_dir: str | Path, bin_years: float = 5.0, dpi: int = 100) -> plt.Figure:
+def age_histograms(data_dir: str | Path, bin_years: float, dpi: int) -> Figure:
     """Age histograms: pretraining cohort per split (stacked by site), downstream per task."""
-    data_dir = Path(data_dir)
-    participants = OpenBHB(data_dir / OPENBHB_DIR, split=layout.SPLITS).participants
-    down = read_manifest(data_dir / DOWNSTREAM_DIR)
+    participants = OpenBHB(layout.cohort_path(data_dir, "openbhb"), split=layout.SPLITS).participants
+    down = read_manifest(layout.cohort_path(data_dir, "downstream"))
     ages = np.concatenate([participants["age"].to_numpy(float), down["age"].to_numpy(float)])
     bins = np.arange(np.floor(ages.min() / bin_years) * bin_years, ages.max() + bin_years, bin_years)
     tasks = task_columns(down)
-    fig, axes = plt.subplots(1, len(layout.SPLITS) + 1, figsize=(4 * (len(layout.SPLITS) + 1), 3.2), dpi=dpi)
+    fig = Figure(figsize=(4 * (len(layout.SPLITS) + 1), 3.2), dpi=dpi)
+    axes = fig.subplots(1, len(layout.SPLITS) + 1)
     for ax, split in zip(axes, layout.SPLITS):
         part = participants[participants["split"] == split]
         groups = [g["age"].to_numpy(float) for _, g in part.groupby("site", sort=True)]
@@ -142,13 +134,14 @@ def age_histograms(data_dir: str | Path, bin_years: float = 5.0, dpi: int = 100)
     return fig
 
 
-def descriptor_trajectories(data_dir: str | Path, channels=("CT", "GMV", "SA"), dpi: int = 100) -> plt.Figure:
+def descriptor_trajectories(data_dir: str | Path, channels: Channels, dpi: int) -> Figure:
     """Each FreeSurfer measure (mean over the 68 regions) against age, pretraining cohort."""
-    dataset = OpenBHB(Path(data_dir) / OPENBHB_DIR, split=layout.SPLITS)
+    dataset = OpenBHB(layout.cohort_path(data_dir, "openbhb"), split=layout.SPLITS)
     tables = select_channels(dataset.descriptor_tables(), list(channels))  # (N, C, R)
     age = dataset.participants["age"].to_numpy(float)
     split = dataset.participants["split"].to_numpy()
-    fig, axes = plt.subplots(1, len(channels), figsize=(4 * len(channels), 3.2), dpi=dpi, squeeze=False)
+    fig = Figure(figsize=(4 * len(channels), 3.2), dpi=dpi)
+    axes = fig.subplots(1, len(channels), squeeze=False)
     for ax, c, name in zip(axes[0], range(len(channels)), channels):
         values = tables[:, c].mean(1)  # (N,)
         for s in layout.SPLITS:
@@ -178,5 +171,4 @@ def run_qc(config: CohortConfig, data_dir: str | Path, out_dir: str | Path) -> d
     for name, fig in figures.items():
         paths[name] = out_dir / "figures" / f"{name}.png"
         fig.savefig(paths[name], dpi=config.dpi, metadata={"Software": None})
-        plt.close(fig)
     return paths

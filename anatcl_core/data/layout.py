@@ -41,7 +41,6 @@ SPLIT_FOLDER: dict[str, str] = {"train": "train", "internal_test": "val", "exter
 
 VBM_KIND = "cat12vbm_desc-gm_T1w"
 DESIKAN_KIND = "freesurfer_desc-desikan_ROI"
-DESTRIEUX_KIND = "freesurfer_desc-destrieux_ROI"
 
 #: CAT12's 1.5 mm MNI152 grid (OpenBHB's VBM geometry) and its affine (voxel -> mm).
 CAT12_SHAPE: tuple[int, int, int] = (121, 145, 121)
@@ -61,6 +60,13 @@ UPSTREAM_INPUT_SHAPE: tuple[int, int, int] = (121, 128, 121)
 
 PARTICIPANTS_FILE = "participants.tsv"
 MANIFEST_FILE = "manifest.tsv"
+
+#: The cohorts of a ``data/`` folder (what ``make repro`` generates and ``data.dvc`` versions) and
+#: the folder each lives in: the OpenBHB root, then the folders of the two manifests. Only the
+#: cohort stage reads them; every later stage reads its arrays (:mod:`anatcl_core.data.arrays`).
+COHORT_DIRS: dict[str, str] = {"openbhb": "openbhb", "downstream": "downstream", "travelling": "travelling"}
+#: Cohorts a ``data/`` folder must hold (the travelling heads are optional).
+REQUIRED_COHORTS: tuple[str, ...] = ("openbhb", "downstream")
 DX_PREFIX = "dx_"
 SCORE_PREFIX = "score_"
 MANIFEST_COLUMNS: tuple[str, ...] = ("participant_id", "image", "age", "sex", "site", "roi")
@@ -143,3 +149,17 @@ def upstream_crop(voxel_mm: float) -> tuple[slice, slice, slice]:
     full, kept = grid_shape(voxel_mm)[1], crop_shape(voxel_mm)[1]
     start = (full - kept) // 2
     return (slice(None), slice(start, start + kept), slice(None))
+
+
+def cohort_path(data_dir: str | Path, cohort: str) -> Path:
+    """Where ``cohort`` lives under ``data_dir``: the OpenBHB root, or a manifest's folder."""
+    if cohort not in COHORT_DIRS:
+        raise ValueError(f"unknown cohort {cohort!r}; expected one of {tuple(COHORT_DIRS)}")
+    return Path(data_dir) / COHORT_DIRS[cohort]
+
+
+def cohort_paths(data_dir: str | Path) -> dict[str, Path]:
+    """``{cohort: path}`` of the cohorts present under ``data_dir`` (the required ones always)."""
+    paths = {name: cohort_path(data_dir, name) for name in COHORT_DIRS}
+    return {name: path for name, path in paths.items()
+            if name in REQUIRED_COHORTS or (path / MANIFEST_FILE).is_file()}

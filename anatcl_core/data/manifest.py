@@ -18,9 +18,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from anatcl_core.data import io, layout
-from anatcl_core.data.openbhb import encode_sex
-from anatcl_core.data.tables import check_tsv
 from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
+from anatcl_core.data.openbhb import encode_sex
+from anatcl_core.data.resources import read_roi_table
+from anatcl_core.data.tables import check_tsv
 
 
 class ManifestError(ValueError):
@@ -135,11 +136,11 @@ class ManifestDataset(Dataset):
         roi = self.frame["roi"].iloc[index]
         if not roi:
             return np.full((len(CHANNELS), 68), np.nan, dtype=np.float32)
-        table = np.load(roi, allow_pickle=False)
-        table = table[0] if table.ndim == 3 and table.shape[0] == 1 else table
-        if table.ndim != 2 or table.shape[0] != len(CHANNELS):
-            raise ValueError(f"{roi}: ROI table of shape {table.shape}; expected (7, R)")
-        return np.asarray(table, dtype=np.float32)
+        return read_roi_table(roi)
+
+    def descriptor_tables(self) -> np.ndarray:
+        """``(N, 7, R)`` raw ROI tables of every subject (NaN rows where the manifest gives no ``roi``)."""
+        return np.stack([self.descriptor_table(i) for i in range(len(self))])
 
     def images(self, dtype: type = np.float32, progress: bool = True) -> np.ndarray:
         """Every image, cropped, stacked ``(N, 1, X, Y, Z)``."""

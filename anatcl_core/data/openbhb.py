@@ -23,9 +23,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from anatcl_core.data import io, layout, resources
+from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
 from anatcl_core.data.resources import read_roi_csv  # noqa: F401  (public here since the first release)
 from anatcl_core.data.tables import check_tsv
-from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +134,10 @@ class OpenBHB(Dataset):
             if pid not in self._roi_csv:
                 raise KeyError(f"participant {pid} not in the ROI CSV(s)")
             return self._roi_csv[pid]
-        path = self.path(index, layout.DESIKAN_KIND)
-        table = np.load(path, allow_pickle=False)
-        if table.ndim == 3 and table.shape[0] == 1:
-            table = table[0]
-        if table.ndim != 2 or table.shape[0] != len(CHANNELS):
-            raise ValueError(f"{path}: ROI table of shape {table.shape}; expected (7, R)")
+        table = resources.read_roi_table(self.path(index, layout.DESIKAN_KIND))  # (7, R) float32
         if table.shape[1] == len(self._cols):
             table = table[self._rows][:, self._cols]  # the root's names -> canonical order
-        return np.asarray(table, dtype=np.float32)
+        return table
 
     def descriptor_tables(self) -> np.ndarray:
         """``(N, 7, 68)`` tables of the selected split(s), for fitting the descriptor normaliser."""

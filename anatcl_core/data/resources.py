@@ -35,6 +35,8 @@ DESIKAN_LABELS_FILE = "freesurfer_atlas-desikan_labels.txt"
 RESOURCES_JSON = "resources.json"
 #: Per-split Desikan table, relative to ``<root>/{train,val}``.
 DESIKAN_CSV = Path("derivatives") / "freesurfer_roi" / "desikan_roi_features.csv"
+
+
 class ResourceError(ValueError):
     """A root's ``resource/`` names or ROI tables are missing, unknown or inconsistent."""
 
@@ -128,6 +130,29 @@ def _order(names: list[str], expected: Sequence[str], where: Path, what: str,
             f"(unknown {unknown[:3]}, missing {missing[:3]}, {len(names) - len(set(names))} repeated)"
         )
     return [names.index(n) for n in expected]
+
+
+def load_roi_file(path: str | Path) -> np.ndarray:
+    """A per-subject ROI ``.npy`` as stored, a leading singleton axis dropped (``(1, 7, R)`` -> ``(7, R)``).
+
+    Unchecked, for the validator to report what is wrong; readers use :func:`read_roi_table`.
+    """
+    table = np.load(path, allow_pickle=False)
+    return table[0] if table.ndim == 3 and table.shape[0] == 1 else table
+
+
+def read_roi_table(path: str | Path) -> np.ndarray:
+    """A per-subject FreeSurfer ROI ``.npy`` as a ``(7, R)`` float32 table, in the file's order.
+
+    The one reader of an ROI table file: OpenBHB's per-subject tables and a manifest's ``roi``.
+
+    Raises:
+        ValueError: naming the file, if it is not one ``(7, R)`` table.
+    """
+    table = load_roi_file(path)
+    if table.ndim != 2 or table.shape[0] != len(CHANNELS):
+        raise ValueError(f"{path}: ROI table of shape {table.shape}; expected (7, R)")
+    return np.asarray(table, dtype=np.float32)
 
 
 def read_roi_csv(path: str | Path, n_channels: int = len(CHANNELS)) -> tuple[list[str], np.ndarray]:

@@ -6,14 +6,15 @@
 INPUT: ``.nii`` / ``.nii.gz`` / ``.npy`` files, folders of them, or manifests (``manifest.tsv`` or
 a folder holding one). Ids: ``participant_id`` from a manifest, else the file name without
 ``.nii`` / ``.nii.gz`` / ``.npy``. Every image is checked by the validator
-(:func:`anatcl_core.data.validate.check_volume`) before the model is loaded; a bad one stops the run
+(:func:`anatcl_core.data.validate_volume.check_volume`) before the model is loaded; a bad one stops the run
 before anything is written, unless ``--skip-invalid`` (bad files reported, the others embedded).
 
 Each image is centre-cropped as the data readers do (``crop="upstream"``:
 :func:`anatcl_core.data.io.resolve_crop`), then encoded: the 512-d encoder output (Barbano et al.:
 the representation probed downstream), or with ``--head`` the 128-d L2-normalised projection.
 The numbers are those of the Python API on the same cropped input, ``AnatCL(weights=...).eval()(x)``
-for an upstream-format file and ``load_model(...).encode(x)`` for our checkpoints. ``--bf16``
+for an upstream-format file and ``load_model(...).encode(x)`` for our checkpoints (both
+:func:`anatcl_core.model.trained.load_trained`; inputs: :mod:`anatcl_core.evaluation.embed_inputs`). ``--bf16``
 runs under bfloat16 autocast: faster on recent GPUs but approximate (max differences ~1 % of
 the largest feature on the test model): use it for exploration, not for reported numbers.
 Files are read and cropped by one background thread, two batches ahead of the model, so gunzip
@@ -31,7 +32,6 @@ import pickle
 import queue
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -41,84 +41,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from anatcl_core.atomic import atomic_write
-from anatcl_core.model.checkpoint import load_model
 from anatcl_core.arguments import EmbedArgs, check_output, parse
-from anatcl_core.data import io, layout
-from anatcl_core.data.manifest import manifest_file, read_manifest
-from anatcl_core.model.network import AnatCL
-from anatcl_core.data.validate import Problem, check_volume, volume_files
-from anatcl_core.model.weights import WeightsError, inspect_checkpoint
+from anatcl_core.atomic import atomic_write
+from anatcl_core.data.problem import Problem
+from anatcl_core.evaluation.embed_inputs import EmbedError, check_inputs, cropped_volume, gather_inputs
+from anatcl_core.model.trained import WeightsError, load_trained
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
-
-
-class EmbedError(ValueError):
-    """Inputs, weights or output that ``embed`` cannot use; the message names the culprit."""
-
-
-def file_id(path: str | Path) -> str:
-    """``sub-01_mwp1.nii.gz`` -> ``sub-01_mwp1``: the name without .nii / .nii.gz / .npy."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".npy"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def gather_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
-    """``(participant_id, image path)`` for every input, in order.
-
-    A manifest (``.tsv`` or a folder with ``manifest.tsv``) gives its rows; any other folder gives
-    its volume files (sorted, not recursive); a file is itself.
-
-    Raises:
-        EmbedError: a missing input, a folder without volumes, or one id twice.
-    """
-    subjects: list[tuple[str, Path]] = []
-    for item in map(Path, inputs):
-        if item.suffix == ".tsv" or (item.is_dir() and manifest_file(item).is_file()):
-            frame = read_manifest(item)  # FileNotFoundError / ManifestError name the file
-            subjects += [(pid, Path(p)) for pid, p in zip(frame["participant_id"], frame["image"])]
-        elif item.is_dir():
-            files = volume_files(item)
-            if not files:
-                raise EmbedError(f"{item}: folder holds no .nii/.nii.gz/.npy files and no {layout.MANIFEST_FILE}")
-            subjects += [(file_id(p), p) for p in files]
-        elif item.exists() or io.is_volume_file(item):
-            subjects.append((file_id(item), item))  # a missing volume is reported by the validator
-        else:
-            raise EmbedError(f"{item}: no such file or folder")
-    repeated = sorted(pid for pid, n in Counter(pid for pid, _ in subjects).items() if n > 1)
-    if repeated:
-        raise EmbedError(f"participant id(s) {repeated} appear more than once among the inputs")
-    return subjects
-
-
-def cropped_volume(path: str | Path) -> np.ndarray:
-    """The float32 ``(X, Y, Z)`` model input: the volume centre-cropped as the readers do."""
-    volume, _ = io.load_volume(path, mmap=True)
-    return np.array(io.center_crop(volume, io.resolve_crop("upstream", volume.shape)), dtype=np.float32)
-
-
-def check_inputs(subjects: Sequence[tuple[str, Path]], progress: bool = True) -> list[Problem]:
-    """Validator problems of every image, plus images whose model input shape differs from the rest."""
-    problems: list[Problem] = []
-    shapes: dict[int, tuple[int, ...]] = {}
-    for index, (pid, path) in enumerate(tqdm(subjects, desc="validate", disable=not progress, leave=False)):
-        found, voxel_mm = check_volume(path, pid)
-        problems += found
-        if not found and voxel_mm is not None:  # a valid map is on a CAT12 grid
-            shapes[index] = io.resolve_crop("upstream", layout.grid_shape(voxel_mm))
-    majority = Counter(shapes.values()).most_common(1)
-    for index, shape in shapes.items():
-        if shape != majority[0][0]:
-            pid, path = subjects[index]
-            problems.append(Problem(str(path), pid, f"model input shape {shape}; the other inputs give "
-                                    f"{majority[0][0]} (one grid per run)"))
-    return problems
 
 
 class _Encoder(nn.Module):
@@ -146,21 +77,17 @@ class _Projection(nn.Module):
 def load_encoder(weights: str | Path, head: bool = False) -> tuple[nn.Module, str]:
     """A module mapping ``(B, 1, X, Y, Z)`` to features ``(B, F)`` (``head``: ``(B, 128)``), eval mode.
 
-    Our checkpoints (a ``"config"`` entry) load through :func:`load_model`; upstream-format files
-    (``{"model": state dict}``) through :class:`anatcl_core.model.network.AnatCL`, the depth read from the
-    state dict (:func:`anatcl_core.model.weights.inspect_checkpoint`).
+    Our checkpoints and upstream-format files (``{"model": state dict}``, the depth read from the
+    state dict's shapes) load through :func:`anatcl_core.model.trained.load_trained`; upstream's
+    network is the one of :class:`anatcl_core.model.upstream.AnatCL`, so the features are its.
 
     Returns:
         ``(module, format)`` with format "anatcl" or "upstream".
     """
-    info = inspect_checkpoint(weights)  # safe_load + architecture check
-    if info.format == "anatcl":
-        model = load_model(weights)
-        module: nn.Module = _Projection(model) if head else _Encoder(model)
-    else:
-        module = AnatCL(model=info.depth, use_head=head, weights=weights)
-    logger.info("loaded %s (%s format, %s, sha256 %s)", weights, info.format, info.depth, info.sha256[:12])
-    return module.eval(), info.format
+    trained = load_trained(weights)  # safe_load + architecture check, the file read once
+    module: nn.Module = _Projection(trained.model) if head else _Encoder(trained.model)
+    logger.info("loaded %s (%s format, %s)", weights, trained.format, trained.model.encoder.depth)
+    return module.eval(), trained.format
 
 
 PREFETCH_BATCHES = 2  # batches read ahead of the model: enough to hide a slow file, little memory

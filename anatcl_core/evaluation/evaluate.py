@@ -14,92 +14,25 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
 
 from anatcl_core import live
-from anatcl_core.data import arrays
-from anatcl_core.evaluation import features as feat
-from anatcl_core.evaluation import probes, reliability, representation, task_probes
 from anatcl_core.cores import resolve_threads
-from anatcl_core.config import NonNegativeInt, Positive, PositiveInt, Threads, section
-from anatcl_core.data.manifest import score_columns
+from anatcl_core.data import arrays
 from anatcl_core.data.layout import SCORE_PREFIX
-from anatcl_core.data.freesurfer import Channels
+from anatcl_core.data.manifest import score_columns
+from anatcl_core.evaluation import features as feat
+from anatcl_core.evaluation import probes, reliability, representation, site_held_out, task_probes
+from anatcl_core.evaluation.protocol import EvaluateConfig
 
 logger = logging.getLogger(__name__)
 
 PROBES_FILE = "probes.json"
 FEATURES_FILE = "features.npz"
 PREDICTIONS_FILE = "predictions.npz"
-
-
-#: A non-empty grid of positive regularisation values.
-Grid = Annotated[tuple[Positive, ...], Field(min_length=1)]
-#: A number of cross-validation folds or groups.
-Folds = Annotated[int, Field(ge=2)]
-
-
-@section
-class EvaluateConfig:
-    """params.yaml ``evaluate`` (field = yaml key = keyword argument of the probes).
-
-    ``site_held_out_groups``: the pretraining cohort's sites are dealt (sorted, round robin) into
-    this many groups; the leave-sites-out brain-age probe holds out one group per fold.
-    ``loso_inner_splits``: inner group folds (over training sites) of the leave-one-site-out
-    diagnosis probe. ``label_sizes``, ``label_draws``, ``label_splits``: points (labelled training
-    subjects; the whole training part is always added), draws and outer folds of the
-    label-efficiency curve (:mod:`anatcl_core.evaluation.transfer`), ``label_inner_splits`` the stratified
-    folds choosing C on each subsample (2: a 25-subject subsample has ~8-12 cases). ``descriptor_channels``: FreeSurfer
-    measures whose top ``representation_components`` principal components the representation
-    probe reads out (``representation_splits``-fold CV, :mod:`anatcl_core.evaluation.representation`).
-    """
-
-    batch_size: PositiveInt = 64
-    c_grid: Grid = (1e-3, 1e-2, 1e-1, 1.0)
-    alpha_grid: Grid = (1e-2, 1e-1, 1.0, 1e1, 1e2)
-    site_c_grid: Grid = (1e-2, 1e-1, 1.0, 1e1, 1e2)
-    n_splits: Folds = 5
-    n_repeats: PositiveInt = 3
-    inner_splits: Folds = 3
-    brain_age_cv_splits: Folds = 5
-    n_bootstrap: PositiveInt = 1000
-    seed: NonNegativeInt = 0
-    num_threads: Threads = "auto"
-    site_held_out_groups: Folds = 4
-    loso_inner_splits: Folds = 3
-    label_sizes: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (25, 50, 100, 200)
-    label_draws: PositiveInt = 2
-    label_splits: Folds = 2
-    label_inner_splits: Folds = 2
-    descriptor_channels: Channels = ("CT", "GMV", "SA")
-    representation_components: PositiveInt = 8
-    representation_splits: Folds = 3
-
-
-def icc_1_1(values: np.ndarray, subjects: np.ndarray) -> float:
-    """One-way random-effects ICC(1,1) averaged over feature dimensions.
-
-    ``ICC = (MSB - MSW) / (MSB + (k - 1) MSW)`` with subjects as targets and their k scans (one per
-    site) as measurements; dimensions without between-scan variance are skipped.
-
-    Args:
-        values: ``(N, F)`` features; subjects: ``(N,)`` subject id of each scan (balanced design).
-    """
-    ids, index = np.unique(subjects, return_inverse=True)
-    n, k = len(ids), len(subjects) // len(ids)
-    if n < 2 or k < 2 or np.bincount(index).min() != k or np.bincount(index).max() != k:
-        raise ValueError(f"ICC needs >= 2 subjects with the same number (>= 2) of scans each")
-    means = np.stack([values[index == i].mean(0) for i in range(n)])  # (n, F)
-    msb = k * ((means - values.mean(0)) ** 2).sum(0) / (n - 1)  # (F,)
-    msw = ((values - means[index]) ** 2).sum(0) / (n * (k - 1))  # (F,)
-    denom = msb + (k - 1) * msw
-    keep = denom > 1e-12 * np.maximum(1.0, np.abs(values).max())
-    return float(np.mean((msb[keep] - msw[keep]) / denom[keep])) if keep.any() else float("nan")
 
 
 def check_no_overlap(pretrain_ids, downstream_ids) -> None:
@@ -110,13 +43,13 @@ def check_no_overlap(pretrain_ids, downstream_ids) -> None:
                          "the encoder has seen them; remove them from the downstream manifest")
 
 
-def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir: str | Path,
-                        arrays_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
+def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, arrays_dir: str | Path,
+                        out_dir: str | Path, progress: bool = True) -> dict:
     """Extract features with a checkpoint's encoder and run every probe (:func:`evaluate_features`).
 
     Args:
         config: the ``evaluate`` section. checkpoint: a pretraining ``checkpoint.pt``.
-        data_dir: the cohorts' tables (``data/``). arrays_dir: their stacked images (cohort stage).
+        arrays_dir: the cohort stage's arrays (images, tables, FreeSurfer tables of every cohort).
         out_dir: ``outputs/evaluate/<method>-s<seed>``.
 
     Returns:
@@ -124,25 +57,23 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, data_dir
     """
     torch.set_num_threads(resolve_threads(config.num_threads))
     encoder, run = feat.load_encoder(checkpoint)
-    crop = run.get("crop", "upstream")
-    crop = tuple(crop) if isinstance(crop, list) else crop
-    cohorts = arrays.load_arrays(arrays_dir, data_dir, crop)
+    cohorts = arrays.load_arrays(arrays_dir, run.data.crop)
     check_no_overlap(cohorts["openbhb"].table["participant_id"], cohorts["downstream"].table["participant_id"])
     x = {name: feat.extract_features(encoder, c.images, config.batch_size, progress, desc=name)
          for name, c in cohorts.items()}
-    meta = {"method": run.get("method"), "seed": run.get("seed"), "feature_dim": int(x["openbhb"].shape[1])}
-    return evaluate_features(config, x, cohorts, data_dir, out_dir, meta)
+    meta = {"method": run.method, "seed": run.seed, "feature_dim": int(x["openbhb"].shape[1])}
+    return evaluate_features(config, x, cohorts, out_dir, meta)
 
 
-def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts: dict, data_dir: str | Path,
+def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts: dict,
                       out_dir: str | Path, meta: dict, age_probes: bool = True) -> dict:
     """Every probe on given features of the cohorts (an encoder's or a reference row's).
 
     Args:
         config: the ``evaluate`` section.
         x: cohort name (``openbhb``, ``downstream``, ``travelling``) -> ``(N, F)`` features.
-        cohorts: cohort name -> :class:`~anatcl_core.data.arrays.Cohort` (only ``table`` is read).
-        data_dir: ``data/`` (the downstream FreeSurfer tables, targets of the representation probe).
+        cohorts: cohort name -> :class:`~anatcl_core.data.arrays.Cohort` (its ``table``, and the
+            downstream FreeSurfer tables, targets of the representation probe; images are not read).
         out_dir: where the files below go. meta: ``method``, ``seed``, ``feature_dim``.
         age_probes: False for a representation made of age itself (brain-age probes and the age
             read-out would be circular and are left out).
@@ -179,7 +110,7 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
         result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
                                                           table["site"].astype(str).to_numpy())
     result.update(claims)
-    descriptors = task_probes.downstream_descriptors(data_dir, config.descriptor_channels)
+    descriptors = task_probes.downstream_descriptors(cohorts["downstream"], config.descriptor_channels)
     result["representation"] = representation.representation_probe(
         x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
         down["site"].astype(str).to_numpy(), n_components=config.representation_components,
@@ -228,7 +159,7 @@ def site_held_out_brain_age(config: EvaluateConfig, x: np.ndarray, age: np.ndarr
     """Brain age with leave-sites-out folds on the pretraining cohort (ridge, inner-CV alpha).
 
     Returns:
-        ``folds`` (:func:`anatcl_core.evaluation.reliability.site_held_out_probe`) and their mean ``mae`` and
+        ``folds`` (:func:`anatcl_core.evaluation.site_held_out.site_held_out_probe`) and their mean ``mae`` and
         ``pearson_r``; ``{}`` with fewer than two sites.
     """
     sites = sorted(set(site.tolist()))
@@ -236,8 +167,9 @@ def site_held_out_brain_age(config: EvaluateConfig, x: np.ndarray, age: np.ndarr
     if n_groups < 2:
         return {}
     groups = [sites[i::n_groups] for i in range(n_groups)]
-    folds = reliability.site_held_out_probe(x, age, site, groups, alpha_grid=config.alpha_grid,
-                                            inner_splits=config.brain_age_cv_splits, seed=config.seed)
+    folds = site_held_out.site_held_out_probe(x, age, site, groups, alpha_grid=config.alpha_grid,
+                                              c_grid=config.c_grid, inner_splits=config.brain_age_cv_splits,
+                                              seed=config.seed)
     return {"folds": folds, "mae": float(np.mean([f["mae"] for f in folds])),
             "pearson_r": float(np.mean([f["pearson_r"] for f in folds]))}
 

@@ -17,20 +17,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from anatcl_core.model.checkpoint import model_from_checkpoint, safe_load
+from anatcl_core.model.run import Run
+from anatcl_core.model.trained import load_trained
 
 logger = logging.getLogger(__name__)
 
 
-def load_encoder(checkpoint: str | Path) -> tuple[nn.Module, dict]:
-    """The frozen encoder of a pretraining checkpoint and the run's settings (``config``)."""
-    state = safe_load(checkpoint)  # read once: weights and the run's settings
-    model = model_from_checkpoint(state, str(checkpoint))
-    config = dict(state["config"])
-    encoder = model.encoder.eval()
+def load_encoder(checkpoint: str | Path) -> tuple[nn.Module, Run]:
+    """The frozen encoder of a pretraining checkpoint (eval mode, no gradients) and the run that trained it.
+
+    Raises:
+        ValueError: the checkpoint holds no run record (not written by the trainer).
+    """
+    trained = load_trained(checkpoint)  # read once: weights and the run's record
+    if trained.run is None:
+        raise ValueError(f"{checkpoint}: no run record in its config (method, seed, recipe); "
+                         "expected a checkpoint written by the pretrain stage")
+    encoder = trained.model.encoder.eval()
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
-    return encoder, config
+    return encoder, trained.run
 
 
 def extract_features(encoder: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 64,

@@ -146,12 +146,12 @@ def diagnosis_probe(
     features: np.ndarray,
     labels: np.ndarray,
     *,
-    c_grid: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0),
-    n_splits: int = 5,
-    n_repeats: int = 3,
-    inner_splits: int = 3,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    c_grid: Sequence[float],
+    n_splits: int,
+    n_repeats: int,
+    inner_splits: int,
+    n_bootstrap: int,
+    seed: int,
     name: str = "diagnosis",
 ) -> dict:
     """Nested-CV class-balanced logistic probe of a binary diagnosis.
@@ -208,12 +208,12 @@ def score_probe(
     features: np.ndarray,
     target: np.ndarray,
     *,
-    alpha_grid: Sequence[float] = (1e-2, 1e-1, 1.0, 1e1, 1e2),
-    n_splits: int = 5,
-    n_repeats: int = 3,
-    inner_splits: int = 3,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    alpha_grid: Sequence[float],
+    n_splits: int,
+    n_repeats: int,
+    inner_splits: int,
+    n_bootstrap: int,
+    seed: int,
     name: str = "score",
 ) -> dict:
     """Nested-CV ridge probe of a clinical score (subjects with a NaN score are dropped).
@@ -254,10 +254,10 @@ def brain_age_probe(
     internal: tuple[np.ndarray, np.ndarray, np.ndarray],
     external: tuple[np.ndarray, np.ndarray],
     *,
-    alpha_grid: Sequence[float] = (1e-2, 1e-1, 1.0, 1e1, 1e2),
-    c_grid: Sequence[float] = (1e-2, 1e-1, 1.0, 1e1, 1e2),
-    cv_splits: int = 5,
-    seed: int = 0,
+    alpha_grid: Sequence[float],
+    c_grid: Sequence[float],
+    cv_splits: int,
+    seed: int,
 ) -> dict:
     """OpenBHB challenge probes: brain age MAE and site leakage (REFERENCE §1.5).
 

@@ -25,14 +25,12 @@ import torch
 from pydantic import Field
 from sklearn.decomposition import PCA
 
-from anatcl_core.evaluation import evaluate
-from anatcl_core.data import arrays
-from anatcl_core.cores import resolve_threads
 from anatcl_core.config import PositiveInt, section
-from anatcl_core.data import layout
-from anatcl_core.data.manifest import ManifestDataset
-from anatcl_core.data.openbhb import OpenBHB, encode_sex
+from anatcl_core.cores import resolve_threads
+from anatcl_core.data import arrays
 from anatcl_core.data.freesurfer import select_channels
+from anatcl_core.data.openbhb import encode_sex
+from anatcl_core.evaluation import evaluate, protocol
 
 logger = logging.getLogger(__name__)
 
@@ -43,33 +41,33 @@ PREFIX = "ref_"
 
 @section
 class ReferenceConfig:
-    """params.yaml ``reference``: which rows to compute (``run``) and the voxel PCA's size."""
+    """params.yaml ``reference``: which rows to compute (``run``) and the voxel PCA's size.
 
-    run: Annotated[tuple[Literal[REFERENCES], ...], Field(min_length=1)] = REFERENCES
-    voxel_components: PositiveInt = 64
+    Both fields are required: params.yaml is the one home of their values.
+    """
+
+    run: Annotated[tuple[Literal[REFERENCES], ...], Field(min_length=1)]
+    voxel_components: PositiveInt
 
 
-def descriptor_features(data_dir: str | Path, names: list[str], channels: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """``(N, C * R)`` FreeSurfer descriptors of every cohort in ``names``.
+def descriptor_features(cohorts: dict[str, arrays.Cohort], channels: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``(N, C * R)`` FreeSurfer descriptors of every cohort.
 
     Raises:
-        ValueError: if a downstream or travelling subject has no ROI table.
+        ValueError: if a subject has no ROI table (a manifest row without ``roi``).
     """
-    data_dir, out = Path(data_dir), {}
-    for name in names:
-        if name == "openbhb":
-            tables = OpenBHB(data_dir / arrays.OPENBHB_DIR, split=layout.SPLITS).descriptor_tables()
-        else:
-            manifest = arrays.DOWNSTREAM_MANIFEST if name == "downstream" else arrays.TRAVELLING_MANIFEST
-            dataset = ManifestDataset(data_dir / manifest, crop=None)
-            if (dataset.frame["roi"] == "").any():
-                raise ValueError(f"{data_dir / manifest}: the descriptors reference needs a roi for every row")
-            tables = np.stack([dataset.descriptor_table(i) for i in range(len(dataset))])
+    out = {}
+    for name, cohort in cohorts.items():
+        missing = cohort.table["participant_id"][~cohort.has_descriptors()].tolist()
+        if missing:
+            raise ValueError(f"{name} cohort: the descriptors reference needs a roi for every row; "
+                             f"participant(s) {missing[:5]} have none")
+        tables = cohort.descriptors  # (N, 7, R)
         out[name] = select_channels(tables, list(channels)).reshape(len(tables), -1).astype(np.float64)
     return out
 
 
-def voxel_pcs(cohorts: dict[str, arrays.Cohort], n_components: int, seed: int = 0,
+def voxel_pcs(cohorts: dict[str, arrays.Cohort], n_components: int, seed: int,
               batch_size: int = 256) -> dict[str, np.ndarray]:
     """PCA of the pretraining train split's maps; every cohort projected on its components."""
     table = cohorts["openbhb"].table
@@ -96,8 +94,8 @@ def age_sex_features(cohorts: dict[str, arrays.Cohort]) -> dict[str, np.ndarray]
             for name, c in cohorts.items()}
 
 
-def evaluate_reference(name: str, config: ReferenceConfig, eval_config: evaluate.EvaluateConfig,
-                       data_dir: str | Path, arrays_dir: str | Path, out_dir: str | Path) -> dict:
+def evaluate_reference(name: str, config: ReferenceConfig, eval_config: protocol.EvaluateConfig,
+                       arrays_dir: str | Path, out_dir: str | Path) -> dict:
     """Build reference row ``name``'s features and run every evaluate probe on them.
 
     Writes the same files as an encoder's evaluate stage under ``out_dir``.
@@ -108,15 +106,15 @@ def evaluate_reference(name: str, config: ReferenceConfig, eval_config: evaluate
     if name not in config.run:
         raise ValueError(f"reference {name!r} is not in reference.run {list(config.run)}")
     torch.set_num_threads(resolve_threads(eval_config.num_threads))
-    cohorts = arrays.load_arrays(arrays_dir, data_dir, None)
+    cohorts = arrays.load_arrays(arrays_dir)
     evaluate.check_no_overlap(cohorts["openbhb"].table["participant_id"],
                               cohorts["downstream"].table["participant_id"])
     if name == "descriptors":
-        x = descriptor_features(data_dir, list(cohorts), eval_config.descriptor_channels)
+        x = descriptor_features(cohorts, eval_config.descriptor_channels)
     elif name == "voxel_pcs":
         x = voxel_pcs(cohorts, config.voxel_components, eval_config.seed)
     else:
         x = age_sex_features(cohorts)
     meta = {"method": PREFIX + name, "seed": None, "feature_dim": int(x["downstream"].shape[1])}
-    return evaluate.evaluate_features(eval_config, x, cohorts, data_dir, out_dir, meta,
+    return evaluate.evaluate_features(eval_config, x, cohorts, out_dir, meta,
                                       age_probes=name != "age_sex")

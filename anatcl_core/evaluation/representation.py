@@ -32,7 +32,7 @@ from anatcl_core.evaluation import probes
 from anatcl_core.evaluation.metrics import multiclass_balanced_accuracy
 
 
-def descriptor_components(descriptors: np.ndarray, n_components: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def descriptor_components(descriptors: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Top principal components of z-scored descriptors.
 
     Args:
@@ -51,7 +51,7 @@ def descriptor_components(descriptors: np.ndarray, n_components: int, seed: int 
 
 
 def ridge_r2(features: np.ndarray, targets: np.ndarray, *, alpha_grid: Sequence[float],
-             n_splits: int = 5, seed: int = 0) -> np.ndarray:
+             n_splits: int, seed: int) -> np.ndarray:
     """Out-of-fold R² of every target column (``(N, T)`` or ``(N,)`` targets) from ``features``."""
     y = np.asarray(targets, float)
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(alpha_grid), alpha_per_target=y.ndim > 1))
@@ -61,8 +61,8 @@ def ridge_r2(features: np.ndarray, targets: np.ndarray, *, alpha_grid: Sequence[
     return np.atleast_1d(r2_score(y, pred, multioutput="raw_values"))
 
 
-def site_probe(features: np.ndarray, site: np.ndarray, *, alpha_grid: Sequence[float], n_splits: int = 5,
-               seed: int = 0) -> dict:
+def site_probe(features: np.ndarray, site: np.ndarray, *, alpha_grid: Sequence[float], n_splits: int,
+               seed: int) -> dict:
     """Cross-validated site balanced accuracy (module docstring), out-of-fold over ``n_splits``."""
     x, site = np.asarray(features, float), np.asarray(site).astype(str)
     model = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=list(alpha_grid), class_weight="balanced"))
@@ -74,8 +74,8 @@ def site_probe(features: np.ndarray, site: np.ndarray, *, alpha_grid: Sequence[f
 
 
 def representation_probe(features: np.ndarray, descriptors: np.ndarray | None, age: np.ndarray | None,
-                         site: np.ndarray, *, n_components: int = 8, alpha_grid: Sequence[float],
-                         n_splits: int = 5, seed: int = 0) -> dict:
+                         site: np.ndarray, *, n_components: int, alpha_grid: Sequence[float],
+                         n_splits: int, seed: int) -> dict:
     """The three read-outs of the module docstring for one representation.
 
     Args:

@@ -7,20 +7,15 @@ curve (:mod:`anatcl_core.evaluation.transfer`); task names come from the manifes
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from anatcl_core.data import arrays
-from anatcl_core.evaluation import probes, transfer
-from anatcl_core.data.layout import DX_PREFIX
-from anatcl_core.data.manifest import ManifestDataset, task_columns
 from anatcl_core.data.freesurfer import select_channels
-
-if TYPE_CHECKING:
-    from anatcl_core.evaluation.evaluate import EvaluateConfig
+from anatcl_core.data.layout import DX_PREFIX
+from anatcl_core.data.manifest import task_columns
+from anatcl_core.evaluation import probes, transfer
+from anatcl_core.evaluation.protocol import EvaluateConfig
 
 
 def _one_task(config: EvaluateConfig, x: np.ndarray, labels: np.ndarray, site: np.ndarray, ids: np.ndarray,
@@ -70,13 +65,11 @@ def task_probes(config: EvaluateConfig, x: np.ndarray, down: pd.DataFrame, diagn
     return dx, out, saved
 
 
-def downstream_descriptors(data_dir: str | Path, channels: tuple[str, ...]) -> np.ndarray | None:
-    """``(N, C * R)`` FreeSurfer descriptors of the downstream subjects (None if a table is missing)."""
-    dataset = ManifestDataset(Path(data_dir) / arrays.DOWNSTREAM_MANIFEST, crop=None)
-    if (dataset.frame["roi"] == "").any():
+def downstream_descriptors(cohort: arrays.Cohort, channels: tuple[str, ...]) -> np.ndarray | None:
+    """``(N, C * R)`` FreeSurfer descriptors of the downstream cohort (None if a subject has no table)."""
+    if not cohort.has_descriptors().all():
         return None
-    tables = np.stack([dataset.descriptor_table(i) for i in range(len(dataset))])  # (N, 7, R)
-    return select_channels(tables, list(channels)).reshape(len(dataset), -1)
+    return select_channels(cohort.descriptors, list(channels)).reshape(len(cohort.descriptors), -1)
 
 
 def claim_headline(result: dict) -> dict:

@@ -84,9 +84,8 @@ def group_inner_splits(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: i
     return PredefinedSplit(test_fold), "group"
 
 
-def loso_probe(features, labels, site, *, c_grid: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0),
-               inner_splits: int = 3, n_bootstrap: int = 1000, seed: int = 0,
-               name: str = "diagnosis") -> ProbeOutput:
+def loso_probe(features, labels, site, *, c_grid: Sequence[float], inner_splits: int, n_bootstrap: int,
+               seed: int, name: str = "diagnosis") -> ProbeOutput:
     """Leave-one-site-out logistic probe of a binary diagnosis (module docstring).
 
     Args:
@@ -181,10 +180,9 @@ def label_efficiency_splits(ids, labels, sizes: Sequence[int], n_draws: int, n_s
     return splits
 
 
-def label_efficiency_probe(features, labels, ids, *, sizes: Sequence[int] = (25, 50, 100, 200),
-                           n_draws: int = 2, n_splits: int = 5, inner_splits: int = 3,
-                           c_grid: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0), n_bootstrap: int = 1000,
-                           seed: int = 0, name: str = "diagnosis") -> ProbeOutput:
+def label_efficiency_probe(features, labels, ids, *, sizes: Sequence[int], n_draws: int, n_splits: int,
+                           inner_splits: int, c_grid: Sequence[float], n_bootstrap: int, seed: int,
+                           name: str = "diagnosis") -> ProbeOutput:
     """Balanced accuracy against the number of labelled training subjects (module docstring).
 
     Args:

@@ -1,15 +1,15 @@
-"""Checkpoints that load without running pickled code, atomic saving, model rebuilding.
+"""Checkpoint files: loading without running pickled code, atomic saving, state-dict checks.
 
 ``torch.load(weights_only=False)`` executes whatever the pickle asks for, and a plain
 ``weights_only=True`` refuses the upstream files, which also pickle training options and objects of
 the authors' own classes (REFERENCE §2). ``safe_load`` unpickles with PyTorch's own weights-only
 unpickler (the one behind ``torch.load(weights_only=True)``), under
-``torch.serialization.safe_globals`` with:
+``torch.serialization.safe_globals`` with (:mod:`anatcl_core.model.allowlist`):
 
 * a few inert standard types on top of torch's defaults: ``argparse.Namespace`` (upstream's
   options), numpy arrays / dtypes / scalars (no object dtype), pure paths, dates, ``frozenset``,
   ``slice``, ``defaultdict``; none of them allocates more than the pickle already holds;
-* for the foreign classes upstream's files are known to pickle (:data:`FOREIGN_CLASSES`, by class
+* for the foreign classes upstream's files are known to pickle (``allowlist.FOREIGN_CLASSES``, by class
   name, in any module that does not exist to run code): an inert ``Placeholder`` that is never
   imported. Creating one (pickle's NEWOBJ) records the arguments and the state; *calling* it
   (REDUCE) raises ``UnsafeCheckpointError``.
@@ -27,33 +27,24 @@ its storage, a record of the wrong size) is one :class:`CheckpointError` naming 
 
 from __future__ import annotations
 
-import argparse
-import collections
-import datetime
 import io
 import logging
 import os
-import pathlib
 import pickle
-import pickletools
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch import _weights_only_unpickler as weights_only
 
 from anatcl_core.atomic import atomic_write
+from anatcl_core.model.allowlist import SAFE_GLOBALS, UnsafeCheckpointError, placeholder, refused_globals
 
 logger = logging.getLogger(__name__)
 
-# Keys of checkpoint["config"] that describe the network (kwargs of models.build_model).
-MODEL_CONFIG_KEYS = ("depth", "base_width", "norm", "projection_dim", "hidden_dim", "in_channels")
-#: Classes of the authors' own modules that upstream checkpoints pickle (REFERENCE §2).
-FOREIGN_CLASSES = frozenset({"AgeEstimator"})
 #: Largest pickle (``data.pkl``, inflated) read: the structure, never the tensors' bytes.
 MAX_PICKLE_BYTES = 64 * 2**20
 _CHUNK = 2**20
@@ -63,122 +54,8 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read safely: corrupt, truncated or inconsistent."""
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The checkpoint's pickle names or calls a global outside the allow-list."""
-
-
 class CheckpointMismatchError(ValueError):
     """A state dict does not fit the network (missing / unexpected keys, other shapes, bad values)."""
-
-
-class _PlaceholderMeta(type):
-    def __call__(cls, *args, **kwargs):  # pickle REDUCE with arguments: a call
-        raise UnsafeCheckpointError(
-            f"{cls._source}: refusing to load: the pickle calls {cls.pickled_module}."
-            f"{cls.pickled_name}{args!r:.80}, which is not on the allow-list; nothing was executed")
-
-
-class Placeholder(metaclass=_PlaceholderMeta):
-    """Inert stand-in for an object of a class that was not imported.
-
-    Attributes:
-        pickled_module, pickled_name: where the original class lives.
-        pickled_args: arguments given to ``__new__`` by the pickle.
-        pickled_state: the state the original ``__setstate__`` would have received.
-    Attribute access falls back to a dict state, so ``opts.lr`` works on a pickled options object.
-    """
-
-    pickled_module = pickled_name = _source = ""
-
-    def __new__(cls, *args, **kwargs):
-        self = object.__new__(cls)
-        for name, value in (("pickled_args", args), ("pickled_kwargs", kwargs), ("pickled_state", None)):
-            object.__setattr__(self, name, value)
-        return self
-
-    def __setstate__(self, state: Any) -> None:
-        object.__setattr__(self, "pickled_state", state)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name.startswith("pickled_"):
-            raise AttributeError(name)
-        state = object.__getattribute__(self, "pickled_state")
-        for part in state if isinstance(state, tuple) else (state,):
-            if isinstance(part, dict) and name in part:
-                return part[name]
-        raise AttributeError(f"placeholder for {self.pickled_module}.{self.pickled_name} "
-                             f"has no pickled attribute {name!r}")
-
-    def __repr__(self) -> str:
-        return f"<Placeholder {self.pickled_module}.{self.pickled_name}>"
-
-
-def _np_dtype(spec, align=False, copy=False) -> np.dtype:
-    dtype = np.dtype(spec, align=bool(align), copy=bool(copy))
-    if dtype.hasobject:  # object arrays would hold arbitrary Python objects
-        raise UnsafeCheckpointError(f"numpy dtype {spec!r} holds Python objects; refused")
-    return dtype
-
-
-def _np_reconstruct(cls, shape, dtype_code):
-    if cls is not np.ndarray or tuple(shape) != (0,):  # numpy pickles (0,), then sets the real data
-        raise UnsafeCheckpointError(f"numpy array reconstruction of {cls!r} with shape {shape!r:.40} refused")
-    return np.ndarray.__new__(np.ndarray, shape, dtype_code)
-
-
-def _np_scalar(dtype, data=None):
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
-        raise UnsafeCheckpointError(f"numpy scalar of dtype {dtype!r} refused")
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
-
-
-def _defaultdict(factory=None, *args):
-    return collections.defaultdict(factory if factory in (set,) else None)
-
-
-def _safe_globals() -> list:
-    """What ``safe_load`` allows on top of torch's defaults: (object, name as pickled) pairs."""
-    pairs: list[tuple[Any, str]] = [
-        (argparse.Namespace, "argparse.Namespace"), (_defaultdict, "collections.defaultdict"),
-        (np.ndarray, "numpy.ndarray"), (_np_dtype, "numpy.dtype"),
-        (pathlib.PurePosixPath, "pathlib.PosixPath"), (pathlib.PurePosixPath, "pathlib.PurePosixPath"),
-        (pathlib.PureWindowsPath, "pathlib.WindowsPath"), (pathlib.PureWindowsPath, "pathlib.PureWindowsPath"),
-    ]
-    # Not list, range, str, ...: a REDUCE of an allowed callable is a call, and list(range(10**12))
-    # would allocate what it asks for. frozenset and slice only take what the pickle already holds.
-    pairs += [(t, f"builtins.{t.__name__}") for t in (frozenset, slice)]
-    pairs += [(t, f"datetime.{t.__name__}") for t in (datetime.datetime, datetime.date, datetime.time,
-                                                       datetime.timedelta, datetime.timezone)]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        pairs += [(_np_reconstruct, f"{module}._reconstruct"), (_np_scalar, f"{module}.scalar")]
-    dtype_classes = {type(np.dtype(c)) for c in np.typecodes["All"] if c != "O"}
-    pairs += [(c, f"numpy.dtypes.{c.__name__}") for c in dtype_classes]
-    return pairs
-
-
-_SAFE_GLOBALS = _safe_globals()
-
-# Modules whose globals exist to run code, touch files or processes: never a placeholder.
-_DENIED_MODULES = frozenset("""
-    os posix nt posixpath ntpath sys subprocess _posixsubprocess builtins __builtin__ shutil
-    importlib runpy pty socket ctypes _ctypes pickle _pickle marshal types code codeop webbrowser
-    multiprocessing signal io _io pathlib tempfile operator _operator functools inspect pdb bdb
-    timeit asyncio threading _thread platform gc site sysconfig zipimport glob urllib http ftplib
-    smtplib xmlrpc shelve dbm sqlite3 logging unittest doctest trace cProfile profile distutils
-    setuptools pip venv ensurepip zipfile tarfile copyreg copy_reg codecs _codecs dill cloudpickle
-    joblib yaml torch numpy
-""".split())
-
-
-def _placeholder(qualified: str, source: str) -> tuple[type, str] | None:
-    """A stand-in class for ``module.Name`` if it is a known foreign class, else None."""
-    module, _, name = qualified.rpartition(".")
-    parts = module.split(".")
-    if name not in FOREIGN_CLASSES or any(".".join(parts[:i]) in _DENIED_MODULES for i in range(1, len(parts) + 1)):
-        return None
-    stand_in = _PlaceholderMeta(name, (Placeholder,), {"pickled_module": module, "pickled_name": name,
-                                                        "_source": source})
-    return stand_in, qualified
 
 
 def _archive_prefix(archive: zipfile.ZipFile, path: Path) -> str:
@@ -238,20 +115,6 @@ class _StorageLoader:
         return self.storages[key]
 
 
-#: Globals torch's weights-only unpickler allows that are refused here anyway:
-#: ``bytearray(10**13)`` would allocate the memory it asks for (tests/test_bad_inputs_checkpoints.py).
-_REFUSED_DEFAULTS = frozenset({"builtins.bytearray"})
-
-
-def _refused_globals(path: Path, pickle_bytes: bytes, extra: list) -> list[str]:
-    """Globals of the pickle outside torch's defaults + ``extra``, and :data:`_REFUSED_DEFAULTS`."""
-    with torch.serialization.safe_globals(extra):
-        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    named = {arg.replace("__builtin__ ", "builtins ").replace(" ", ".")  # protocol 2 names Python 2's
-             for op, arg, _ in pickletools.genops(pickle_bytes) if op.name == "GLOBAL"}
-    return sorted(unsafe | (named & _REFUSED_DEFAULTS))
-
-
 def _unpickle(pickle_bytes: bytes, archive: zipfile.ZipFile, prefix: str, path: Path) -> Any:
     data = io.BytesIO(pickle_bytes)
     unpickler = weights_only.Unpickler(data, encoding="utf-8")
@@ -269,7 +132,7 @@ def safe_load(path: str | os.PathLike) -> Any:
         path: file written by ``torch.save`` (torch >= 1.6 zip format).
 
     Returns:
-        The saved object; objects of :data:`FOREIGN_CLASSES` come back as ``Placeholder``.
+        The saved object; objects of ``allowlist.FOREIGN_CLASSES`` come back as ``Placeholder``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -290,14 +153,14 @@ def safe_load(path: str | os.PathLike) -> Any:
                 raise CheckpointError(f"{path}: data.pkl inflates to {size} bytes; at most "
                                       f"{MAX_PICKLE_BYTES} expected (tensors live in their own records)")
             pickle_bytes = bytes(_read_exactly(archive, prefix + "data.pkl", size, path))  # CRC checked
-            unsafe = _refused_globals(path, pickle_bytes, _SAFE_GLOBALS)
-            stand_ins = [p for p in (_placeholder(g, str(path)) for g in unsafe) if p is not None]
+            unsafe = refused_globals(path, pickle_bytes, SAFE_GLOBALS)
+            stand_ins = [p for p in (placeholder(g, str(path)) for g in unsafe) if p is not None]
             refused = [g for g in unsafe if g not in {name for _, name in stand_ins}]
             if refused:
                 raise UnsafeCheckpointError(
                     f"{path}: refusing to load: the pickle references {', '.join(refused)}, which is "
                     "not on the allow-list (it could run code or exhaust memory); nothing was executed")
-            with torch.serialization.safe_globals(_SAFE_GLOBALS + stand_ins):
+            with torch.serialization.safe_globals(SAFE_GLOBALS + stand_ins):
                 return _unpickle(pickle_bytes, archive, prefix, path)
     except CheckpointError:
         raise
@@ -322,9 +185,8 @@ def _one_line(err: BaseException, width: int = 200) -> str:
 def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` with ``torch.save`` atomically (:func:`anatcl_core.atomic.atomic_write`).
 
-    Our checkpoints are {"model": state dict, "config": {key: value for MODEL_CONFIG_KEYS},
-    "normalizer": plain dict, "epoch": int, "optimizer": state dict, ...}; keep them to tensors,
-    numpy arrays and plain containers so ``safe_load`` reads them back.
+    What a trained model's file holds is :mod:`anatcl_core.model.trained`'s; keep ``obj`` to
+    tensors, numpy arrays and plain containers so ``safe_load`` reads it back.
     """
     with atomic_write(path) as tmp, open(tmp, "wb") as handle:
         torch.save(obj, handle)  # a handle, not a name: the archive's inner name stays "archive"
@@ -374,38 +236,3 @@ def check_weight_values(state_dict: dict, expected: dict, source: str) -> None:
     if bad:
         raise CheckpointMismatchError(f"{source}: NaN or infinite values in {len(bad)} weight tensor(s), "
                                       f"e.g. {bad[:3]}; expected finite weights")
-
-
-def model_config(model: nn.Module) -> dict:
-    """The ``checkpoint["config"]`` entries that rebuild ``model`` (a models.ContrastiveModel)."""
-    encoder, head = model.encoder, model.head
-    return {"depth": encoder.depth, "base_width": encoder.base_width, "norm": encoder.norm,
-            "in_channels": encoder.conv1.in_channels, "hidden_dim": head[0].out_features,
-            "projection_dim": head[2].out_features}
-
-
-def load_model(path: str | os.PathLike, **overrides: Any) -> nn.Module:
-    """Rebuild a ``ContrastiveModel`` from a checkpoint written by our trainer, in eval mode.
-
-    Reads ``checkpoint["config"]`` keys in ``MODEL_CONFIG_KEYS`` (depth, base_width, norm,
-    projection_dim, hidden_dim, in_channels; others, e.g. training settings, are ignored; absent
-    ones take ``build_model``'s defaults), applies ``overrides`` (same keys), builds the network and
-    loads ``checkpoint["model"]``.
-    """
-    return model_from_checkpoint(safe_load(path), str(path), **overrides)
-
-
-def model_from_checkpoint(checkpoint: Any, source: str, **overrides: Any) -> nn.Module:
-    """:func:`load_model` on a checkpoint already read by :func:`safe_load` (``source`` names it in errors)."""
-    from anatcl_core.model.network import build_model  # models imports this module
-
-    unknown = sorted(set(overrides) - set(MODEL_CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"load_model: unknown overrides {unknown}; expected {MODEL_CONFIG_KEYS}")
-    if not isinstance(checkpoint, dict) or not {"model", "config"} <= set(checkpoint):
-        raise KeyError(f"{source}: expected a dict with 'model' and 'config' entries")
-    config = {k: v for k, v in dict(checkpoint["config"]).items() if k in MODEL_CONFIG_KEYS}
-    config.update(overrides)
-    model = build_model(**config)
-    load_state_dict_checked(model, checkpoint["model"], source=source)
-    return model.eval()

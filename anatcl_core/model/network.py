@@ -1,4 +1,4 @@
-"""3D ResNet encoders, projection and regression heads, and the upstream ``AnatCL`` drop-in.
+"""3D ResNet encoders and the projection head (upstream's ``AnatCL`` class: :mod:`anatcl_core.model.upstream`).
 
 The encoder is the 3D ResNet of AnatCL (Barbano et al., "Anatomical Foundation Models for Brain
 MRIs"), itself the volumetric version of He et al. (2016): conv1 7x7x7 stride 2 -> norm -> ReLU ->
@@ -10,17 +10,11 @@ so upstream weights load without renaming.
 
 from __future__ import annotations
 
-import logging
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from anatcl_core.model.checkpoint import load_state_dict_checked, safe_load
-
-logger = logging.getLogger(__name__)
 
 NORMS = ("batch", "instance", "group", "none")
 GROUP_NORM_GROUPS = 32  # upper bound; reduced to a divisor of the channel count for narrow nets
@@ -183,17 +177,6 @@ class ProjectionHead(nn.Sequential):
         return F.normalize(super().forward(features), dim=1)  # (B, out_dim), ||z|| = 1
 
 
-class RegressionHead(nn.Module):
-    """Linear read-out (B, in_dim) -> (B,) for the supervised L1 brain-age baseline."""
-
-    def __init__(self, in_dim: int):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, 1)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features).squeeze(1)  # (B,)
-
-
 class ContrastiveModel(nn.Module):
     """Encoder + projection head; ``forward`` returns both (features (B, F), projection (B, d))."""
 
@@ -221,66 +204,3 @@ def build_model(depth: str = "resnet18", base_width: int = 64, norm: str = "batc
     encoder = ResNet3d(depth, in_channels=in_channels, base_width=base_width, norm=norm)
     hidden = encoder.feature_dim if hidden_dim is None else hidden_dim
     return ContrastiveModel(encoder, ProjectionHead(encoder.feature_dim, hidden, projection_dim))
-
-
-DESCRIPTOR_TAGS = {"global": "g3", "local": "l3"}
-N_FOLDS = 5
-
-
-def upstream_weight_name(model: str, descriptor: str, fold: int) -> str:
-    """Relative name of the released file, e.g. ``resnet18-anatcl-g3/fold0.pth``."""
-    return f"{model}-anatcl-{DESCRIPTOR_TAGS[descriptor]}/fold{fold}.pth"
-
-
-class AnatCL(nn.Module):
-    """Drop-in for upstream's ``AnatCL`` model that never downloads.
-
-    Same arguments and outputs as the upstream class; the released weights are read from a local
-    file with ``safe_load`` (no pickled code runs). Parameter names are ``encoder.*`` / ``head.*``
-    as in the released checkpoints.
-
-    Args:
-        model: encoder depth, a key of ``RESNET_SPECS``.
-        descriptor: "global" (files ``*-g3``) or "local" (``*-l3``) anatomical kernel.
-        fold: 0..4, which of the five released pretraining folds.
-        use_head: if True ``forward`` returns the normalised projection (B, 128), otherwise the
-            512-d encoder features (B, 512) used for downstream probes.
-        weights: path to a local copy of the released file (``upstream_weight_name``); None keeps
-            a random initialisation and logs a warning.
-
-    Raises:
-        ValueError: an argument outside the values above.
-        UnsafeCheckpointError, KeyError: see ``safe_load`` / ``load_state_dict_checked``.
-    """
-
-    def __init__(self, model: str = "resnet18", descriptor: str = "global", fold: int = 0,
-                 use_head: bool = False, weights: str | Path | None = None):
-        super().__init__()
-        if model not in RESNET_SPECS:
-            raise ValueError(f"AnatCL: model must be one of {sorted(RESNET_SPECS)}, got {model!r}")
-        if descriptor not in DESCRIPTOR_TAGS:
-            raise ValueError(f"AnatCL: descriptor must be 'global' or 'local', got {descriptor!r}")
-        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < N_FOLDS:
-            raise ValueError(f"AnatCL: fold must be an int in 0..{N_FOLDS - 1}, got {fold!r}")
-        self.model_name, self.descriptor, self.fold = model, descriptor, fold
-        self.use_head = bool(use_head)
-        net = build_model(model)
-        self.encoder, self.head = net.encoder, net.head
-        if weights is None:
-            logger.warning("AnatCL(%s, %s, fold=%d): no weights given, the network is randomly "
-                           "initialised; pass weights=<local copy of %s>", model, descriptor, fold,
-                           upstream_weight_name(model, descriptor, fold))
-        else:
-            self.load_weights(weights)
-
-    def load_weights(self, path: str | Path) -> None:
-        """Load an upstream-format file ({"model": state_dict, ...}) into this network."""
-        checkpoint = safe_load(path)
-        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-            found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint)
-            raise KeyError(f"{path}: expected a dict with a 'model' state dict, found {found}")
-        load_state_dict_checked(self, checkpoint["model"], source=str(path))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(x)  # (B, 512)
-        return self.head(features) if self.use_head else features  # (B, 128) or (B, 512)

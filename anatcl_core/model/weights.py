@@ -1,4 +1,4 @@
-"""Known checkpoints: a registry, a download cache with hash pinning, and checkpoint verification.
+"""Known checkpoints: fetching into a download cache with hash pinning, registering ours, the CLI.
 
 The packaged registry (``weights_registry.yaml``) lists upstream's released files (ResNet-18, local
 ``l3`` / global ``g3`` anatomical kernel x 5 folds). Upstream publishes no checksums, so their
@@ -12,206 +12,37 @@ into a separate registry file through :func:`register_checkpoint` (sha256 + prov
 
 Downloads are atomic (temp file in the cache folder, renamed once the hash and the checkpoint check
 pass); a failed or mismatching download leaves nothing behind. Loading is always from a local file
-through :func:`anatcl_core.model.checkpoint.safe_load`, which never runs pickled code.
+through :func:`anatcl_core.model.checkpoint.safe_load`, which never runs pickled code. The registry
+files are read by :mod:`anatcl_core.model.registry`; a file is checked by
+:func:`anatcl_core.model.trained.inspect_checkpoint`.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.resources
 import logging
-import os
 import pickle
-import re
 import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
 from tqdm.auto import tqdm
 
 from anatcl_core.atomic import atomic_write
-from anatcl_core.model.checkpoint import MODEL_CONFIG_KEYS, check_weight_values, safe_load
+from anatcl_core.model.registry import (
+    CACHE_ENV, DEFAULT_CACHE, PINS_FILE, WeightsEntry, cache_dir, expected_sha256, load_registry, parse_entry,
+    read_pins, read_yaml, write_yaml,
+)
+from anatcl_core.model.trained import WeightsError, inspect_checkpoint, sha256_file
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "ANATCL_CACHE"
-DEFAULT_CACHE = Path("~/.cache/anatcl")
-PINS_FILE = "pins.yaml"
-FORMATS = ("upstream", "anatcl")
-ENTRY_KEYS = {"format", "url", "path", "sha256", "description", "provenance"}
 PROVENANCE_KEYS = ("config", "data_version", "commit")  # expected for our trained checkpoints
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
-
-
-class WeightsError(RuntimeError):
-    """A registry, download or checkpoint does not meet what was expected."""
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    """One known checkpoint: a ``url`` to fetch or a local ``path``, optionally a pinned sha256."""
-
-    name: str
-    format: str
-    url: str | None = None
-    path: str | None = None
-    sha256: str | None = None
-    description: str = ""
-    provenance: dict = field(default_factory=dict)
-    source: str = ""  # the registry file it came from
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What :func:`inspect_checkpoint` found: format, architecture and hash of a local file."""
-
-    path: Path
-    sha256: str
-    format: str
-    depth: str
-    feature_dim: int
-    n_tensors: int
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def cache_dir(cache: str | Path | None = None) -> Path:
-    """``cache`` if given, else ``$ANATCL_CACHE``, else ``~/.cache/anatcl``."""
-    return Path(cache or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
-
-
-# ---------------------------------------------------------------- registry files
-def _read_yaml(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
-    return data
-
-
-def _write_yaml(data: dict, path: Path) -> None:
-    """Atomic YAML write (:func:`anatcl_core.atomic.atomic_write`)."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-
-
-def _parse_entry(name: str, raw: object, source: Path) -> WeightsEntry:
-    where = f"{source}: checkpoint {name!r}"
-    if not isinstance(raw, dict):
-        raise WeightsError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - ENTRY_KEYS)
-    if unknown:
-        raise WeightsError(f"{where}: unknown key(s) {unknown}; expected {sorted(ENTRY_KEYS)}")
-    if raw.get("format") not in FORMATS:
-        raise WeightsError(f"{where}: format {raw.get('format')!r}; expected one of {FORMATS}")
-    if (raw.get("url") is None) == (raw.get("path") is None):
-        raise WeightsError(f"{where}: give exactly one of 'url' and 'path'")
-    sha = raw.get("sha256")
-    if sha is not None and not _SHA256.match(str(sha)):
-        raise WeightsError(f"{where}: sha256 {sha!r}; expected 64 lower-case hex digits or null")
-    path = raw.get("path")
-    if path is not None and not Path(path).is_absolute():
-        path = str(source.parent / path)  # relative to the registry file
-    return WeightsEntry(name, raw["format"], raw.get("url"), path, sha, str(raw.get("description", "")),
-                        dict(raw.get("provenance") or {}), str(source))
-
-
-def packaged_registry() -> Path:
-    """Path of the registry shipped with the package."""
-    return Path(str(importlib.resources.files("anatcl_core.model") / "weights_registry.yaml"))
-
-
-def load_registry(extra: Sequence[str | Path] = ()) -> dict[str, WeightsEntry]:
-    """Entries of the packaged registry plus those of ``extra`` registry files, by name.
-
-    Raises:
-        WeightsError: malformed entry, or one name in two registries.
-    """
-    entries: dict[str, WeightsEntry] = {}
-    for source in [packaged_registry(), *map(Path, extra)]:
-        checkpoints = _read_yaml(source).get("checkpoints") or {}
-        if not isinstance(checkpoints, dict):
-            raise WeightsError(f"{source}: 'checkpoints' must map names to entries")
-        for name, raw in checkpoints.items():
-            if name in entries:
-                raise WeightsError(f"{source}: checkpoint {name!r} is already in {entries[name].source}")
-            entries[name] = _parse_entry(str(name), raw, source)
-    return entries
-
-
-def read_pins(cache: str | Path | None = None) -> dict[str, str]:
-    """User-side pins ``{name: sha256}`` from ``<cache>/pins.yaml`` (empty if none)."""
-    path = cache_dir(cache) / PINS_FILE
-    return {str(k): str(v) for k, v in _read_yaml(path).items()} if path.is_file() else {}
-
-
-def expected_sha256(entry: WeightsEntry, cache: str | Path | None = None) -> str | None:
-    """The registry's hash if it pins one, else the user's pin, else None."""
-    return entry.sha256 or read_pins(cache).get(entry.name)
-
-
-# ---------------------------------------------------------------- checkpoint check
-def _expected_state(depth: str, config: dict | None) -> dict[str, torch.Tensor]:
-    from anatcl_core.model.network import build_model  # models imports checkpoint; keep import light
-
-    with torch.device("meta"):  # shapes and dtypes only, no memory, no init cost
-        model = build_model(**config) if config is not None else build_model(depth)
-    return model.state_dict()
-
-
-def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Load ``path`` with ``safe_load`` and check its state dict fits the architecture it claims.
-
-    Upstream format (``{"model": state dict}``, no ``"config"``): keys and shapes must be those of
-    ``AnatCL(model=depth)`` for one depth of ``RESNET_SPECS``. Ours (``"config"`` present): those of
-    ``build_model(**config)``.
-
-    Raises:
-        UnsafeCheckpointError: the pickle references code (nothing is run).
-        WeightsError: no ``"model"`` state dict, or keys / shapes that fit no architecture.
-    """
-    from anatcl_core.model.network import RESNET_SPECS
-
-    path = Path(path)
-    checkpoint = safe_load(path)
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-        found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise WeightsError(f"{path}: expected a dict with a 'model' state dict, found {found}")
-    state = {str(k).removeprefix("module."): v for k, v in checkpoint["model"].items()}
-    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if isinstance(checkpoint.get("config"), dict):
-        fmt = "anatcl"
-        config = {k: v for k, v in checkpoint["config"].items() if k in MODEL_CONFIG_KEYS}
-        candidates = {str(config.get("depth", "resnet18")): config}
-    else:
-        fmt, candidates = "upstream", {depth: None for depth in RESNET_SPECS}
-    for depth, config in candidates.items():
-        meta = _expected_state(depth, config)
-        expected = {k: tuple(v.shape) for k, v in meta.items()}
-        if shapes == expected and len(state) == len(expected):
-            check_weight_values(state, meta, str(path))  # no int32 / NaN weights
-            return CheckpointInfo(path, sha256_file(path), fmt, depth, expected["head.0.weight"][1],
-                                  len(state))
-    missing = sorted(set(expected) - set(shapes))[:5]
-    unexpected = sorted(set(state) - set(expected))[:5]
-    wrong = [f"{k} {shapes[k]} != {v}" for k, v in expected.items() if k in shapes and shapes[k] != v][:3]
-    raise WeightsError(f"{path}: {fmt}-format state dict of {len(state)} entries fits no "
-                       f"{'/'.join(candidates)} network (e.g. missing {missing}, unexpected "
-                       f"{unexpected}, wrong shapes {wrong})")
 
 
 # ---------------------------------------------------------------- fetch
@@ -244,7 +75,7 @@ def _record_pin(name: str, sha: str, cache: str | Path | None) -> None:
     pins = read_pins(cache)
     if pins.get(name) != sha:
         pins[name] = sha
-        _write_yaml(pins, cache_dir(cache) / PINS_FILE)
+        write_yaml(pins, cache_dir(cache) / PINS_FILE)
         logger.info("pinned %s sha256 %s in %s", name, sha, cache_dir(cache) / PINS_FILE)
 
 
@@ -326,11 +157,11 @@ def register_checkpoint(path: str | Path, name: str, registry_path: str | Path,
         yaml.safe_dump(raw)
     except yaml.YAMLError as err:
         raise WeightsError(f"provenance for {name!r} must hold plain values: {err}") from err
-    data = _read_yaml(registry_path) if registry_path.is_file() else {"schema": 1}
+    data = read_yaml(registry_path) if registry_path.is_file() else {"schema": 1}
     data.setdefault("checkpoints", {})[name] = raw
-    _write_yaml(data, registry_path)
+    write_yaml(data, registry_path)
     logger.info("registered %s (%s, sha256 %s) in %s", name, info.format, info.sha256, registry_path)
-    return _parse_entry(name, raw, registry_path)
+    return parse_entry(name, raw, registry_path)
 
 
 # ---------------------------------------------------------------- CLI

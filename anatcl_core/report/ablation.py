@@ -22,14 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from anatcl_core.evaluation import reliability
 from anatcl_core.config import load_params
-from anatcl_core.data.manifest import read_manifest
+from anatcl_core.data import arrays
 from anatcl_core.data.freesurfer import select_channels
+from anatcl_core.evaluation import reliability
+from anatcl_core.report import plots
+from anatcl_core.report.figures import save_figures
+from anatcl_core.report.tables import summarise
 
 logger = logging.getLogger(__name__)
 
-TRAVELLING_MANIFEST = Path("travelling") / "manifest.tsv"
 DESCRIPTORS = "descriptors"
 
 
@@ -91,31 +93,22 @@ def variant_metrics(probes: dict[tuple[str, int], dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "seed", "metric", "value"])
 
 
-def summary(long: pd.DataFrame, methods: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean and std (ddof 1; 0 with one seed) over seeds: methods (given order) x metrics."""
-    grouped = long[long["method"].isin(methods)].groupby(["method", "metric"], sort=False)["value"]
-    columns = list(dict.fromkeys(long["metric"]))
-    mean = grouped.mean().unstack().reindex(index=methods, columns=columns)
-    std = grouped.std(ddof=1).fillna(0.0).unstack().reindex(index=methods, columns=columns)
-    return mean, std
-
-
 # ------------------------------------------------------------------------------ reliability
-def descriptor_ratings(data_dir: str | Path, channels: tuple[str, ...]) -> np.ndarray | None:
+def descriptor_ratings(arrays_dir: str | Path, channels: tuple[str, ...]) -> np.ndarray | None:
     """``(n_subjects, k_sites, C * 68)`` FreeSurfer descriptors of the travelling heads, or None.
 
-    None when ``data/travelling/manifest.tsv`` is absent, lacks ``subject``/``site``, or gives no
-    ROI table for some scan.
+    None when the cohort stage's arrays (``arrays_dir``) hold no travelling cohort, or its table
+    lacks ``subject``/``site``, or a scan has no ROI table.
     """
-    path = Path(data_dir) / TRAVELLING_MANIFEST
-    if not path.exists():
+    if "travelling" not in arrays.cohort_names(arrays_dir):
         return None
-    frame = read_manifest(path)
-    if not {"subject", "site"} <= set(frame.columns) or (frame["roi"] == "").any():
-        logger.info("%s: no subject/site columns or missing ROI tables; no descriptor reference", path)
+    cohort = arrays.load_cohort(arrays_dir, "travelling")
+    frame = cohort.table
+    if not {"subject", "site"} <= set(frame.columns) or not cohort.has_descriptors().all():
+        logger.info("%s: no subject/site columns or missing ROI tables; no descriptor reference",
+                    arrays.files(arrays_dir, "travelling")["table"])
         return None
-    tables = np.stack([np.load(p, allow_pickle=False) for p in frame["roi"]])  # (N, 7, R)
-    values = select_channels(tables, channels).reshape(len(frame), -1)  # (N, C*R)
+    values = select_channels(cohort.descriptors, channels).reshape(len(frame), -1)  # (N, C*R)
     ratings, _, _ = reliability.arrange_by_site(values, frame["subject"].astype(str).to_numpy(),
                                                 frame["site"].astype(str).to_numpy())
     return ratings
@@ -185,33 +178,15 @@ class Study:
     reliability_note: str  # why the reliability section is empty, or ""
 
 
-def build_study(probes: dict[tuple[str, int], dict], ablations: dict[str, tuple[str, ...]],
-                channels: tuple[str, ...], embedding_seed: int, labels: dict[str, str],
-                params_file: str | Path, data_dir: str | Path, out_dir: str | Path, dpi: int = 100) -> Study:
-    """Tables (also written as TSV under ``out_dir/tables``) and figures of both sections.
-
-    Args:
-        probes: ``probes.json`` of every (method, seed) run; ablations: ``report.ablations``;
-        channels: descriptors of the reference row; embedding_seed: seed of the ICC figure.
-    """
-    import matplotlib.pyplot as plt
-
-    from anatcl_core.report import plots
-
-    run, defined = pretrain_plan(params_file)
-    present = list(dict.fromkeys(m for m, _ in probes))
-    status = ablation_status(ablations, present, run, defined)
+def _ablation_tables(status: list[AblationStatus], probes: dict[tuple[str, int], dict], labels: dict[str, str],
+                     tables_dir: Path) -> tuple[dict[str, pd.DataFrame], dict[str, tuple[pd.Series, pd.Series]]]:
+    """Each run ablation's table (mean ± std text; numbers as TSV under ``tables_dir``) and figure panel."""
     long = variant_metrics(probes)
-    tables, panels, commands = {}, {}, {}
-    tables_dir, figures_dir = Path(out_dir) / "tables", Path(out_dir) / "figures"
-    tables_dir.mkdir(parents=True, exist_ok=True)
-    figures_dir.mkdir(parents=True, exist_ok=True)
+    tables, panels = {}, {}
     for item in status:
-        if item.not_run:
-            commands[item.name] = run_command(run, item.not_run)
         if not item.run:
             continue
-        mean, std = summary(long, item.run)
+        mean, std = summarise(long, item.run)
         pd.concat({"mean": mean, "std": std}, axis=1).to_csv(tables_dir / f"ablation_{item.name}.tsv", sep="\t")
         text = mean.map(lambda v: f"{v:.3f}") + " ± " + std.map(lambda v: f"{v:.3f}")
         text.index = [labels.get(m, m) for m in mean.index]
@@ -221,17 +196,40 @@ def build_study(probes: dict[tuple[str, int], dict], ablations: dict[str, tuple[
         if metric in mean:
             panels[item.name] = (mean[metric], std[metric])
     compared = {k: v for k, v in panels.items() if len(v[0]) > 1}  # single-variant panels compare nothing
-    panels = compared or panels
+    return tables, compared or panels
+
+
+def _reliability_note(probes: dict[tuple[str, int], dict]) -> str:
+    """Why the reliability section is empty (no run computed it), or ""."""
+    if any(p.get("reliability", {}).get("available") for p in probes.values()):
+        return ""
+    reasons = {p.get("reliability", {}).get("reason", "not computed") for p in probes.values()}
+    return (f"No travelling-heads reliability in this run ({'; '.join(sorted(reasons))}). Provide "
+            "data/travelling/manifest.tsv with `subject` and `site` columns (every subject scanned "
+            "at every site) to compute it.")
+
+
+def build_study(probes: dict[tuple[str, int], dict], ablations: dict[str, tuple[str, ...]],
+                channels: tuple[str, ...], embedding_seed: int, labels: dict[str, str],
+                params_file: str | Path, arrays_dir: str | Path, out_dir: str | Path, dpi: int = 100) -> Study:
+    """Tables (also written as TSV under ``out_dir/tables``) and figures of both sections.
+
+    Args:
+        probes: ``probes.json`` of every (method, seed) run; ablations: ``report.ablations``;
+        channels: descriptors of the reference row; embedding_seed: seed of the ICC figure.
+    """
+    run, defined = pretrain_plan(params_file)
+    present = list(dict.fromkeys(m for m, _ in probes))
+    status = ablation_status(ablations, present, run, defined)
+    commands = {item.name: run_command(run, item.not_run) for item in status if item.not_run}
+    tables_dir, figures_dir = Path(out_dir) / "tables", Path(out_dir) / "figures"
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    tables, panels = _ablation_tables(status, probes, labels, tables_dir)
     figures = {}
     if panels:
         figures["ablations"] = plots.ablation_panels(panels, labels, "balanced accuracy (mean over tasks)", dpi)
-    reference = descriptor_ratings(data_dir, channels)
-    note = ""
-    if not any(p.get("reliability", {}).get("available") for p in probes.values()):
-        reasons = {p.get("reliability", {}).get("reason", "not computed") for p in probes.values()}
-        note = (f"No travelling-heads reliability in this run ({'; '.join(sorted(reasons))}). Provide "
-                "data/travelling/manifest.tsv with `subject` and `site` columns (every subject scanned "
-                "at every site) to compute it.")
+    reference = descriptor_ratings(arrays_dir, channels)
     table = reliability_table(probes, present, reference)
     if table.size:
         table.to_csv(tables_dir / "reliability.tsv", sep="\t")
@@ -240,10 +238,6 @@ def build_study(probes: dict[tuple[str, int], dict], ablations: dict[str, tuple[
     per_dim = icc_distributions(probes, embedding_seed, reference)
     if len(per_dim):
         figures["icc_distribution"] = plots.icc_boxes(per_dim, labels, dpi)
-    paths = {}
-    for name, fig in figures.items():
-        paths[name] = figures_dir / f"{name}.png"
-        fig.savefig(paths[name], dpi=dpi, metadata={"Software": None})
-        plt.close(fig)
+    paths = save_figures(figures, figures_dir, dpi)
     every = [v for variants in ablations.values() for v in variants if v in defined]
-    return Study(status, tables, paths, commands, run_command(run, every), note)
+    return Study(status, tables, paths, commands, run_command(run, every), _reliability_note(probes))

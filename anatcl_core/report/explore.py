@@ -1,7 +1,7 @@
 """Every stage's outputs as tidy pandas tables, for ``notebooks/explore.py``.
 
 Read-only: nothing here writes a file, so exploring leaves ``dvc status`` clean. The runs are those
-of ``params.yaml`` (``pretrain.run`` x ``pretrain.seeds``) read by :func:`anatcl_core.report.build.collect`;
+of ``params.yaml`` (``pretrain.run`` x ``pretrain.seeds``) read by :func:`anatcl_core.report.results.collect`;
 each table is long ("tidy"): one row per (method, seed, ...) observation, ready for
 ``groupby``/``pivot_table`` and for seaborn.
 
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from anatcl_core.evaluation.evaluate import FEATURES_FILE
-from anatcl_core.data.arrays import cohort_tables
-from anatcl_core.report.build import Results
 from anatcl_core import live
-from anatcl_core.train.loop import CHECKPOINT_FILE
+from anatcl_core.data.arrays import load_table
+from anatcl_core.evaluation.evaluate import FEATURES_FILE
+from anatcl_core.report.results import Results
+from anatcl_core.train.checkpointing import CHECKPOINT_FILE
 
 METRIC_COLUMNS = ["method", "seed", "probe", "task", "metric", "value"]
 
@@ -116,13 +116,13 @@ def runs_table(results: Results, pretrain_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def features(evaluate_dir: str | Path, method: str, seed: int, data_dir: str | Path,
+def features(evaluate_dir: str | Path, method: str, seed: int, arrays_dir: str | Path,
              cohort: str = "downstream") -> pd.DataFrame:
     """The frozen-encoder features of one run on one cohort, joined with the cohort's table.
 
     Args:
         evaluate_dir: the evaluate stage's folder. cohort: ``openbhb``, ``downstream`` or ``travelling``.
-        data_dir: the cohorts (``data/``), for their covariates (age, sex, site, ``dx_``/``score_``...).
+        arrays_dir: the cohort stage's arrays, for the covariates (age, sex, site, ``dx_``/``score_``...).
 
     Returns:
         Index ``participant_id``; the cohort table's columns, then ``f0 … f{F-1}``.
@@ -138,8 +138,8 @@ def features(evaluate_dir: str | Path, method: str, seed: int, data_dir: str | P
         if f"{cohort}_features" not in saved:
             raise KeyError(f"{path}: no cohort {cohort!r} (has {sorted(k[:-9] for k in saved if k.endswith('_features'))})")
         x, ids = saved[f"{cohort}_features"], saved[f"{cohort}_ids"].tolist()
-    table = cohort_tables(data_dir)[cohort]
+    table = load_table(arrays_dir, cohort)
     if table["participant_id"].astype(str).tolist() != ids:
-        raise ValueError(f"{path}: {cohort} features are not those of {data_dir} (rerun evaluate)")
+        raise ValueError(f"{path}: {cohort} features are not those of {arrays_dir} (rerun evaluate)")
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])], index=pd.Index(ids, name="participant_id"))
     return pd.concat([table.set_index(frame.index), frame], axis=1)

@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page (inline CSS, figures as base64 PNG, no scripts).
 
 It opens offline: nothing is fetched, no JavaScript runs. Every number on the page comes from the
-tables of :mod:`anatcl_core.report.build`, themselves read from stage outputs.
+tables of :mod:`anatcl_core.report.build`, themselves read from stage outputs; every figure's
+caption names the stage and the file that made it (:func:`anatcl_core.report.sections.figure_source`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import pandas as pd
 
 from anatcl_core.report import claims, sections as report_sections
 from anatcl_core.report.ablation import Study
-from anatcl_core.report.build import (ReportConfig, Results, budget_epochs, claim_results, numeric_tables,
-                                observations)
+from anatcl_core.report.build import ReportConfig, claim_results
+from anatcl_core.report.results import Results, budget_epochs
+from anatcl_core.report.tables import numeric_tables
 
 CSS = """
 body { font-family: Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -116,8 +118,10 @@ def _training_table(results: Results, labels: dict[str, str]) -> pd.DataFrame:
     return table
 
 
-def _figure(name: str, path: Path) -> str:
-    caption = html.escape(CAPTIONS.get(name, name))
+def figure_html(name: str, path: Path) -> str:
+    """One embedded figure: its caption, then the stage and file that made it (e.g. ``cohort stage,
+    outputs/cohort/figures/age_histograms.png``)."""
+    caption = html.escape(f"{CAPTIONS.get(name, name)} ({report_sections.figure_source(path)})")
     return (f'<figure><img alt="{html.escape(name)}" src="{_png(path)}">'
             f"<figcaption>{caption}</figcaption></figure>")
 
@@ -139,7 +143,7 @@ def _study_sections(study: Study, labels: dict[str, str]) -> list[str]:
         parts += ["<p>Not run in this profile (one row per ablation; each command adds its variants with the "
                   "same seeds and recipe):</p>", _table(missing.set_index("ablation"))]
     if "ablations" in study.figures:
-        parts.append(_figure("ablations", study.figures["ablations"]))
+        parts.append(figure_html("ablations", study.figures["ablations"]))
     parts += ["<h2>Cross-scanner reliability</h2>",
               "<p>Travelling heads: every subject scanned at every site. Per embedding dimension, the "
               "between-site ICC(2,1) (two-way random effects, absolute agreement, single measurement; "
@@ -153,7 +157,7 @@ def _study_sections(study: Study, labels: dict[str, str]) -> list[str]:
     if "reliability" in study.tables:
         parts.append(_table(study.tables["reliability"]))
     if "icc_distribution" in study.figures:
-        parts.append(_figure("icc_distribution", study.figures["icc_distribution"]))
+        parts.append(figure_html("icc_distribution", study.figures["icc_distribution"]))
     return parts
 
 
@@ -184,11 +188,11 @@ def _claim_sections(results: Results, tables: dict[str, pd.DataFrame], config: R
 
 def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dict[str, Path],
                  config: ReportConfig, cohort_dir: str | Path, out_dir: str | Path,
-                 study: Study | None = None, data_dir: str | Path | None = None,
+                 study: Study | None = None, arrays_dir: str | Path | None = None,
                  params_file: str | Path = "params.yaml") -> Path:
     """Write ``out_dir/report.html`` and return its path (with the ablation and reliability
     sections of :func:`anatcl_core.report.ablation.build_study` when ``study`` is given; the cohort as a
-    table when ``data_dir`` is given)."""
+    table when the cohort stage's ``arrays_dir`` is given)."""
     labels = config.labels
     summary_path = Path(cohort_dir) / "summary.json"
     cohort = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -198,13 +202,13 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
              f"pretraining seeds {seeds}. Tables give mean ± std over seeds; every number is read "
              "from the pipeline's stage outputs.</p>"]
     numeric = numeric_tables(results)
-    found = observations(numeric["diagnosis_bacc"][0], numeric["brain_age"][0], labels)
+    found = report_sections.observations(numeric["diagnosis_bacc"][0], numeric["brain_age"][0], labels)
     claim_numeric, pairs = claim_results(results, config)
     found += report_sections.claim_observations(claim_numeric, pairs, labels)
     if found:
         parts += ["<h2>Observations</h2>", "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>"]
-    if data_dir is not None:
-        parts += ["<h2>Cohort</h2>", _table(report_sections.cohort_table(data_dir)),
+    if arrays_dir is not None:
+        parts += ["<h2>Cohort</h2>", _table(report_sections.cohort_table(arrays_dir)),
                   "<p class=\"caption\">Subjects, age, share of males and sites per pretraining split, "
                   "downstream task and group, and travelling-heads scans.</p>"]
     elif cohort:
@@ -232,7 +236,7 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
         parts += _study_sections(study, labels)
     parts.append("<h2>Figures</h2>")
     for name, path in figures.items():
-        parts.append(_figure(name, path))
+        parts.append(figure_html(name, path))
     parts += ["<h2>Reading these results</h2>", LIMITS]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(config.title)}</title><style>{CSS}</style></head><body>"

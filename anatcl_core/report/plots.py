@@ -1,4 +1,4 @@
-"""Report figures (matplotlib, Agg backend): training curves, radar, bars, embedding maps.
+"""Report figures (matplotlib Figures, no pyplot): training curves, radar, bars, embedding maps.
 
 Every function takes plain tables (pandas) read from stage outputs and returns a Figure; the
 caller saves it. Colours follow the order of the methods given, so a method keeps its colour in
@@ -11,31 +11,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, tuple]:
     """A fixed colour per method (tab10 order)."""
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
-def _method_panels(n_methods: int, dpi: int) -> tuple[plt.Figure, np.ndarray]:
+def _method_panels(n_methods: int, dpi: int) -> tuple[Figure, np.ndarray]:
     """A grid of one panel per method (up to 4 a row), the panels past ``n_methods`` switched off."""
     ncols = min(4, max(1, n_methods))
     nrows = int(np.ceil(n_methods / ncols)) if n_methods else 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), dpi=dpi, squeeze=False)
+    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), dpi=dpi)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in list(axes.flat)[n_methods:]:
         ax.axis("off")
     return fig, axes
 
 
-def training_curves(curves: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100) -> plt.Figure:
+def training_curves(curves: pd.DataFrame, labels: Mapping[str, str], dpi: int) -> Figure:
     """Loss per epoch, one panel per method, one line per seed.
 
     Args:
@@ -58,7 +57,7 @@ def training_curves(curves: pd.DataFrame, labels: Mapping[str, str], dpi: int = 
     return fig
 
 
-def radar(means: pd.DataFrame, labels: Mapping[str, str], chance: float = 0.5, dpi: int = 100) -> plt.Figure:
+def radar(means: pd.DataFrame, labels: Mapping[str, str], *, dpi: int, chance: float = 0.5) -> Figure:
     """Balanced accuracy per task on a radar (one polygon per method).
 
     Args:
@@ -66,7 +65,7 @@ def radar(means: pd.DataFrame, labels: Mapping[str, str], chance: float = 0.5, d
     """
     tasks = list(means.columns)
     angles = np.linspace(0, 2 * np.pi, len(tasks), endpoint=False).tolist()
-    fig = plt.figure(figsize=(5.5, 5.5), dpi=dpi)
+    fig = Figure(figsize=(5.5, 5.5), dpi=dpi)
     ax = fig.add_subplot(projection="polar")
     colours = method_colours(list(means.index))
     for method, row in means.iterrows():
@@ -86,12 +85,13 @@ def radar(means: pd.DataFrame, labels: Mapping[str, str], chance: float = 0.5, d
 
 
 def grouped_bars(means: pd.DataFrame, stds: pd.DataFrame, labels: Mapping[str, str], ylabel: str,
-                 title: str, reference: float | None = None, dpi: int = 100) -> plt.Figure:
+                 title: str, *, dpi: int, reference: float | None = None) -> Figure:
     """Bars of methods (colours) within groups (x axis), error bars = std over seeds."""
     methods, groups = list(means.index), list(means.columns)
     colours = method_colours(methods)
     width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) + 2), 3.4), dpi=dpi)
+    fig = Figure(figsize=(max(5.0, 1.3 * len(groups) + 2), 3.4), dpi=dpi)
+    ax = fig.subplots()
     x = np.arange(len(groups))
     for i, method in enumerate(methods):
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, means.loc[method].to_numpy(float), width,
@@ -109,7 +109,7 @@ def grouped_bars(means: pd.DataFrame, stds: pd.DataFrame, labels: Mapping[str, s
 
 
 def embedding_maps(maps: Mapping[str, np.ndarray], age: np.ndarray, condition: np.ndarray,
-                   labels: Mapping[str, str], kind: str = "PCA", dpi: int = 100) -> plt.Figure:
+                   labels: Mapping[str, str], *, dpi: int, kind: str = "PCA") -> Figure:
     """2-D embedding of each method's features, coloured by age (left) and condition (right).
 
     Args:
@@ -117,8 +117,9 @@ def embedding_maps(maps: Mapping[str, np.ndarray], age: np.ndarray, condition: n
         age: ``(N,)`` ages; condition: ``(N,)`` group names (e.g. "control", "ad").
     """
     groups = sorted(set(condition), key=lambda g: (g != "control", g))
-    cmap = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(len(maps), 2, figsize=(7.5, 3.0 * len(maps)), dpi=dpi, squeeze=False)
+    cmap = matplotlib.colormaps["tab10"]
+    fig = Figure(figsize=(7.5, 3.0 * len(maps)), dpi=dpi)
+    axes = fig.subplots(len(maps), 2, squeeze=False)
     for row, (method, xy) in enumerate(maps.items()):
         points = axes[row, 0].scatter(xy[:, 0], xy[:, 1], c=age, s=3, cmap="viridis")
         fig.colorbar(points, ax=axes[row, 0], label="age (years)")
@@ -137,7 +138,7 @@ def embedding_maps(maps: Mapping[str, np.ndarray], age: np.ndarray, condition: n
 
 
 def ablation_panels(panels: Mapping[str, tuple[pd.Series, pd.Series]], labels: Mapping[str, str],
-                    ylabel: str, dpi: int = 100) -> plt.Figure:
+                    ylabel: str, dpi: int) -> Figure:
     """One panel per ablation: a metric (mean ± std over seeds) against the variant.
 
     Args:
@@ -145,7 +146,8 @@ def ablation_panels(panels: Mapping[str, tuple[pd.Series, pd.Series]], labels: M
     """
     ncols = min(3, max(1, len(panels)))
     nrows = int(np.ceil(len(panels) / ncols)) if panels else 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), dpi=dpi, squeeze=False)
+    fig = Figure(figsize=(3.6 * ncols, 3.0 * nrows), dpi=dpi)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, (name, (mean, std)) in zip(axes.flat, panels.items()):
         x = np.arange(len(mean))
         ax.errorbar(x, mean.to_numpy(float), yerr=std.to_numpy(float), fmt="o", capsize=3, color="C0")
@@ -159,14 +161,15 @@ def ablation_panels(panels: Mapping[str, tuple[pd.Series, pd.Series]], labels: M
     return fig
 
 
-def icc_boxes(per_dim: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100) -> plt.Figure:
+def icc_boxes(per_dim: pd.DataFrame, labels: Mapping[str, str], dpi: int) -> Figure:
     """Distribution over dimensions of the between-site ICC(2,1), one box per method.
 
     Args:
         per_dim: long table with columns ``method`` and ``icc_2_1`` (one row per dimension).
     """
     methods = list(dict.fromkeys(per_dim["method"]))
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(methods) + 2), 3.4), dpi=dpi)
+    fig = Figure(figsize=(max(4.5, 0.9 * len(methods) + 2), 3.4), dpi=dpi)
+    ax = fig.subplots()
     data = [per_dim.loc[per_dim["method"] == m, "icc_2_1"].to_numpy(float) for m in methods]
     ax.boxplot(data, showfliers=True, flierprops={"markersize": 2})
     ax.set_xticks(np.arange(1, len(methods) + 1))
@@ -178,7 +181,7 @@ def icc_boxes(per_dim: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100) 
     return fig
 
 
-def seed_spread(long: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100, ncols: int = 4) -> plt.Figure:
+def seed_spread(long: pd.DataFrame, labels: Mapping[str, str], dpi: int, ncols: int = 4) -> Figure:
     """One panel per metric: each seed's value per method (dots), mean ± std over seeds (bar).
 
     Args:
@@ -188,7 +191,8 @@ def seed_spread(long: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100, n
     methods, metrics = list(dict.fromkeys(long["method"])), list(dict.fromkeys(long["metric"]))
     ncols = min(ncols, max(1, len(metrics)))
     nrows = int(np.ceil(len(metrics) / ncols)) if metrics else 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), dpi=dpi, squeeze=False)
+    fig = Figure(figsize=(3.4 * ncols, 3.0 * nrows), dpi=dpi)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     palette = method_colours(methods)
     for ax, metric in zip(axes.flat, metrics):
         part = long[long["metric"] == metric]
@@ -207,7 +211,7 @@ def seed_spread(long: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100, n
     return fig
 
 
-def mean_curves(curves: pd.DataFrame, labels: Mapping[str, str], y: str = "loss", dpi: int = 100) -> plt.Figure:
+def mean_curves(curves: pd.DataFrame, labels: Mapping[str, str], *, dpi: int, y: str = "loss") -> Figure:
     """Training curve of each method: mean over seeds with a ± std band, one panel per method.
 
     Args:

@@ -1,21 +1,18 @@
 """Figures of the claims sections: label efficiency, paired differences, representation, budget.
 
 Reference rows (names starting ``ref_``) are drawn dashed and grey-toned so that the methods stand
-out; every function returns a matplotlib figure and draws nothing else.
+out; every function returns a matplotlib Figure (no pyplot) and draws nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from anatcl_core.report.plots import method_colours  # noqa: E402
+from anatcl_core.report.plots import method_colours
 
 
 def _style(method: str) -> dict:
@@ -23,14 +20,15 @@ def _style(method: str) -> dict:
 
 
 def label_efficiency(curve: pd.DataFrame, n_train: Mapping[str, float], labels: Mapping[str, str],
-                     dpi: int = 100) -> plt.Figure:
+                     dpi: int = 100) -> Figure:
     """Balanced accuracy (mean over tasks) against labelled training subjects, one line per method.
 
     Args:
         curve: methods x points (``n25``, ..., ``all``). n_train: point -> mean training size.
     """
     colours = method_colours(list(curve.index))
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=dpi)
+    fig = Figure(figsize=(6.5, 4), dpi=dpi)
+    ax = fig.subplots()
     xs = np.array([n_train[p] for p in curve.columns])
     for method, row in curve.iterrows():
         ax.plot(xs, row.to_numpy(float), marker="o", color=colours[method], label=labels.get(method, method),
@@ -47,12 +45,12 @@ def label_efficiency(curve: pd.DataFrame, n_train: Mapping[str, float], labels: 
 
 
 def paired_differences(pairs: Mapping[str, Mapping[str, dict]], labels: Mapping[str, str],
-                       dpi: int = 100) -> plt.Figure:
+                       dpi: int = 100) -> Figure:
     """Difference against random init with its 95% CI: one panel per comparison (LOSO, points)."""
     keys = list(dict.fromkeys(k for entry in pairs.values() for k in entry if "/" not in k))
     methods = list(pairs)
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(2.6 * max(len(keys), 1), 0.35 * len(methods) + 1.5),
-                             dpi=dpi, sharey=True, squeeze=False)
+    fig = Figure(figsize=(2.6 * max(len(keys), 1), 0.35 * len(methods) + 1.5), dpi=dpi)
+    axes = fig.subplots(1, max(len(keys), 1), sharey=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
         for i, method in enumerate(methods):
             s = pairs[method].get(key)
@@ -68,11 +66,11 @@ def paired_differences(pairs: Mapping[str, Mapping[str, dict]], labels: Mapping[
     return fig
 
 
-def representation(table: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100) -> plt.Figure:
+def representation(table: pd.DataFrame, labels: Mapping[str, str], dpi: int) -> Figure:
     """Horizontal bars of the descriptor-PC R², age R² and site balanced accuracy per method."""
     columns = [c for c in ("descriptor R²", "age R²", "site BAcc") if c in table.columns]
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 0.3 * len(table) + 1.5), dpi=dpi,
-                             sharey=True, squeeze=False)
+    fig = Figure(figsize=(3.2 * len(columns), 0.3 * len(table) + 1.5), dpi=dpi)
+    axes = fig.subplots(1, len(columns), sharey=True, squeeze=False)
     colours = method_colours(list(table.index))
     for ax, column in zip(axes[0], columns):
         values = table[column].to_numpy(float)
@@ -86,9 +84,10 @@ def representation(table: pd.DataFrame, labels: Mapping[str, str], dpi: int = 10
     return fig
 
 
-def budget(table: pd.DataFrame, labels: Mapping[str, str], dpi: int = 100) -> plt.Figure:
+def budget(table: pd.DataFrame, labels: Mapping[str, str], dpi: int) -> Figure:
     """LOSO balanced accuracy and descriptor R² against pretraining epochs, one line per family."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=dpi)
+    fig = Figure(figsize=(9, 3.5), dpi=dpi)
+    axes = fig.subplots(1, 2)
     families = [f for f in dict.fromkeys(table["family"]) if f != "random"]
     colours = method_colours(families)
     for ax, column in zip(axes, ("LOSO BAcc", "descriptor R²")):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from anatcl_core.data import layout
-from anatcl_core.data.manifest import read_manifest, task_columns
-from anatcl_core.data.openbhb import OpenBHB
+from anatcl_core.data import arrays, layout
+from anatcl_core.data.manifest import task_columns
+from anatcl_core.data.openbhb import encode_sex
 
 CLAIM_CAPTIONS = {
     "loso_bacc": "Leave-one-site-out balanced accuracy per task (pooled out-of-site predictions; C chosen "
@@ -39,23 +39,68 @@ def _describe(frame: pd.DataFrame) -> dict:
             "sites": int(frame["site"].nunique())}
 
 
-def cohort_table(data_dir: str | Path) -> pd.DataFrame:
+def cohort_table(arrays_dir: str | Path) -> pd.DataFrame:
     """Subjects, age mean ± sd, share of males (sex code 1) and sites per pretraining split, downstream task
-    and group, and travelling heads."""
-    data_dir = Path(data_dir)
+    and group, and travelling heads, from the tables of the cohort stage's arrays (``arrays_dir``)."""
     rows = {}
-    openbhb = OpenBHB(data_dir / "openbhb", split=layout.SPLITS)
-    participants = openbhb.participants.assign(sex=openbhb.sex)
+    participants = arrays.load_table(arrays_dir, "openbhb")
+    participants = participants.assign(sex=encode_sex(participants["sex"], "openbhb sex"))
     for split in layout.SPLITS:
         rows[("pretraining", split)] = _describe(participants[participants["split"] == split])
-    down = read_manifest(data_dir / "downstream")
+    down = arrays.load_table(arrays_dir, "downstream")
     for column in task_columns(down):
         for label, group in ((1, "cases"), (0, "controls")):
             rows[(f"downstream {column[3:]}", group)] = _describe(down[down[column] == label])
-    travelling = data_dir / "travelling" / layout.MANIFEST_FILE
-    if travelling.exists():
-        rows[("travelling heads", "scans")] = _describe(read_manifest(travelling))
+    if "travelling" in arrays.cohort_names(arrays_dir):
+        rows[("travelling heads", "scans")] = _describe(arrays.load_table(arrays_dir, "travelling"))
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def observations(bacc: pd.DataFrame, brain_age: pd.DataFrame, labels: dict[str, str],
+                 floor: str = "random") -> list[str]:
+    """Plain-language findings computed from the result tables (nothing in them is hard-coded).
+
+    Args:
+        bacc: mean balanced accuracy, methods x tasks, with an ``average`` column.
+        brain_age: mean brain-age table, methods x (``MAE internal``, ``MAE external``, ...).
+        labels: display names of the methods.
+        floor: the method every other is compared with (the randomly initialised encoder).
+
+    Returns:
+        One sentence per finding; empty when the tables lack what a finding needs.
+    """
+    name = lambda m: labels.get(m, m)  # noqa: E731
+    found = []
+    if "average" in bacc.columns and floor in bacc.index and len(bacc.index) > 1:
+        trained = bacc["average"].drop(index=[m for m in bacc.index if m == floor or m.startswith("ref_")])
+        best, floor_bacc = trained.idxmax(), float(bacc.loc[floor, "average"])
+        if floor_bacc >= trained.max():
+            found.append(
+                f"The randomly initialised encoder ({name(floor)}) reaches a mean balanced accuracy of "
+                f"{floor_bacc:.3f}, at or above every trained method (best: {name(best)}, {trained.max():.3f}): "
+                "on this cohort the diagnosis probes show no benefit of pretraining."
+            )
+        else:
+            found.append(
+                f"The best trained method on diagnosis, {name(best)} ({trained.max():.3f}), is "
+                f"{trained.max() - floor_bacc:+.3f} above the random-init floor ({floor_bacc:.3f})."
+            )
+    if {"MAE internal", "MAE external"} <= set(brain_age.columns) and len(brain_age.index):
+        ratio = brain_age["MAE external"] / brain_age["MAE internal"]
+        external = brain_age["MAE external"]
+        if ratio.min() > 1.5:
+            verdict = "the probes do not transfer to scanners they have not seen"
+        elif ratio.max() <= 1.2:
+            verdict = ("unseen scanners cost the brain-age probes little here (OpenBHB's baselines: 1.4-2.7 times), "
+                       "so site robustness shows in the leave-one-site-out diagnosis tasks instead")
+        else:
+            verdict = "unseen scanners cost some methods more than others"
+        found.append(
+            f"Brain-age error on unseen sites is {ratio.min():.1f}-{ratio.max():.1f} times the error on seen sites "
+            f"({external.min():.1f}-{external.max():.1f} years on unseen sites): {verdict}."
+        )
+    return found
+
 
 
 def claim_observations(tables: dict[str, pd.DataFrame], pairs: dict[str, dict], labels: dict[str, str],
@@ -100,6 +145,18 @@ def claim_observations(tables: dict[str, pd.DataFrame], pairs: dict[str, dict], 
                          f"encoders ({name(enc.idxmax())} highest"
                          + (f"; random init {enc[floor]:.2f}" if floor in enc.index else "") + ").")
     return found
+
+
+def figure_source(path: str | Path) -> str:
+    """Which stage wrote a figure and where: ``"<stage> stage, outputs/<stage>/figures/<name>.png"``.
+
+    A stage writes its figures under ``<its output folder>/figures/``, and the output folder is named
+    after the stage; the file is shown from ``outputs/`` when it lies under one, else from the stage's folder.
+    """
+    parts = Path(path).parts
+    stage = Path(path).parent.parent.name
+    start = len(parts) - 1 - parts[::-1].index("outputs") if "outputs" in parts[:-1] else len(parts) - 3
+    return f"{stage} stage, {'/'.join(parts[max(start, 0):])}"
 
 
 def ablations_not_run(study) -> pd.DataFrame:

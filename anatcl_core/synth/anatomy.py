@@ -176,10 +176,54 @@ class Anatomy:
     factors: np.ndarray
 
 
+def _condition_effects(config, z: np.ndarray, condition: str | None,
+                       severity: float) -> tuple[np.ndarray, float, float, float]:
+    """Shift the latent factors ``z`` (in place) along the condition's pattern and return its regional
+    effects: ``(ct_specific (68,), sa_specific, hippocampus, ventricles)`` in log units (zeros if healthy)."""
+    if condition is None:
+        return np.zeros(N_CORTICAL), 0.0, 0.0, 0.0
+    spec = CONDITIONS[condition]
+    effect = getattr(config, f"{condition}_effect")
+    z[PATTERN_NAMES.index(spec["pattern"])] += spec["sign"] * effect * severity
+    signature = np.array([spec["signature"].get(r, 0.0) for _ in range(2) for r in DESIKAN_REGIONS])
+    spread = severity if condition == "ad" else 1.0
+    ct_specific = severity * (signature + spec["widespread_ct"] * spread)
+    return ct_specific, severity * spec["widespread_sa"], severity * spec["hippocampus"], severity * spec["ventricles"]
+
+
+def _desikan_table(log_sa: np.ndarray, log_gmv: np.ndarray, log_ct: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """The ``(7, 68)`` float32 FreeSurfer table from log area, volume and thickness (curvatures follow
+    thickness and the root of the area, with 4 % jitter), rounded to FreeSurfer's precision."""
+    table = np.empty((7, N_CORTICAL))
+    table[0], table[1], table[2] = np.exp(log_sa), np.exp(log_gmv), np.exp(log_ct)
+    jitter = np.exp(0.04 * rng.standard_normal((4, N_CORTICAL)))
+    root_area = np.sqrt(table[0])
+    table[3] = 0.28 * table[2] * jitter[0]
+    table[4] = 0.40 * root_area * jitter[1]
+    table[5] = 0.08 * root_area * jitter[2]
+    table[6] = 0.05 * root_area * jitter[3]
+    # FreeSurfer-like precision; also keeps files identical across CPUs whose exp/log differ by an ulp
+    table = np.stack([np.round(row, decimals) for row, decimals in zip(table, _DECIMALS)])
+    return table.astype(np.float32)
+
+
+def _brain_volumes(log_tiv: float, log_gmv: np.ndarray, log_sub: np.ndarray, age: float,
+                   rng: np.random.Generator) -> dict[str, float]:
+    """Total intracranial, grey, white matter and CSF volumes (cm^3) of one subject."""
+    gmv = (np.exp(log_gmv).sum() + np.exp(log_sub + np.log(_SUB0)).sum()) / 1000.0
+    wmv = np.exp(log_tiv) * 0.33 * np.exp(-0.00008 * (age - 45.0) ** 2) * np.exp(0.03 * rng.standard_normal())
+    return dict(tiv=float(np.exp(log_tiv)), gmv=float(gmv), wmv=float(wmv),
+                csfv=float(np.exp(log_tiv) - gmv - wmv))  # fmt: skip
+
+
 def sample_anatomy(config, population: Population, rng: np.random.Generator, age: float, sex: int,
                    site_ct: float, site_sa: float, condition: str | None = None,
                    severity: float = 0.0) -> Anatomy:
     """Draw one subject's anatomy (module docstring gives the model).
+
+    The draws from ``rng`` come in a fixed order (factors, head size, regional noise, table jitter,
+    subcortical noise, ventricles, white matter): the cohort's bytes depend on it.
 
     Args:
         config: :class:`~anatcl_core.synth.config.SynthConfig`.
@@ -195,17 +239,7 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
     if condition is not None and condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; expected one of {sorted(CONDITIONS)}")
     z = rng.standard_normal(len(PATTERNS))  # latent factors, independent of age and sex
-    ct_specific, sa_specific = np.zeros(N_CORTICAL), 0.0
-    hippocampus, ventricles = 0.0, 0.0
-    if condition is not None:
-        spec = CONDITIONS[condition]
-        effect = getattr(config, f"{condition}_effect")
-        z[PATTERN_NAMES.index(spec["pattern"])] += spec["sign"] * effect * severity
-        signature = np.array([spec["signature"].get(r, 0.0) for _ in range(2) for r in DESIKAN_REGIONS])
-        spread = severity if condition == "ad" else 1.0
-        ct_specific = severity * (signature + spec["widespread_ct"] * spread)
-        sa_specific = severity * spec["widespread_sa"]
-        hippocampus, ventricles = severity * spec["hippocampus"], severity * spec["ventricles"]
+    ct_specific, sa_specific, hippocampus, ventricles = _condition_effects(config, z, condition, severity)
 
     log_tiv = np.log(TIV0_CM3) + 0.09 * (sex - 0.5) - 0.10 * np.exp(-(age - 6.0) / 4.0)
     log_tiv += config.head_size_sd * rng.standard_normal()
@@ -222,15 +256,7 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
                 + site_sa + sa_specific + noise[1])  # fmt: skip
     log_sa = sa_ref + log_area
     log_gmv = log_ct + log_sa + 0.3 * noise[2]
-
-    table = np.empty((7, N_CORTICAL))
-    table[0], table[1], table[2] = np.exp(log_sa), np.exp(log_gmv), np.exp(log_ct)
-    jitter = np.exp(0.04 * rng.standard_normal((4, N_CORTICAL)))
-    root_area = np.sqrt(table[0])
-    table[3] = 0.28 * table[2] * jitter[0]
-    table[4] = 0.40 * root_area * jitter[1]
-    table[5] = 0.08 * root_area * jitter[2]
-    table[6] = 0.05 * root_area * jitter[3]
+    table = _desikan_table(log_sa, log_gmv, log_ct, rng)
 
     # subcortical volumes relative to the template (index 68+ of CLASSES)
     n_sub = len(SUBCORTICAL)
@@ -242,12 +268,7 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
     log_modulation = np.concatenate([log_cortex, log_sub])  # (len(CLASSES),)
 
     log_vent = config.age_effect * trajectory_ventricles(age) + ventricles + 0.15 * rng.standard_normal()
-    gmv = (np.exp(log_gmv).sum() + np.exp(log_sub + np.log(_SUB0)).sum()) / 1000.0
-    wmv = np.exp(log_tiv) * 0.33 * np.exp(-0.00008 * (age - 45.0) ** 2) * np.exp(0.03 * rng.standard_normal())
-    volumes = dict(tiv=float(np.exp(log_tiv)), gmv=float(gmv), wmv=float(wmv),
-                   csfv=float(np.exp(log_tiv) - gmv - wmv))  # fmt: skip
-    # FreeSurfer-like precision; also keeps files identical across CPUs whose exp/log differ by an ulp
-    table = np.stack([np.round(row, decimals) for row, decimals in zip(table, _DECIMALS)])
-    return Anatomy(table=table.astype(np.float32), log_modulation=log_modulation,
+    volumes = _brain_volumes(log_tiv, log_gmv, log_sub, age, rng)
+    return Anatomy(table=table, log_modulation=log_modulation,
                    log_area=log_area, log_ventricles=float(log_vent), volumes_cm3=volumes,
                    factors=z)  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from anatcl_core.data import layout
 from anatcl_core.data.freesurfer import DEFAULT_CHANNELS, channel_index, select_channels
 from anatcl_core.synth import measures
 from anatcl_core.synth.base import load_base
@@ -94,31 +95,31 @@ def run_checks(out_dir: str | Path, config) -> list[Check]:
     """Every calibration check on a generated benchmark (``config`` generated it)."""
     out = Path(out_dir)
     rows = []
-    split = measures.travelling_variance_split(out / "travelling")
+    split = measures.travelling_variance_split(layout.cohort_path(out, "travelling"))
     suckling = "Suckling 2012: subject 0.70-0.80"
     rows.append(Check("travelling heads: subject share of voxel variance", split["subject"], ">= 0.5", suckling,
                       split["subject"] >= 0.5))  # fmt: skip
     rows.append(Check("travelling heads: site share of voxel variance", split["site"], "<= 0.25",
                       "Suckling 2012: centre small, subject + centre + error > 0.9",
                       split["site"] <= 0.25))  # fmt: skip
-    site = measures.site_from_voxels(out / "openbhb")
+    site = measures.site_from_voxels(layout.cohort_path(out, "openbhb"))
     rows.append(Check(f"site from 64 raw voxel PCs ({site['n_sites']} sites, bal. acc.)", site["balanced_accuracy"],
                       f">= {3 * site['chance']:.3f} (3x chance), <= 0.85",
                       "Wachinger 2021: ~0.72 over 17 studies", _band(site["balanced_accuracy"], 3 * site["chance"], 0.85)))
-    ages = measures.brain_age_errors(out / "openbhb")
+    ages = measures.brain_age_errors(layout.cohort_path(out, "openbhb"))
     for name, bound in (("voxel_pcs", 2.0), ("descriptors", 1.5)):
         e = ages[name]
         rows.append(Check(f"brain age ext/int MAE, ridge on {name} ({e['external_test']:.1f}/{e['internal_test']:.1f} y)",
                           e["ratio"], f"<= {bound}", "OpenBHB baselines: 3.5-7.1 / 2.55-2.72 y",
                           e["ratio"] <= bound))  # fmt: skip
-    for name, study in measures.study_recruitment(out / "downstream").items():
+    for name, study in measures.study_recruitment(layout.cohort_path(out, "downstream")).items():
         rows.append(Check(f"study {name}: sites", study["n_sites"], ">= 5", "issue 9; ABIDE I: 17 sites",
                           study["n_sites"] >= 5))  # fmt: skip
         rows.append(Check(f"study {name}: site case shares {study['share_min']:.2f}-{study['share_max']:.2f}",
                           study["share_max"] - study["share_min"], "spread >= 0.1, all in [0.3, 0.7]",
                           "ABIDE I: 30-70 % per site", study["share_max"] - study["share_min"] >= 0.1
                           and _band(study["share_min"], 0.3, 0.7) and _band(study["share_max"], 0.3, 0.7)))  # fmt: skip
-    for task, acc in measures.task_accuracy(out / "downstream").items():
+    for task, acc in measures.task_accuracy(layout.cohort_path(out, "downstream")).items():
         rows.append(Check(f"{task}: descriptors, leave-site-out bal. acc.", acc["descriptors"], ">= 0.75",
                           "issue 9 (solvable from FreeSurfer)", acc["descriptors"] >= 0.75))  # fmt: skip
         cost = acc["descriptors_pooled"] - acc["descriptors"]
@@ -126,13 +127,13 @@ def run_checks(out_dir: str | Path, config) -> list[Check]:
                           "Nunes 2020, Rozycki 2018: 0-7 points", True))  # fmt: skip
         rows.append(Check(f"{task}: age + sex, leave-site-out bal. acc.", acc["age_sex"], "<= 0.62",
                           "matched within site", acc["age_sex"] <= 0.62))  # fmt: skip
-    rows.extend(_effect_checks(measures.effect_sizes(out / "downstream", config.voxel_mm)))
+    rows.extend(_effect_checks(measures.effect_sizes(layout.cohort_path(out, "downstream"), config.voxel_mm)))
     shares = descriptor_variance_shares(config)
     rows.append(Check("descriptors: latent anatomy share of variance", shares["latent"],
                       f"> age {shares['age']:.2f}, site {shares['site']:.2f}, sex {shares['sex']:.2f}",
                       "design: individual anatomy dominates",
                       shares["latent"] > max(shares["age"], shares["site"], shares["sex"])))  # fmt: skip
-    r = region_sum_agreement(out / "openbhb", config.voxel_mm)
+    r = region_sum_agreement(layout.cohort_path(out, "openbhb"), config.voxel_mm)
     rows.append(Check("images: median r(regional GM sum, FreeSurfer GMV)", r, "> 0.9",
                       "design: images rendered from descriptors", r > 0.9))  # fmt: skip
     return rows

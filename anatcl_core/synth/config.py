@@ -13,7 +13,8 @@ from anatcl_core.config import Fraction, NonNegative, NonNegativeInt, Positive, 
 class SynthConfig:
     """Every parameter of the synthetic benchmark (params.yaml ``synth:``).
 
-    Default (CPU) profile: 4.5 mm grid (41x49x41), 480 pretraining subjects at 8 sites, 2,350
+    Every field is required: params.yaml is the one home of their values (a missing key is an
+    error naming it). params.yaml's default (CPU) profile: 4.5 mm grid (41x49x41), 480 pretraining subjects at 8 sites, 2,350
     downstream subjects in four studies of 5 sites each (:data:`.cohorts.STUDIES`: ADNI-like AD/MCI,
     two schizophrenia studies, ABIDE-like autism with its DSM-IV subtypes; eight tasks), 10
     travelling heads at each of the 8 sites: 2,910 maps, ~60 s on one core, ~335 MB.
@@ -60,31 +61,31 @@ class SynthConfig:
         deformation_mm: scale of the local deformation carrying surface-area differences.
     """
 
-    seed: NonNegativeInt = 0
-    voxel_mm: Positive = 4.5
-    n_pretrain: PositiveInt = 480
-    n_sites: Annotated[int, Field(ge=2)] = 8
-    n_external_sites: PositiveInt = 2
-    internal_test_fraction: Fraction = 0.1
-    downstream_scale: Positive = 1.0
-    n_downstream_sites: PositiveInt = 5
-    n_travelling: NonNegativeInt = 10
-    latent_sd: NonNegative = 0.12
-    region_sd: NonNegative = 0.03
-    head_size_sd: NonNegative = 0.08
-    age_effect: float = 1.0
-    ad_effect: float = 1.6
-    scz_effect: float = 0.6
-    asd_effect: float = 0.3
-    site_intensity_sd: NonNegative = 0.02
-    site_contrast_sd: NonNegative = 0.015
-    site_bias: NonNegative = 0.025
-    scan_bias: NonNegative = 0.08
-    site_noise_max: NonNegative = 0.03
-    site_fwhm_max_mm: NonNegative = 4.0
-    site_tissue_sd: NonNegative = 0.015
-    transition_mm: NonNegative = 4.0
-    deformation_mm: NonNegative = 2.0
+    seed: NonNegativeInt
+    voxel_mm: Positive
+    n_pretrain: PositiveInt
+    n_sites: Annotated[int, Field(ge=2)]
+    n_external_sites: PositiveInt
+    internal_test_fraction: Fraction
+    downstream_scale: Positive
+    n_downstream_sites: PositiveInt
+    n_travelling: NonNegativeInt
+    latent_sd: NonNegative
+    region_sd: NonNegative
+    head_size_sd: NonNegative
+    age_effect: float
+    ad_effect: float
+    scz_effect: float
+    asd_effect: float
+    site_intensity_sd: NonNegative
+    site_contrast_sd: NonNegative
+    site_bias: NonNegative
+    scan_bias: NonNegative
+    site_noise_max: NonNegative
+    site_fwhm_max_mm: NonNegative
+    site_tissue_sd: NonNegative
+    transition_mm: NonNegative
+    deformation_mm: NonNegative
 
     def __post_init__(self) -> None:
         if self.n_external_sites >= self.n_sites:

@@ -21,8 +21,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from anatcl_core.data import layout
-from anatcl_core.data.manifest import task_columns
 from anatcl_core.data.freesurfer import DEFAULT_CHANNELS, select_channels
+from anatcl_core.data.manifest import task_columns
 
 #: Inverse regularisation strengths searched by the inner CV of every logistic probe.
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)

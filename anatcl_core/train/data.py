@@ -1,4 +1,5 @@
-"""The pretraining train split in memory, read once, with the descriptor normaliser fitted on it."""
+"""The pretraining train split in memory, read once from the cohort stage's arrays, with the descriptor
+normaliser fitted on it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from anatcl_core.config import ConfigError
 from anatcl_core.contrastive.kernels import DescriptorNormalizer
-from anatcl_core.data import io
-from anatcl_core.data.openbhb import OpenBHB
+from anatcl_core.data import arrays, io
 from anatcl_core.train.recipe import PretrainConfig
+
 
 @dataclass
 class TrainData:
@@ -43,22 +45,36 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def load_train_data(openbhb_root: str | Path, config: PretrainConfig, progress: bool = True) -> TrainData:
-    """Read the pretraining train split once and fit the descriptor normaliser on it.
+def load_train_data(arrays_dir: str | Path, config: PretrainConfig, progress: bool = True) -> TrainData:
+    """The train split of the cohort stage's pretraining arrays, in memory, and the normaliser fitted on it.
+
+    Args:
+        arrays_dir: the cohort stage's arrays (``outputs/cohort/arrays``, :mod:`anatcl_core.data.arrays`).
+        config: the run's ``pretrain`` section: ``crop`` and ``image_dtype`` of the images,
+            ``channels`` of the descriptors.
 
     The returned fingerprint hashes the images, tables and ages read, and the training code.
+
+    Raises:
+        ConfigError: ``pretrain.crop`` does not fit the arrays' grid.
+        FileNotFoundError: no arrays (the cohort stage has not run, or its validation failed).
     """
-    dataset = OpenBHB(openbhb_root, split="train", crop=config.crop, channels=config.channels)
-    if len(dataset):  # the crop must fit the data's grid: say so before reading every image
-        first = dataset.path(0)
-        try:
-            io.resolve_crop(config.crop, io.load_volume(first, mmap=True)[0].shape)
-        except ValueError as err:
-            raise ConfigError(f"pretrain.crop = {config.crop!r}: {err} ({first})") from None
-    images = dataset.images(dtype=np.dtype(config.image_dtype).type, progress=progress)
-    tables = dataset.descriptor_tables()  # (N, 7, R)
+    cohort = arrays.load_cohort(arrays_dir, "openbhb")  # uncropped memory map
+    try:  # the crop must fit the data's grid: say so before reading every image
+        target = io.resolve_crop(config.crop, cohort.images.shape[-3:])
+    except ValueError as err:
+        path = arrays.files(arrays_dir, "openbhb")["images"]
+        raise ConfigError(f"pretrain.crop = {config.crop!r}: {err} ({path})") from None
+    train = np.flatnonzero(cohort.table["split"].to_numpy() == "train")
+    if not len(train):
+        raise ValueError(f"{arrays.files(arrays_dir, 'openbhb')['table']}: no subject in split 'train'")
+    first = io.center_crop(cohort.images[train[0]], target)  # (1, X, Y, Z)
+    images = np.empty((len(train), *first.shape), dtype=np.dtype(config.image_dtype))
+    for row, index in enumerate(tqdm(train, desc="load images", disable=not progress, leave=False)):
+        images[row] = io.center_crop(cohort.images[index], target)
+    tables = cohort.descriptors[train]  # (N, 7, R)
     normalizer = DescriptorNormalizer().fit(tables, config.channels)
-    age = dataset.participants["age"].to_numpy(np.float32)
+    age = cohort.table["age"].to_numpy(np.float32)[train]
     digest = hashlib.sha1(images.tobytes())
     digest.update(tables.tobytes())
     digest.update(age.tobytes())
@@ -69,5 +85,5 @@ def load_train_data(openbhb_root: str | Path, config: PretrainConfig, progress: 
         descriptors=torch.as_tensor(normalizer.transform(tables), dtype=torch.float32),
         normalizer=normalizer,
         fingerprint=digest.hexdigest(),
-        participant_ids=dataset.participants["participant_id"].astype(str).tolist(),
+        participant_ids=cohort.table["participant_id"].astype(str).to_numpy()[train].tolist(),
     )

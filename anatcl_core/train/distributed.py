@@ -24,9 +24,6 @@ How the trainer uses it (``torchrun --nproc_per_node 2 -m anatcl_core.cli.main .
             loss.backward(); optimizer.step()      # gradients = single-process gradients
         if ctx.is_main: save_checkpoint(...); logger.info(...)
     ctx.cleanup()
-
-With a ``DataLoader`` instead of in-memory indexing, use :func:`make_sampler` and call
-``sampler.set_epoch(epoch)`` before every epoch (the shuffle is seeded by ``seed + epoch``).
 """
 
 from __future__ import annotations
@@ -40,8 +37,6 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset
-from torch.utils.data.distributed import DistributedSampler
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +69,7 @@ class DistContext:
 
     @property
     def is_distributed(self) -> bool:
+        """True with more than one rank (DDP wraps the model, the loss gathers the batch)."""
         return self.world_size > 1
 
     def barrier(self) -> None:
@@ -88,10 +84,12 @@ class DistContext:
 
 
 def _active() -> bool:
+    """Whether a process group of more than one rank is initialised (collectives must run)."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _env_int(name: str) -> int:
+    """A torchrun environment variable as an integer, or a ValueError naming it."""
     value = os.environ.get(name, "")
     try:
         return int(value)
@@ -200,15 +198,6 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def gather_objects(items: list) -> list:
-    """Concatenate a per-rank list of picklable objects (e.g. participant ids) in rank order."""
-    if not _active():
-        return list(items)
-    parts: list[list | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, list(items))
-    return [item for part in parts for item in part]  # type: ignore[union-attr]
-
-
 def gather_batch(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """Gather each tensor over ranks: with gradients if it requires grad, else detached; None stays None."""
     return tuple(None if t is None else gather_with_grad(t) if t.requires_grad else gather_no_grad(t)
@@ -220,7 +209,7 @@ def global_batch_loss(loss_fn: Callable[..., Any], *tensors: torch.Tensor | None
 
     Embeddings (which require grad) are gathered with :func:`gather_with_grad`, kernel inputs
     without; every rank returns the same loss. Works with :func:`~anatcl_core.contrastive.losses.weighted_infonce`
-    (pass the *inputs* of the kernel, e.g. ``lambda z, age: weighted_infonce(z, age_kernel(age))``),
+    (pass the *inputs* of the kernel, e.g. ``lambda z, age: weighted_infonce(z, age_kernel(age, sigma_years))``),
     :class:`~anatcl_core.contrastive.losses.AnatCLLoss` ``(z (b,V,d), age (b,), desc (b,C,R))`` and the
     trainer's ``Objective``. Kernels must be computed *after* the gather -- a kernel block built
     per rank would miss the cross-rank pairs.
@@ -253,29 +242,6 @@ def shard_batch(indices: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return indices[ctx.rank * b:(ctx.rank + 1) * b]
 
 
-def make_sampler(dataset: Dataset, ctx: DistContext, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = True) -> DistributedSampler:
-    """A ``DistributedSampler`` over ``ctx.world_size`` ranks (also for a single process).
-
-    The permutation of epoch e is seeded by ``seed + e``: call ``sampler.set_epoch(e)`` before
-    each epoch or every epoch repeats the first order. Rank r takes every W-th index of it, so the
-    union of the ranks' k-th batches of b is the single-process k-th batch of ``W*b`` (in another
-    order, to which the losses are invariant). With W = 1 it is a plain seeded sampler, so the
-    trainer never needs an ``if``.
-
-    Args:
-        dataset: the map-style dataset.
-        ctx: from :func:`init_from_env`.
-        shuffle: permute each epoch.
-        seed: shuffle seed (identical on every rank).
-        drop_last: drop the tail so every rank gets the same number of samples (needed for the
-            equal shapes :func:`gather_with_grad` requires); pass ``drop_last=True`` to the
-            ``DataLoader`` too.
-    """
-    return DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
-                              shuffle=shuffle, seed=seed, drop_last=drop_last)
-
-
 def wrap_model(model: nn.Module, ctx: DistContext, sync_batchnorm: bool = False,
                find_unused_parameters: bool = False) -> nn.Module:
     """Move ``model`` to ``ctx.device`` and wrap it in DDP when there is more than one rank.
@@ -284,8 +250,8 @@ def wrap_model(model: nn.Module, ctx: DistContext, sync_batchnorm: bool = False,
     ``backward``. BatchNorm layers normalise with *per-rank* batch statistics (b, not W*b
     subjects) unless ``sync_batchnorm`` converts them to ``SyncBatchNorm`` (CUDA/nccl only); the
     exact equivalence with one process therefore holds for models without batch norm
-    (``norm="none" | "group" | "instance"``). Save ``unwrap(model).state_dict()`` so checkpoint
-    keys carry no ``module.`` prefix.
+    (``norm="none" | "group" | "instance"``). Save the ``model`` passed in (not the wrapper) so
+    checkpoint keys carry no ``module.`` prefix.
 
     Args:
         model: the module to train.
@@ -307,8 +273,3 @@ def wrap_model(model: nn.Module, ctx: DistContext, sync_batchnorm: bool = False,
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
                                                find_unused_parameters=find_unused_parameters)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (itself otherwise)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from typing import Annotated, Literal
 
@@ -11,6 +10,7 @@ from pydantic import Field
 from anatcl_core.config import NonNegative, NonNegativeInt, Positive, PositiveInt, Threads, section
 from anatcl_core.contrastive.objectives import Depth, MethodConfig
 from anatcl_core.data.freesurfer import Channels
+from anatcl_core.model.run import Run
 
 #: A centre crop: ``upstream`` (121x128x121 at the data's voxel size), ``[x, y, z]`` or null.
 Crop = Literal["upstream"] | tuple[PositiveInt, PositiveInt, PositiveInt] | None
@@ -22,29 +22,31 @@ class PretrainConfig:
 
     ``run`` x ``seeds`` are the stage instances; ``methods`` defines every method, run or not
     (the ablation set stays defined). Every other key is the recipe shared by all methods.
+    Every field is required: params.yaml is the one home of their values (a missing key is an
+    error naming it).
     """
 
     methods: Annotated[dict[str, MethodConfig], Field(min_length=1)]
     run: Annotated[tuple[str, ...], Field(min_length=1)]
-    seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] = (0, 1, 2)
-    depth: Depth = "resnet18"
-    base_width: PositiveInt = 64
-    norm: Literal["batch", "instance", "group", "none"] = "batch"
-    projection_dim: PositiveInt = 128
-    hidden_dim: PositiveInt | None = None
-    crop: Crop = "upstream"
-    channels: Channels = ("CT", "GMV", "SA")
-    mapping: Literal["affine", "relu"] = "affine"
-    temperature: Positive = 0.1
-    sigma_years: Positive = 2.0
-    epochs: NonNegativeInt = 300
-    batch_size: Annotated[int, Field(ge=2)] = 32
-    learning_rate: Positive = 1e-4
-    weight_decay: NonNegative = 5e-5
-    lr_step_epochs: PositiveInt = 10
-    lr_gamma: Annotated[float, Field(gt=0, le=1)] = 0.9
-    image_dtype: Literal["float32", "float16"] = "float32"
-    num_threads: Threads = "auto"
+    seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)]
+    depth: Depth
+    base_width: PositiveInt
+    norm: Literal["batch", "instance", "group", "none"]
+    projection_dim: PositiveInt
+    hidden_dim: PositiveInt | None
+    crop: Crop
+    channels: Channels
+    mapping: Literal["affine", "relu"]
+    temperature: Positive
+    sigma_years: Positive
+    epochs: NonNegativeInt
+    batch_size: Annotated[int, Field(ge=2)]
+    learning_rate: Positive
+    weight_decay: NonNegative
+    lr_step_epochs: PositiveInt
+    lr_gamma: Annotated[float, Field(gt=0, le=1)]
+    image_dtype: Literal["float32", "float16"]
+    num_threads: Threads
 
     def __post_init__(self) -> None:
         missing = [m for m in self.run if m not in self.methods]
@@ -61,8 +63,12 @@ class PretrainConfig:
             raise KeyError(f"unknown method {method!r}; defined: {sorted(self.methods)}")
         return replace(self, **self.methods[method].overrides())
 
-    def recipe(self, method: str, seed: int) -> dict:
-        """Plain dict of everything that determines a run (saved in the checkpoint)."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("methods", "run", "seeds")}
-        out.update(method=method, seed=int(seed), method_config=asdict(self.methods[method]))
-        return json.loads(json.dumps(out))  # tuples -> lists, plain types only
+    def resolve(self, method: str, seed: int) -> Run:
+        """The typed record of one run: ``method``'s overrides applied once, ``seed`` set.
+
+        Raises:
+            KeyError: if ``method`` is not defined under ``methods``.
+        """
+        recipe = {k: v for k, v in asdict(self.for_method(method)).items() if k not in ("methods", "run", "seeds")}
+        return Run.from_config({**recipe, "method": method, "seed": int(seed),
+                                "method_config": asdict(self.methods[method])}, f"pretrain.methods.{method}")
