@@ -4,6 +4,7 @@
     anatcl synthesize --out DIR      write the embedded synthetic cohort (params.yaml ``synth:``)
     anatcl embed INPUT... --weights F --out F.csv   frozen encoder features, one row per subject
     anatcl weights list|fetch|verify                 known checkpoints (upstream and ours)
+    anatcl compare RUN_A RUN_B       are two runs' checkpoints, probes, metrics and tables bit-identical?
 
 Sub-commands import their module only when chosen, so ``anatcl --help`` stays fast. Ctrl-C
 (SIGINT) and SIGTERM stop a command with one line on stderr and status 130 / 143; every temp
@@ -44,11 +45,18 @@ def _weights(argv: Sequence[str]) -> int:
     return weights.main(list(argv))
 
 
+def _compare(argv: Sequence[str]) -> int:
+    from anatcl_core.cli import compare
+
+    return compare.main(list(argv))
+
+
 COMMANDS = {
     "validate": (_validate, "check images, ROI tables, OpenBHB roots or manifests"),
     "synthesize": (_synthesize, "write the embedded synthetic cohort"),
     "embed": (_embed, "frozen AnatCL features per subject (CSV or Parquet)"),
     "weights": (_weights, "list, fetch or verify known checkpoints"),
+    "compare": (_compare, "compare two runs' results entry by entry (bit for bit)"),
 }
 
 
