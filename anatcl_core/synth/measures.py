@@ -20,7 +20,7 @@ from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut, StratifiedKF
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from anatcl_core.data import layout
+from anatcl_core.data import layout, resources
 from anatcl_core.data.freesurfer import DEFAULT_CHANNELS, select_channels
 from anatcl_core.data.manifest import task_columns
 
@@ -35,7 +35,8 @@ def read_pretraining(root: Path, images: bool = False) -> tuple[pd.DataFrame, np
     root = Path(root)
     table = pd.read_csv(root / layout.PARTICIPANTS_FILE, sep="\t", dtype={"participant_id": str})
     files = list(zip(table["split"], table["participant_id"]))
-    rois = np.stack([np.load(layout.subject_file(root, s, p, layout.DESIKAN_KIND)) for s, p in files])
+    rois = np.stack([resources.read_roi_table(layout.subject_file(root, s, p, layout.DESIKAN_KIND))
+                     for s, p in files])
     maps = np.stack([np.load(layout.subject_file(root, s, p, layout.VBM_KIND))[0] for s, p in files]) if images else None
     return table, rois, maps
 
@@ -44,7 +45,7 @@ def read_manifest(root: Path, images: bool = False) -> tuple[pd.DataFrame, np.nd
     """manifest.tsv, ``(N, 7, 68)`` tables and optionally ``(N, X, Y, Z)`` maps of a manifest folder."""
     root = Path(root)
     table = pd.read_csv(root / layout.MANIFEST_FILE, sep="\t", dtype={"participant_id": str, "subject": str})
-    rois = np.stack([np.load(root / p) for p in table["roi"]])
+    rois = np.stack([resources.read_roi_table(root / p) for p in table["roi"]])
     maps = np.stack([np.asarray(nib.load(root / p).dataobj) for p in table["image"]]) if images else None
     return table, rois, maps
 
