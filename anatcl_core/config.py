@@ -21,7 +21,6 @@ To add a field, declare it with its type and constraint, and give its value in `
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -237,8 +236,3 @@ def load_section(path: str | Path, section_name: str, cls: type[T]) -> T:
     if section_name not in params:
         raise ConfigError(f"{path}: no section {section_name!r}; sections are {sorted(params)}")
     return from_mapping(cls, params[section_name], f"{path}: {section_name}")
-
-
-def field_names(cls: type) -> list[str]:
-    """The keys of a section, in declaration order."""
-    return [f.name for f in dataclasses.fields(cls)]

@@ -6,7 +6,6 @@ how methods rank is written in advance.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +174,3 @@ def budget_note(budget: pd.DataFrame, variants: list[str], command: str) -> str:
     if not missing:
         return ""
     return (f"Not run in this profile: {', '.join(missing)}. Command: {command}")
-
-
-def esc(text: str) -> str:
-    return html.escape(str(text))
