@@ -79,7 +79,7 @@ def test_arrays_carry_the_readers_tables_and_serve_without_data(data_dir, tmp_pa
 def test_train_split_comes_from_the_arrays(data_dir, tmp_path):
     stacking.write_arrays(data_dir, tmp_path / "arrays", progress=False)
     config = params_section("pretrain", crop=None, image_dtype="float16", num_threads=1)
-    data = load_train_data(tmp_path / "arrays", config, progress=False)
+    data = load_train_data(tmp_path / "arrays", config.resolve("anatcl_global", 0).data, progress=False)
     train = OpenBHB(data_dir / "openbhb", split="train", crop=None)
     assert data.participant_ids == train.participants["participant_id"].tolist()
     np.testing.assert_array_equal(data.images.numpy(), train.images(dtype=np.float16, progress=False))
@@ -89,7 +89,7 @@ def test_train_split_comes_from_the_arrays(data_dir, tmp_path):
 def test_missing_or_inconsistent_arrays_are_refused(data_dir, tmp_path):
     config = params_section("pretrain", num_threads=1)
     with pytest.raises(FileNotFoundError, match=r"openbhb.tsv: not found; expected the cohort stage's arrays"):
-        load_train_data(tmp_path / "arrays", config, progress=False)
+        load_train_data(tmp_path / "arrays", config.resolve("anatcl_global", 0).data, progress=False)
     stacking.write_arrays(data_dir, tmp_path / "arrays", progress=False)
     np.save(tmp_path / "arrays" / "downstream_roi.npy", np.zeros((2, 7, 68), np.float32))
     with pytest.raises(ValueError, match=r"downstream.npy: 6 images, 2 ROI tables and 6 table rows"):
@@ -108,7 +108,7 @@ def test_a_cohort_that_fails_validation_writes_no_arrays_and_trains_nothing(data
         validate_cohorts(params_section("cohort"), broken, out, progress=False)
     assert "age" in (out / "validation.txt").read_text() and not (out / "arrays").exists()
     with pytest.raises(FileNotFoundError, match="cohort stage"):
-        load_train_data(out / "arrays", params_section("pretrain", num_threads=1), progress=False)
+        load_train_data(out / "arrays", params_section("pretrain").resolve("anatcl_global", 0).data, progress=False)
 
 
 def test_the_cohort_notebook_validates_before_it_writes_the_arrays():

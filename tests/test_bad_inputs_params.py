@@ -174,7 +174,7 @@ def test_crop_larger_than_the_image_is_refused_before_the_split_is_read(tmp_path
     config = load_section(path, "pretrain", PretrainConfig)
     with pytest.raises(ConfigError, match=r"pretrain.crop = \(500, 500, 500\): crop \(500, 500, 500\) does "
                                           r"not fit in a volume of shape \(21, 25, 21\)"):
-        load_train_data(write_openbhb_arrays(root), config, progress=False)
+        load_train_data(write_openbhb_arrays(root), config.resolve("anatcl_global", 0).data, progress=False)
 
 
 @pytest.mark.parametrize("device", ["tpu", "", "meta", "cpu:7", "cuda:99"])

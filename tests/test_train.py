@@ -51,7 +51,7 @@ def cohort(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(cohort):
-    return load_train_data(write_openbhb_arrays(cohort), tiny_config(), progress=False)
+    return load_train_data(write_openbhb_arrays(cohort), tiny_config().resolve("anatcl_global", 0).data, progress=False)
 
 
 def _weights(path):
@@ -199,7 +199,8 @@ def test_method_overrides_change_one_recipe_key(cohort, tmp_path):
         config.for_method("anatcl_cortex")
     ct = config.for_method("anatcl_ct")
     assert ct.channels == ("CT",)
-    default_data = load_train_data(write_openbhb_arrays(cohort), config, progress=False)
+    default_data = load_train_data(write_openbhb_arrays(cohort), config.resolve("anatcl_global", 0).data,
+                                   progress=False)
     assert default_data.descriptors.shape[1] == 3
     ct_data = load_train_data(cohort.parent / "arrays", config.resolve("anatcl_ct", 0).data, progress=False)
     assert ct_data.descriptors.shape[1] == 1

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from anatcl_core.config import ConfigError
 from anatcl_core.contrastive.kernels import DescriptorNormalizer
 from anatcl_core.data import arrays, io
-from anatcl_core.train.recipe import PretrainConfig
+from anatcl_core.model.run import DataSpec
 
 
 @dataclass
@@ -45,12 +45,12 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def load_train_data(arrays_dir: str | Path, config: PretrainConfig, progress: bool = True) -> TrainData:
+def load_train_data(arrays_dir: str | Path, config: DataSpec, progress: bool = True) -> TrainData:
     """The train split of the cohort stage's pretraining arrays, in memory, and the normaliser fitted on it.
 
     Args:
         arrays_dir: the cohort stage's arrays (``outputs/cohort/arrays``, :mod:`anatcl_core.data.arrays`).
-        config: the run's ``pretrain`` section: ``crop`` and ``image_dtype`` of the images,
+        config: the run's data keys (``Run.data``): ``crop`` and ``image_dtype`` of the images,
             ``channels`` of the descriptors.
 
     The returned fingerprint hashes the images, tables and ages read, and the training code.
