@@ -11,6 +11,7 @@ before the record was typed included (their ``method_config`` spells ``denominat
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -24,6 +25,10 @@ MODEL_CONFIG_KEYS = ("depth", "base_width", "norm", "projection_dim", "hidden_di
 _RENAMED_METHOD_KEYS = {"method": "denominator", "anat_method": "anat_denominator"}
 
 
+#: build_model's keyword defaults: ModelSpec's, so that the network's defaults live in one place.
+_BUILD_DEFAULTS = {name: p.default for name, p in inspect.signature(build_model).parameters.items()}
+
+
 def _tuple_or_value(value: Any) -> Any:
     """JSON gives lists where the recipe holds tuples (``crop``, ``channels``)."""
     return tuple(value) if isinstance(value, list) else value
@@ -33,15 +38,16 @@ def _tuple_or_value(value: Any) -> Any:
 class ModelSpec:
     """The network of a run: :func:`~anatcl_core.model.network.build_model`'s arguments.
 
-    The defaults are build_model's (the paper's ResNet-18), taken by a checkpoint that omits a key.
+    The defaults are read from build_model's signature (the paper's ResNet-18, one home), taken by a
+    checkpoint that omits a key.
     """
 
-    depth: str = "resnet18"
-    base_width: int = 64
-    norm: str = "batch"
-    projection_dim: int = 128
-    hidden_dim: int | None = None
-    in_channels: int = 1
+    depth: str = _BUILD_DEFAULTS["depth"]
+    base_width: int = _BUILD_DEFAULTS["base_width"]
+    norm: str = _BUILD_DEFAULTS["norm"]
+    projection_dim: int = _BUILD_DEFAULTS["projection_dim"]
+    hidden_dim: int | None = _BUILD_DEFAULTS["hidden_dim"]
+    in_channels: int = _BUILD_DEFAULTS["in_channels"]
 
     @classmethod
     def from_config(cls, config: dict, **overrides: Any) -> "ModelSpec":
