@@ -19,13 +19,21 @@ leave-site-out means; at most 0.031) and the seed means by at most 0.012, within
 SD (up to 0.013). So ``make repro`` on 2 cores (two stages of one thread) and a plain ``dvc repro``
 (one stage of two threads) give different checkpoints; each is reproducible, and a run's
 ``dvclive/metrics.json`` records its ``threads``.
+
+Everything after training does not depend on the thread count: features are computed one
+intra-op thread per batch (:mod:`anatcl_core.evaluation.features`) and the probes, PCAs and report
+statistics under :func:`one_blas_thread`, so ``probes.json`` and the report are the same bytes
+whatever the stage's ``num_threads`` (tests/test_cores.py, tests/test_pipeline.py).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
+
+from threadpoolctl import threadpool_limits
 
 #: Set by the parallel pipeline for each stage: the threads ``auto`` means there.
 THREADS_ENV = "ANATCL_NUM_THREADS"
@@ -71,3 +79,21 @@ def resolve_threads(value: int | str) -> int:
     if not env.isdigit() or int(env) < 1:
         raise ValueError(f"${THREADS_ENV} = {env!r}: expected a positive integer (threads of one stage)")
     return int(env)
+
+
+def one_blas_thread(function):
+    """Decorate ``function`` to run with BLAS and OpenMP at one thread, whatever the stage's threads.
+
+    The probes, the reference rows' PCA and the report's statistics work on at most a few thousand
+    rows, where a threaded BLAS buys little, but splits its reductions by the thread count: on a
+    2-core AMD EPYC host 1 and 2 threads gave ``probes.json`` values differing in the 15th digit
+    (issue 24). At one thread (threadpoolctl, which scikit-learn itself uses) they are the same
+    bytes from ``make repro`` (one thread per stage), a plain ``dvc repro`` and a notebook opened in
+    Jupyter, on any core count; ``benchmarks/bench_probes.py`` measures the cost. The limit is taken
+    at call time, so libraries loaded after import are limited too.
+    """
+    @functools.wraps(function)
+    def limited(*args, **kwargs):
+        with threadpool_limits(1):
+            return function(*args, **kwargs)
+    return limited

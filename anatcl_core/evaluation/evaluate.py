@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from anatcl_core import live
-from anatcl_core.cores import resolve_threads
+from anatcl_core.cores import one_blas_thread, resolve_threads
 from anatcl_core.data import arrays
 from anatcl_core.data.layout import SCORE_PREFIX
 from anatcl_core.data.manifest import score_columns
@@ -65,6 +65,7 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, arrays_d
     return evaluate_features(config, x, cohorts, out_dir, meta)
 
 
+@one_blas_thread
 def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts: dict,
                       out_dir: str | Path, meta: dict, age_probes: bool = True) -> dict:
     """Every probe on given features of the cohorts (an encoder's or a reference row's).

@@ -26,7 +26,7 @@ from pydantic import Field
 from sklearn.decomposition import PCA
 
 from anatcl_core.config import PositiveInt, section
-from anatcl_core.cores import resolve_threads
+from anatcl_core.cores import one_blas_thread, resolve_threads
 from anatcl_core.data import arrays
 from anatcl_core.data.freesurfer import select_channels
 from anatcl_core.data.openbhb import encode_sex
@@ -67,6 +67,7 @@ def descriptor_features(cohorts: dict[str, arrays.Cohort], channels: tuple[str, 
     return out
 
 
+@one_blas_thread
 def voxel_pcs(cohorts: dict[str, arrays.Cohort], n_components: int, seed: int,
               batch_size: int = 256) -> dict[str, np.ndarray]:
     """PCA of the pretraining train split's maps; every cohort projected on its components."""

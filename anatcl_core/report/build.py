@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from anatcl_core.config import NonNegativeInt, PositiveInt, section
+from anatcl_core.cores import one_blas_thread
 from anatcl_core.data.freesurfer import Channels
 from anatcl_core.report import claims, plots, plots_claims
 from anatcl_core.report.embedding import embedding_figure
@@ -70,6 +71,7 @@ def claim_results(results: Results, config: ReportConfig) -> tuple[dict[str, pd.
     return results.cache[key]
 
 
+@one_blas_thread
 def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Formatted tables (mean ± std over seeds; claims tables as means, paired differences with
     their CI); with ``out_dir``, also TSVs and ``metrics.json``."""
@@ -113,6 +115,7 @@ def claim_figures(results: Results, config: ReportConfig, params_file: str | Pat
     return figures
 
 
+@one_blas_thread
 def make_figures(results: Results, config: ReportConfig, arrays_dir: str | Path, cohort_dir: str | Path,
                  evaluate_dir: str | Path, out_dir: str | Path, params_file: str | Path) -> dict[str, Path]:
     """Draw and save every report figure (PNG); QC figures of the cohort stage are included as is.
