@@ -8,7 +8,10 @@
    allocation) on Linux, else every logical CPU, and no more than a cgroup v2 CPU quota allows
    (a container started with ``--cpus 4`` sees the host's cores in its mask but may use four).
 
-An integer in ``params.yaml`` is used as given.
+``auto`` never means more than the usable cores: a larger ``$ANATCL_NUM_THREADS`` is lowered to them
+with a warning (1,024 threads on 2 cores made a stage 17x slower). An integer in ``params.yaml`` is
+used as given, so that one count writes the same bytes on every machine, with a warning when it
+exceeds the cores. :func:`check_environment` refuses a malformed variable before any work starts.
 
 The thread count changes float rounding, nothing else. On one machine the same
 count writes the same checkpoint bytes (DVC then skips everything downstream of an unchanged run).
@@ -29,8 +32,10 @@ whatever the stage's ``num_threads`` (tests/test_cores.py, tests/test_pipeline.p
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
+import re
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
@@ -39,6 +44,18 @@ from threadpoolctl import threadpool_limits
 THREADS_ENV = "ANATCL_NUM_THREADS"
 #: cgroup v2 CPU quota of this process's group (``max 100000`` = no quota).
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+#: Thread and job counts as the environment and the commands accept them: ASCII digits, at most 18
+#: (``int`` would also take ``"²"``-like digits, signs, spaces and 5,000-digit numbers).
+_COUNT = re.compile(r"[0-9]{1,18}")
+
+logger = logging.getLogger(__name__)
+
+
+def parse_count(text: str) -> int | None:
+    """``text`` as a positive count, or None when it is not one (``"0"``, ``"abc"``, ``"²"``, ``"1.5"``)."""
+    if not isinstance(text, str) or not _COUNT.fullmatch(text) or int(text) < 1:
+        return None
+    return int(text)
 
 
 def _cgroup_quota(path: Path = CGROUP_CPU_MAX) -> int | None:
@@ -65,19 +82,37 @@ def usable_cores(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return max(1, min(cores, quota) if quota else cores)
 
 
+def check_environment(environ: dict[str, str] | None = None) -> None:
+    """Refuse a malformed ``$ANATCL_NUM_THREADS`` (one line), before a stage has done anything.
+
+    Raises:
+        ValueError: ``$ANATCL_NUM_THREADS = 'abc': expected a positive integer ...``.
+    """
+    value = (os.environ if environ is None else environ).get(THREADS_ENV)
+    if value is not None and parse_count(value) is None:
+        raise ValueError(f"${THREADS_ENV} = {value!r}: expected a positive integer (threads of one stage), "
+                         "or unset it (num_threads: auto then uses the usable cores)")
+
+
 def resolve_threads(value: int | str) -> int:
     """``num_threads`` of a params section as a number of threads (module docstring).
 
     Raises:
         ValueError: ``$ANATCL_NUM_THREADS`` is set but is not a positive integer.
     """
+    cores = usable_cores()
     if value != "auto":
+        if int(value) > cores:
+            logger.warning("num_threads: %s is more than the %d usable core(s); used as given (the stage "
+                           "will be slower than with %d)", value, cores, cores)
         return int(value)
+    check_environment()
     env = os.environ.get(THREADS_ENV)
     if env is None:
-        return usable_cores()
-    if not env.isdigit() or int(env) < 1:
-        raise ValueError(f"${THREADS_ENV} = {env!r}: expected a positive integer (threads of one stage)")
+        return cores
+    if int(env) > cores:
+        logger.warning("$%s = %s lowered to %d: the usable cores", THREADS_ENV, env, cores)
+        return cores
     return int(env)
 
 

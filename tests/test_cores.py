@@ -23,11 +23,29 @@ def test_an_integer_is_used_as_given(monkeypatch) -> None:
 
 
 def test_auto_is_the_pipelines_share_when_it_sets_one(monkeypatch) -> None:
+    monkeypatch.setattr(cores, "usable_cores", lambda: 8)
     monkeypatch.setenv(cores.THREADS_ENV, "5")
     assert cores.resolve_threads("auto") == 5
     monkeypatch.setenv(cores.THREADS_ENV, "0")
     with pytest.raises(ValueError, match=r"\$ANATCL_NUM_THREADS = '0': expected a positive integer"):
         cores.resolve_threads("auto")
+
+
+def test_auto_is_capped_at_the_usable_cores_with_a_note(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    monkeypatch.setenv(cores.THREADS_ENV, "99999")
+    assert cores.resolve_threads("auto") == 2
+    assert "$ANATCL_NUM_THREADS = 99999 lowered to 2: the usable cores" in caplog.text
+    assert cores.resolve_threads(4) == 4 and "num_threads: 4 is more than the 2 usable core(s)" in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-1", "1.5", "\u00b2", " 2", "9" * 5000])
+def test_malformed_thread_variables_are_refused_in_one_line(monkeypatch, bad: str) -> None:
+    with pytest.raises(ValueError, match=r"^\$ANATCL_NUM_THREADS = .*: expected a positive integer") as err:
+        cores.check_environment({cores.THREADS_ENV: bad})
+    assert "\n" not in str(err.value)
+    cores.check_environment({})  # unset is fine
+    cores.check_environment({cores.THREADS_ENV: "3"})
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no affinity mask on this OS")
