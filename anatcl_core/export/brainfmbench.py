@@ -81,7 +81,10 @@ def pinned_requirements() -> str:
 
 def _arrays_voxel_mm(run_dir: Path) -> float | None:
     """Voxel size of the cohort arrays beside a pretrain output folder (``outputs/cohort/arrays``), or None."""
-    arrays_dir = run_dir.resolve().parents[1] / "cohort" / "arrays"
+    parents = run_dir.resolve().parents
+    if len(parents) < 2:
+        return None
+    arrays_dir = parents[1] / "cohort" / "arrays"
     if not arrays.files(arrays_dir, "openbhb")["images"].is_file():
         return None
     shape = np.load(arrays.files(arrays_dir, "openbhb")["images"], mmap_mode="r").shape[-3:]
@@ -104,7 +107,7 @@ def _ours(run: Path, out: Path, urls: list[str], voxel_mm: float | None) -> Sour
     trained = load_trained(checkpoint)
     if trained.run is None:
         raise ExportError(f"{checkpoint}: no run record (method, seed, recipe); expected a pretrain checkpoint")
-    voxel_mm = voxel_mm or (_arrays_voxel_mm(checkpoint.parent) if run.is_dir() else None)
+    voxel_mm = voxel_mm or _arrays_voxel_mm(checkpoint.parent)
     if voxel_mm is None:
         raise ExportError(f"{run}: the training grid is unknown (no outputs/cohort/arrays beside it); "
                           "give --voxel-mm")
