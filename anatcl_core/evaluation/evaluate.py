@@ -25,7 +25,7 @@ from anatcl_core.data import arrays
 from anatcl_core.data.layout import SCORE_PREFIX
 from anatcl_core.data.manifest import score_columns
 from anatcl_core.evaluation import features as feat
-from anatcl_core.evaluation import probes, reliability, representation, site_held_out, task_probes
+from anatcl_core.evaluation import brainfmbench, probes, reliability, representation, site_held_out, task_probes
 from anatcl_core.evaluation.protocol import EvaluateConfig
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,9 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
         x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
         down["site"].astype(str).to_numpy(), n_components=config.representation_components,
         alpha_grid=config.alpha_grid, n_splits=config.representation_splits, seed=config.seed)
+    if brainfmbench.NAME in config.probes:  # their random forest beside our linear probes
+        result[brainfmbench.NAME] = brainfmbench.brainfmbench_probes(x["downstream"], down,
+                                                                    resolve_threads(config.num_threads))
     (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
     live.write_metrics(out_dir, headline(result))  # dvclive/metrics.json, for dvc metrics / exp show
     np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
@@ -206,4 +209,5 @@ def headline(result: dict) -> dict:
     if result.get("site_held_out"):
         out["site_held_out_mae"] = result["site_held_out"]["mae"]
     out.update(task_probes.claim_headline(result))
+    out.update(brainfmbench.headline(result.get(brainfmbench.NAME, {})))
     return out

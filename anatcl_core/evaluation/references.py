@@ -11,14 +11,16 @@ draws (:func:`anatcl_core.evaluation.evaluate.evaluate_features`):
   voxels of the uncropped grid; other cohorts projected in batches): a linear representation
   learned from the same scans as the encoders;
 - ``age_sex``: age and sex (0/1), the floor a diagnosis probe must beat. Its brain-age probes and
-  age read-out are left out (they would predict age from age).
+  age read-out are left out (they would predict age from age);
+- any BrainFMBench extractor folder: ``external`` maps a row name (listed in ``run`` too) to the
+  folder, whose ``extract`` is run on our cohorts (:mod:`anatcl_core.evaluation.external`).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -30,7 +32,7 @@ from anatcl_core.cores import one_blas_thread, resolve_threads
 from anatcl_core.data import arrays
 from anatcl_core.data.freesurfer import select_channels
 from anatcl_core.data.openbhb import encode_sex
-from anatcl_core.evaluation import evaluate, protocol
+from anatcl_core.evaluation import evaluate, external, protocol
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +43,24 @@ PREFIX = "ref_"
 
 @section
 class ReferenceConfig:
-    """params.yaml ``reference``: which rows to compute (``run``) and the voxel PCA's size.
+    """params.yaml ``reference``: which rows to compute (``run``), the voxel PCA's size, the external rows.
 
-    Both fields are required: params.yaml is the one home of their values.
+    Every field is required: params.yaml is the one home of their values. ``external``: row name ->
+    BrainFMBench extractor folder (``models/<slug>``); each name must also be in ``run`` (the
+    reference stage's matrix) and may not be one of :data:`REFERENCES`.
     """
 
-    run: Annotated[tuple[Literal[REFERENCES], ...], Field(min_length=1)]
+    run: Annotated[tuple[str, ...], Field(min_length=1)]
     voxel_components: PositiveInt
+    external: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], str]
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.run if r not in REFERENCES and r not in self.external]
+        if unknown:
+            raise ValueError(f"run lists {unknown}: neither a built-in reference {REFERENCES} nor a key of external")
+        clash = sorted(set(self.external) & set(REFERENCES))
+        if clash:
+            raise ValueError(f"external rows {clash} reuse built-in reference names; rename them")
 
 
 def descriptor_features(cohorts: dict[str, arrays.Cohort], channels: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -107,6 +120,8 @@ def evaluate_reference(name: str, config: ReferenceConfig, eval_config: protocol
     if name not in config.run:
         raise ValueError(f"reference {name!r} is not in reference.run {list(config.run)}")
     torch.set_num_threads(resolve_threads(eval_config.num_threads))
+    if name in config.external:  # a BrainFMBench extractor folder
+        return external.evaluate_external(config.external[name], eval_config, arrays_dir, out_dir, name)
     cohorts = arrays.load_arrays(arrays_dir)
     evaluate.check_no_overlap(cohorts["openbhb"].table["participant_id"],
                               cohorts["downstream"].table["participant_id"])
