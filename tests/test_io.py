@@ -131,3 +131,21 @@ def test_orientation_through_manifest(tmp_path, fmt):
         io.save_nifti(volume, layout.grid_affine(VOXEL_MM), image)
     assert_axes(ManifestDataset(path, crop=None)[0]["image"][0].numpy(), volume)
     assert_axes(ManifestDataset(path)[0]["image"][0].numpy(), expected_crop(volume))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_stacked_volumes_are_the_same_bytes_for_any_number_of_decoding_threads(tmp_path, workers):
+    paths = []
+    for i in range(7):
+        paths.append(io.save_nifti(np.full(SHAPE, i, np.float32) + marked_volume(), np.eye(4), tmp_path / f"{i}.nii.gz"))
+    read = lambda i: io.load_volume(paths[i])[0]  # noqa: E731
+    serial = np.stack([read(i) for i in range(7)])[:, None]
+    stacked = io.stack_volumes(7, read, workers=workers, progress=False)
+    assert stacked.dtype == np.float32 and stacked.tobytes() == serial.tobytes()
+
+
+def test_a_volume_of_another_shape_is_named_whatever_thread_read_it(tmp_path):
+    shapes = [SHAPE] * 4 + [(SHAPE[0] + 1, *SHAPE[1:])] + [SHAPE] * 2
+    with pytest.raises(ValueError, match=r"^subject-4: shape .*; expected "):
+        io.stack_volumes(7, lambda i: np.zeros(shapes[i], np.float32), workers=3, progress=False,
+                         where=lambda i: f"subject-{i}")

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from tqdm.auto import tqdm
 
 from anatcl_core.data import layout
 
@@ -219,3 +221,52 @@ def center_crop(array: np.ndarray, target: Sequence[int] | None) -> np.ndarray:
     if target is None:
         return array
     return array[(Ellipsis, *crop_slices(array.shape[-3:], target))]
+
+
+def stack_volumes(count: int, read: Callable[[int], np.ndarray], dtype: type = np.float32,
+                  workers: int | None = None, progress: bool = True, where: Callable[[int], object] = str,
+                  desc: str = "load images") -> np.ndarray:
+    """``read(i)`` for ``i < count`` stacked as ``(count, 1, X, Y, Z)`` of ``dtype``, decoded by threads.
+
+    gzip's inflate and file reads release the GIL, so ``workers`` threads decode files side by side
+    (measured in ``benchmarks/bench_cohort_read.py``); each volume lands in its own slot, so the
+    stack is the same bytes for any ``workers``.
+
+    Args:
+        count: number of volumes.
+        read: volume ``i`` as an ``(X, Y, Z)`` array.
+        dtype: float32 or float16.
+        workers: decoding threads (None: the usable cores, at most 8).
+        progress: show a progress bar.
+        where: names volume ``i`` in the error when its shape differs from the first's.
+        desc: the progress bar's label.
+
+    Raises:
+        ValueError: a dtype other than float32/float16, or a volume whose shape differs from the first.
+    """
+    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
+        raise ValueError(f"images dtype must be float32 or float16, got {dtype}")
+    if workers is None:
+        from anatcl_core.cores import usable_cores  # noqa: PLC0415 (cores imports nothing of data)
+
+        workers = min(8, usable_cores())
+    first = read(0)
+    out = np.empty((count, 1, *first.shape), dtype=dtype)
+    out[0, 0] = first
+
+    def fill(i: int) -> None:
+        volume = read(i)
+        if volume.shape != first.shape:
+            raise ValueError(f"{where(i)}: shape {volume.shape}; expected {first.shape}")
+        out[i, 0] = volume
+
+    with tqdm(total=count, initial=1, desc=desc, disable=not progress, leave=False) as bar:
+        if workers <= 1:
+            for i in range(1, count):
+                fill(i)
+                bar.update()
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for _ in pool.map(fill, range(1, count)):  # in order: the first failure is raised
+                    bar.update()
+    return out

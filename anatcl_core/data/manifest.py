@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from anatcl_core.data import io, layout
 from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
@@ -142,10 +141,13 @@ class ManifestDataset(Dataset):
         """``(N, 7, R)`` raw ROI tables of every subject (NaN rows where the manifest gives no ``roi``)."""
         return np.stack([self.descriptor_table(i) for i in range(len(self))])
 
-    def images(self, dtype: type = np.float32, progress: bool = True) -> np.ndarray:
-        """Every image, cropped, stacked ``(N, 1, X, Y, Z)``."""
-        stack = [self.volume(i) for i in tqdm(range(len(self)), desc="load images", disable=not progress)]
-        return np.stack(stack)[:, None].astype(dtype, copy=False)
+    def images(self, dtype: type = np.float32, progress: bool = True, workers: int | None = None) -> np.ndarray:
+        """Every image, cropped, stacked ``(N, 1, X, Y, Z)``.
+
+        ``workers``: decoding threads (None: the usable cores); the same bytes for any count.
+        """
+        return io.stack_volumes(len(self), self.volume, dtype, workers, progress,
+                                where=lambda i: self.frame["image"].iloc[i])
 
     def __getitem__(self, index: int) -> dict:
         row = self.frame.iloc[index]

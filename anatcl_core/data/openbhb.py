@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from anatcl_core.data import io, layout, resources
 from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
@@ -143,18 +142,12 @@ class OpenBHB(Dataset):
         """``(N, 7, 68)`` tables of the selected split(s), for fitting the descriptor normaliser."""
         return np.stack([self.descriptor_table(i) for i in range(len(self))])
 
-    def images(self, dtype: type = np.float32, progress: bool = True) -> np.ndarray:
-        """Every selected image, cropped, stacked: ``(N, 1, X, Y, Z)`` of ``dtype``."""
-        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
-            raise ValueError(f"images dtype must be float32 or float16, got {dtype}")
-        first = self._volume(0)
-        out = np.empty((len(self), 1, *first.shape), dtype=dtype)
-        for i in tqdm(range(len(self)), desc="load images", disable=not progress, leave=False):
-            volume = first if i == 0 else self._volume(i)
-            if volume.shape != first.shape:
-                raise ValueError(f"{self.path(i)}: shape {volume.shape}; expected {first.shape}")
-            out[i, 0] = volume
-        return out
+    def images(self, dtype: type = np.float32, progress: bool = True, workers: int | None = None) -> np.ndarray:
+        """Every selected image, cropped, stacked: ``(N, 1, X, Y, Z)`` of ``dtype``.
+
+        ``workers``: decoding threads (None: the usable cores); the same bytes for any count.
+        """
+        return io.stack_volumes(len(self), self._volume, dtype, workers, progress, where=self.path)
 
     def __getitem__(self, index: int) -> dict:
         row = self.participants.iloc[index]
