@@ -11,18 +11,24 @@ draws (:func:`anatcl_core.evaluation.evaluate.evaluate_features`):
   voxels of the uncropped grid; other cohorts projected in batches): a linear representation
   learned from the same scans as the encoders;
 - ``age_sex``: age and sex (0/1), the floor a diagnosis probe must beat. Its brain-age probes and
-  age read-out are left out (they would predict age from age).
+  age read-out are left out (they would predict age from age);
+- ``uncnn``: a training-free 3D CNN (:mod:`anatcl_core.evaluation.uncnn`) of ``uncnn_widths``
+  channels per block, weights from ``evaluate.seed``, on the maps of the uncropped grid: the random
+  network that beats AnatCL on real lifespan cohorts (BrainFMBench).
+
+Each row's feature-extraction cost goes to its ``dvclive/metrics.json`` (``feature_extraction``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from sklearn.decomposition import PCA
 
 from anatcl_core.config import PositiveInt, section
@@ -30,24 +36,26 @@ from anatcl_core.cores import resolve_threads
 from anatcl_core.data import arrays
 from anatcl_core.data.freesurfer import select_channels
 from anatcl_core.data.openbhb import encode_sex
-from anatcl_core.evaluation import evaluate, protocol
+from anatcl_core.evaluation import evaluate, protocol, uncnn
 
 logger = logging.getLogger(__name__)
 
-REFERENCES: tuple[str, ...] = ("descriptors", "voxel_pcs", "age_sex")
+REFERENCES: tuple[str, ...] = ("descriptors", "voxel_pcs", "age_sex", "uncnn")
 #: Prefix of a reference row's name among the methods of the report (``ref_descriptors``, ...).
 PREFIX = "ref_"
 
 
 @section
 class ReferenceConfig:
-    """params.yaml ``reference``: which rows to compute (``run``) and the voxel PCA's size.
+    """params.yaml ``reference``: which rows to compute (``run``), the voxel PCA's size and the
+    un-CNN's channels per block (each a multiple of 8; published 64/128/256/512).
 
-    Both fields are required: params.yaml is the one home of their values.
+    Every field is required: params.yaml is the one home of their values.
     """
 
     run: Annotated[tuple[Literal[REFERENCES], ...], Field(min_length=1)]
     voxel_components: PositiveInt
+    uncnn_widths: Annotated[tuple[PositiveInt, ...], Field(min_length=1), AfterValidator(uncnn.check_widths)]
 
 
 def descriptor_features(cohorts: dict[str, arrays.Cohort], channels: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -109,12 +117,19 @@ def evaluate_reference(name: str, config: ReferenceConfig, eval_config: protocol
     cohorts = arrays.load_arrays(arrays_dir)
     evaluate.check_no_overlap(cohorts["openbhb"].table["participant_id"],
                               cohorts["downstream"].table["participant_id"])
+    start = time.perf_counter()
+    meta = {"method": PREFIX + name, "seed": None}
     if name == "descriptors":
         x = descriptor_features(cohorts, eval_config.descriptor_channels)
     elif name == "voxel_pcs":
         x = voxel_pcs(cohorts, config.voxel_components, eval_config.seed)
+    elif name == "uncnn":
+        x = {k: uncnn.uncnn_features(c.images, config.uncnn_widths, eval_config.seed, desc=f"un-CNN {k}")
+             for k, c in cohorts.items()}
+        meta["widths"] = list(config.uncnn_widths)
     else:
         x = age_sex_features(cohorts)
-    meta = {"method": PREFIX + name, "seed": None, "feature_dim": int(x["downstream"].shape[1])}
+    timing = evaluate.extraction_timing(time.perf_counter() - start, x)
+    meta["feature_dim"] = int(x["downstream"].shape[1])
     return evaluate.evaluate_features(eval_config, x, cohorts, out_dir, meta,
-                                      age_probes=name != "age_sex")
+                                      age_probes=name != "age_sex", timing=timing)
