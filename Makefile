@@ -29,9 +29,12 @@ test: $(STAMP)
 
 # Kernels start in the notebook's folder with this environment (venv on PATH, DVC site cache, OpenMP
 # policy); jupytext opens notebooks/*.py as notebooks (default viewer: .jupyter/lab/settings).
+# As root (containers often run so) Jupyter refuses to start without --allow-root; token
+# authentication stays on either way.
 LAB_ARGS ?=
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
-	$(BIN)/jupyter-lab --ServerApp.root_dir=$(CURDIR) --LabApp.app_settings_dir=$(CURDIR)/.jupyter/lab/settings $(LAB_ARGS)
+	$(BIN)/jupyter-lab --ServerApp.root_dir=$(CURDIR) --LabApp.app_settings_dir=$(CURDIR)/.jupyter/lab/settings $(LAB_ROOT) $(LAB_ARGS)
 
 env: $(STAMP)
 

@@ -11,6 +11,7 @@
 ``anatcl_core.contrastive``   kernels, weighted InfoNCE / AnatCL losses, the pretraining objectives
 ``anatcl_core.model``         the 3D ResNet, upstream's ``AnatCL`` class, checkpoints and weights
 ``anatcl_core.train``         pretraining of one (method, seed), single process or ``torchrun``
+``anatcl_core.export``        a trained encoder as a BrainFMBench submission, and its checker (uses model)
 ``anatcl_core.evaluation``    frozen features, linear probes, metrics, transfer and reliability
 ``anatcl_core.report``        the paper's tables, figures and ``report.html``; ``explore`` tables
 ``anatcl_core.cli``           the ``anatcl`` command, the stage runner, the parallel pipeline

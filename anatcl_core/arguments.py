@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,3 +136,42 @@ def check_output(out: str | Path, inputs: Sequence[str | Path], suffixes: Sequen
     if problem:
         raise ArgumentError(f"{where}: cannot be written: {problem}")
     return out
+
+
+def count_argument(option: str, zero: bool = False) -> Any:
+    """An argparse ``type`` for ``auto`` or a positive count (``--jobs``; ``zero``: or 0), naming ``option``.
+
+    ASCII digits, at most 18 (``int`` would also take ``"²"``-like digits and 5,000-digit numbers); the
+    function carries a ``__name__``, so argparse never says "invalid <lambda> value".
+    """
+    from anatcl_core.cores import parse_count
+
+    def count(text: str) -> int | str:
+        if text == "auto":
+            return text
+        if zero and text == "0":
+            return 0
+        value = parse_count(text)
+        if value is None:
+            kind = "a non-negative" if zero else "a positive"
+            raise argparse.ArgumentTypeError(f"{option} must be 'auto' or {kind} integer, got {text[:40]!r}")
+        return value
+
+    count.__name__ = option.lstrip("-").replace("-", "_")
+    return count
+
+
+def gigabytes_argument(option: str) -> Any:
+    """An argparse ``type`` for a positive, finite number of GB (``--memory-per-job``)."""
+
+    def gigabytes(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{option} must be a positive number of GB, got {text[:40]!r}")
+        return value
+
+    gigabytes.__name__ = option.lstrip("-").replace("-", "_")
+    return gigabytes

@@ -8,7 +8,10 @@
    allocation) on Linux, else every logical CPU, and no more than a cgroup v2 CPU quota allows
    (a container started with ``--cpus 4`` sees the host's cores in its mask but may use four).
 
-An integer in ``params.yaml`` is used as given.
+``auto`` never means more than the usable cores: a larger ``$ANATCL_NUM_THREADS`` is lowered to them
+with a warning (1,024 threads on 2 cores made a stage 17x slower). An integer in ``params.yaml`` is
+used as given, so that one count writes the same bytes on every machine, with a warning when it
+exceeds the cores. :func:`check_environment` refuses a malformed variable before any work starts.
 
 The thread count changes float rounding, nothing else. On one machine the same
 count writes the same checkpoint bytes (DVC then skips everything downstream of an unchanged run).
@@ -19,18 +22,40 @@ leave-site-out means; at most 0.031) and the seed means by at most 0.012, within
 SD (up to 0.013). So ``make repro`` on 2 cores (two stages of one thread) and a plain ``dvc repro``
 (one stage of two threads) give different checkpoints; each is reproducible, and a run's
 ``dvclive/metrics.json`` records its ``threads``.
+
+Everything after training does not depend on the thread count: features are computed one
+intra-op thread per batch (:mod:`anatcl_core.evaluation.features`) and the probes, PCAs and report
+statistics under :func:`one_blas_thread`, so ``probes.json`` and the report are the same bytes
+whatever the stage's ``num_threads`` (tests/test_cores.py, tests/test_pipeline.py).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
+import re
 from pathlib import Path
+
+from threadpoolctl import threadpool_limits
 
 #: Set by the parallel pipeline for each stage: the threads ``auto`` means there.
 THREADS_ENV = "ANATCL_NUM_THREADS"
 #: cgroup v2 CPU quota of this process's group (``max 100000`` = no quota).
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+#: Thread and job counts as the environment and the commands accept them: ASCII digits, at most 18
+#: (``int`` would also take ``"²"``-like digits, signs, spaces and 5,000-digit numbers).
+_COUNT = re.compile(r"[0-9]{1,18}")
+
+logger = logging.getLogger(__name__)
+
+
+def parse_count(text: str) -> int | None:
+    """``text`` as a positive count, or None when it is not one (``"0"``, ``"abc"``, ``"²"``, ``"1.5"``)."""
+    if not isinstance(text, str) or not _COUNT.fullmatch(text) or int(text) < 1:
+        return None
+    return int(text)
 
 
 def _cgroup_quota(path: Path = CGROUP_CPU_MAX) -> int | None:
@@ -57,17 +82,53 @@ def usable_cores(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return max(1, min(cores, quota) if quota else cores)
 
 
+def check_environment(environ: dict[str, str] | None = None) -> None:
+    """Refuse a malformed ``$ANATCL_NUM_THREADS`` (one line), before a stage has done anything.
+
+    Raises:
+        ValueError: ``$ANATCL_NUM_THREADS = 'abc': expected a positive integer ...``.
+    """
+    value = (os.environ if environ is None else environ).get(THREADS_ENV)
+    if value is not None and parse_count(value) is None:
+        raise ValueError(f"${THREADS_ENV} = {value!r}: expected a positive integer (threads of one stage), "
+                         "or unset it (num_threads: auto then uses the usable cores)")
+
+
 def resolve_threads(value: int | str) -> int:
     """``num_threads`` of a params section as a number of threads (module docstring).
 
     Raises:
         ValueError: ``$ANATCL_NUM_THREADS`` is set but is not a positive integer.
     """
+    cores = usable_cores()
     if value != "auto":
+        if int(value) > cores:
+            logger.warning("num_threads: %s is more than the %d usable core(s); used as given (the stage "
+                           "will be slower than with %d)", value, cores, cores)
         return int(value)
+    check_environment()
     env = os.environ.get(THREADS_ENV)
     if env is None:
-        return usable_cores()
-    if not env.isdigit() or int(env) < 1:
-        raise ValueError(f"${THREADS_ENV} = {env!r}: expected a positive integer (threads of one stage)")
+        return cores
+    if int(env) > cores:
+        logger.warning("$%s = %s lowered to %d: the usable cores", THREADS_ENV, env, cores)
+        return cores
     return int(env)
+
+
+def one_blas_thread(function):
+    """Decorate ``function`` to run with BLAS and OpenMP at one thread, whatever the stage's threads.
+
+    The probes, the reference rows' PCA and the report's statistics work on at most a few thousand
+    rows, where a threaded BLAS buys little, but splits its reductions by the thread count: on a
+    2-core AMD EPYC host 1 and 2 threads gave ``probes.json`` values differing in the 15th digit
+    (issue 24). At one thread (threadpoolctl, which scikit-learn itself uses) they are the same
+    bytes from ``make repro`` (one thread per stage), a plain ``dvc repro`` and a notebook opened in
+    Jupyter, on any core count; ``benchmarks/bench_probes.py`` measures the cost. The limit is taken
+    at call time, so libraries loaded after import are limited too.
+    """
+    @functools.wraps(function)
+    def limited(*args, **kwargs):
+        with threadpool_limits(1):
+            return function(*args, **kwargs)
+    return limited

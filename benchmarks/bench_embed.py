@@ -2,7 +2,7 @@
 
     nice python benchmarks/bench_embed.py [--quick] [--out FILE] [--threads N] [--device cpu|cuda]
         [--bf16] [--inputs MANIFEST_OR_FOLDER] [--n 128] [--batch-size 4] [--weights FILE]
-        [--full-res]
+        [--full-res] [--workers N]
 
 Cases (each in a fresh subprocess, so its peak memory is its own), volumes/s at the median of
 repeats after a warm-up call:
@@ -17,6 +17,8 @@ repeats after a warm-up call:
   the last bits: other convolution kernels).
 - ``read``: the file reading alone (load + crop per volume, no model): the part of ``files`` that
   ``memory`` does not do.
+- ``files_workers`` (``--workers N``): ``embed_subjects(..., workers=N)``: the files decoded by N
+  DataLoader processes (``anatcl embed --workers``, pinned memory on CUDA); features must equal ``files``'.
 - ``files_bf16`` (``--bf16``): ``embed_subjects(..., bf16=True)``; its speed-up over ``files`` and
   the maximum feature deviation, absolute and relative to the features' scale.
 
@@ -65,8 +67,9 @@ def run_child(case: dict) -> dict:
     if kind == "read":  # the file reading alone: load + crop, no model
         run = lambda items: [cropped_volume(p) for _, p in items]  # noqa: E731
     elif kind.startswith("files"):
-        bf16 = kind == "files_bf16"
-        run = lambda items: embed_subjects(module, items, bs, device, bf16=bf16, progress=False)  # noqa: E731
+        bf16, workers = kind == "files_bf16", case["workers"] if kind == "files_workers" else 0
+        run = lambda items: embed_subjects(module, items, bs, device, bf16=bf16, progress=False,  # noqa: E731
+                                           workers=workers)
     else:
         images = torch.from_numpy(np.stack([cropped_volume(p) for _, p in subjects])[:, None])
         if kind == "memory":  # extract_features takes host arrays and moves each batch itself
@@ -143,6 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: seeded random)")
     p.add_argument("--base-width", type=int, default=16, help="width of the seeded random model")
     p.add_argument("--full-res", action="store_true", help="random 1.5 mm maps instead of --inputs")
+    p.add_argument("--workers", type=int, default=0, help="also time embed_subjects with N decoding processes")
     args = p.parse_args(argv)
     if args.case:
         common.report_case(run_child(json.loads(args.case)))
@@ -160,12 +164,13 @@ def main(argv=None) -> int:
             inputs = write_random_maps(tmp / "maps", n, voxel_mm=1.5)
         weights = args.weights or make_weights(tmp / "weights.pth", base_width)
         kinds = ["files", "memory", "memory_channels_last"] + (["files_bf16"] if args.bf16 else [])
+        kinds += ["files_workers"] if args.workers > 0 else []
         kinds.append("read")
         results = {}
         for kind in kinds:
             case = {"kind": kind, "inputs": str(inputs), "n": n, "batch_size": args.batch_size,
                     "weights": str(weights), "threads": args.threads, "device": args.device,
-                    "repeats": repeats, "features_out": str(tmp / f"{kind}.npy")}
+                    "repeats": repeats, "workers": args.workers, "features_out": str(tmp / f"{kind}.npy")}
             results[kind] = common.run_case(Path(__file__), case)
             print(f"  {kind:<21} {results[kind]['per_s']:8.2f} volumes/s  (median {results[kind]['median_s']:.3f} s"
                   f" for {results[kind]['n_volumes']}, peak RSS {results[kind]['max_rss_mib']:.0f} MiB)", flush=True)
@@ -176,10 +181,16 @@ def main(argv=None) -> int:
                          "speed_vs_files": results[kind]["per_s"] / results["files"]["per_s"],
                          **deviations(reference, features[kind])} for kind in kinds}
     identical = comparison["memory"]["max_abs_diff"] <= TOLERANCE
+    if "files_workers" in comparison:  # the same batches, the same module: the same bits
+        identical = identical and comparison["files_workers"]["max_abs_diff"] == 0.0
     rows = [{"case": kind, **results[kind], **comparison.get(kind, {})} for kind in [*kinds, "read"]]
     print(f"\nvolumes/s (median of {repeats}); ratio goal: files / memory >= 1.0; features vs `files`")
     common.print_table(rows, ["case", "per_s", "median_s", "speed_vs_memory", "speed_vs_files",
                               "max_abs_diff", "max_abs_diff_rel_max", "max_rss_mib"])
+    if "files_workers" in comparison:
+        print(f"embed --workers {args.workers} (files) vs eager (memory): ratio "
+              f"{comparison['files_workers']['speed_vs_memory']:.3f}, features equal to the serial path's: "
+              f"{comparison['files_workers']['max_abs_diff'] == 0.0}")
     print(f"\nembed (files) vs eager (memory): ratio {comparison['files']['speed_vs_memory']:.3f}, "
           f"max abs feature difference {comparison['memory']['max_abs_diff']:.3g} "
           f"({'identical' if identical else f'ABOVE {TOLERANCE}'})")

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "anatcl_core"
 #: Packages in import order: a package may import the foundations (top-level modules) and the
 #: packages of a lower rank, never one of its own rank or above (its own modules excepted).
-RANKS = {"data": 1, "synth": 2, "contrastive": 2, "model": 3, "train": 4, "evaluation": 5, "report": 6, "cli": 7}
+RANKS = {"data": 1, "synth": 2, "contrastive": 2, "model": 3, "train": 4, "export": 4, "evaluation": 5, "report": 6, "cli": 7}
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 

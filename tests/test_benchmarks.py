@@ -67,7 +67,41 @@ def test_embed_quick_features_identical(tmp_path):
     assert result["ratio_files_vs_memory"] > 0
 
 
-@pytest.mark.parametrize("script", ["bench_input_pipeline.py", "bench_embed.py"])
+def test_embed_quick_workers_give_the_serial_features(tmp_path):
+    result = run_quick("bench_embed.py", tmp_path / "embed.json", "--workers", "2")
+    assert "files_workers" in result["cases"] and result["features_identical"] is True
+    assert result["comparison"]["files_workers"]["max_abs_diff"] == 0.0
+
+
+def test_gpu_quick_reports_throughput_against_the_peak(tmp_path):
+    result = run_quick("bench_gpu.py", tmp_path / "gpu.json")
+    assert result["benchmark"] == "gpu" and MACHINE_KEYS <= set(result["machine"])
+    cases = {c["variant"]: c for c in result["cases"]}
+    assert set(cases) == {"fp32", "channels_last"}  # the CUDA-only variants are listed, not run
+    assert set(result["not_tried"]) == {"bf16", "cudnn_benchmark", "fused_adam", "cuda_graph"}
+    for case in cases.values():
+        check_case(case)
+        assert case["flops"] > 0 and case["subjects_per_s"] > 0 and case["tflops_per_s"] > 0
+        assert case["peak"].startswith("fp32 of 1 core")
+        assert 0 < case["share_of_peak"] < 1
+    assert cases["fp32"]["flops"] == cases["channels_last"]["flops"]  # the layout changes no arithmetic
+    top = cases["channels_last"]["top_ops"]
+    assert top and any("conv" in row["op"] for row in top) and abs(sum(r["share"] for r in top)) <= 1.0 + 1e-9
+
+
+def test_gpu_peaks_name_the_chip_and_the_arithmetic():
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_gpu
+
+    assert bench_gpu.gpu_peak("NVIDIA H200", "bf16") == 989.0
+    assert bench_gpu.gpu_peak("NVIDIA A100-SXM4-80GB", "fp32") == 19.5
+    assert bench_gpu.gpu_peak("Some GPU", "bf16") is None
+    assert bench_gpu.settings("fp32") == {v: False for v in bench_gpu.VARIANTS[1:]}
+    assert bench_gpu.settings("fused_adam") == {"channels_last": True, "bf16": True, "cudnn_benchmark": True,
+                                                "fused_adam": True, "cuda_graph": False}
+
+
+@pytest.mark.parametrize("script", ["bench_input_pipeline.py", "bench_embed.py", "bench_gpu.py"])
 def test_help_runs(script):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True,
                           text=True, timeout=60)

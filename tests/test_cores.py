@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,29 @@ def test_an_integer_is_used_as_given(monkeypatch) -> None:
 
 
 def test_auto_is_the_pipelines_share_when_it_sets_one(monkeypatch) -> None:
+    monkeypatch.setattr(cores, "usable_cores", lambda: 8)
     monkeypatch.setenv(cores.THREADS_ENV, "5")
     assert cores.resolve_threads("auto") == 5
     monkeypatch.setenv(cores.THREADS_ENV, "0")
     with pytest.raises(ValueError, match=r"\$ANATCL_NUM_THREADS = '0': expected a positive integer"):
         cores.resolve_threads("auto")
+
+
+def test_auto_is_capped_at_the_usable_cores_with_a_note(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    monkeypatch.setenv(cores.THREADS_ENV, "99999")
+    assert cores.resolve_threads("auto") == 2
+    assert "$ANATCL_NUM_THREADS = 99999 lowered to 2: the usable cores" in caplog.text
+    assert cores.resolve_threads(4) == 4 and "num_threads: 4 is more than the 2 usable core(s)" in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-1", "1.5", "\u00b2", " 2", "9" * 5000])
+def test_malformed_thread_variables_are_refused_in_one_line(monkeypatch, bad: str) -> None:
+    with pytest.raises(ValueError, match=r"^\$ANATCL_NUM_THREADS = .*: expected a positive integer") as err:
+        cores.check_environment({cores.THREADS_ENV: bad})
+    assert "\n" not in str(err.value)
+    cores.check_environment({})  # unset is fine
+    cores.check_environment({cores.THREADS_ENV: "3"})
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no affinity mask on this OS")
@@ -62,19 +81,64 @@ def test_params_accept_auto_or_a_positive_integer(value, ok: bool) -> None:
             params_section("evaluate", num_threads=value)
 
 
-def _features(threads: int) -> np.ndarray:
+def _features(threads: int, workers: int | None = None) -> np.ndarray:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
         encoder = build_model("resnet18", 8, "batch", 16, None).encoder
-        images = torch.rand(6, 1, 20, 22, 20, generator=torch.Generator().manual_seed(1))
-        return extract_features(encoder, images, batch_size=3, progress=False)
+        images = torch.rand(7, 1, 20, 22, 20, generator=torch.Generator().manual_seed(1))
+        return extract_features(encoder, images, batch_size=2, progress=False, workers=workers)
     finally:
+        assert torch.get_num_threads() == threads  # the stage's setting is given back
         torch.set_num_threads(before)
 
 
-def test_features_agree_across_thread_counts_to_float_rounding() -> None:
-    one, two, again = _features(1), _features(2), _features(1)
-    np.testing.assert_array_equal(one, again)  # same threads: the same bits
-    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
+def test_features_are_the_same_bytes_for_any_thread_count() -> None:
+    """One intra-op thread per batch, batches side by side: the stage's thread count changes nothing."""
+    one = _features(1)
+    for threads, workers in ((2, None), (3, None), (1, 3), (2, 1), (4, 2)):
+        np.testing.assert_array_equal(_features(threads, workers), one, err_msg=f"{threads} threads, {workers} workers")
+
+
+def test_side_by_side_batches_are_each_the_one_thread_forward_of_that_batch() -> None:
+    torch.manual_seed(0)
+    encoder = build_model("resnet18", 8, "batch", 16, None).encoder.eval().to(memory_format=torch.channels_last_3d)
+    images = torch.rand(5, 1, 20, 22, 20, generator=torch.Generator().manual_seed(2))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            expected = [encoder(images[i:i + 2].contiguous(memory_format=torch.channels_last_3d)).numpy()
+                        for i in (0, 2, 4)]
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(extract_features(encoder, images, 2, False, workers=2), np.concatenate(expected))
+
+
+@pytest.mark.slow
+def test_an_evaluate_stage_writes_the_same_probes_with_1_and_2_threads(tiny_pipeline, tmp_path: Path) -> None:
+    """The issue-24 property, checked here rather than discovered on another host: probes.json,
+    features and predictions are the same bytes whatever the evaluate section's num_threads."""
+    from anatcl_core.config import load_section
+    from anatcl_core.evaluation import evaluate
+
+    root = tiny_pipeline.root
+    config = load_section(root / "params.yaml", "evaluate", evaluate.EvaluateConfig)
+    checkpoint = root / "outputs/pretrain/anatcl_global-s0/checkpoint.pt"
+    outputs = {}
+    for threads in (1, 2):
+        out = tmp_path / f"threads{threads}"
+        evaluate.evaluate_checkpoint(replace(config, num_threads=threads), checkpoint,
+                                     root / "outputs/cohort/arrays", out, progress=False)
+        outputs[threads] = out
+    for name in ("probes.json", "dvclive/metrics.json"):
+        assert (outputs[1] / name).read_bytes() == (outputs[2] / name).read_bytes(), name
+    for name in ("features.npz", "predictions.npz"):
+        with np.load(outputs[1] / name) as one, np.load(outputs[2] / name) as two:
+            assert one.files == two.files
+            for key in one.files:
+                np.testing.assert_array_equal(one[key], two[key], err_msg=f"{name}: {key}")
+    # and the stage's own output, written by the pipeline with one thread per stage
+    assert (outputs[2] / "probes.json").read_bytes() == (
+        root / "outputs/evaluate/anatcl_global-s0/probes.json").read_bytes()

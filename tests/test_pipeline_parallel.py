@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anatcl_core.cli import pipeline
+from anatcl_core.cli import pipeline, schedule
 from anatcl_core.cores import THREADS_ENV
 
 WAIT_FOR_RIGHT = """
@@ -71,11 +71,12 @@ def run_pipeline(root: Path, env: dict, *args: str) -> subprocess.CompletedProce
 
 def test_side_by_side_in_graph_order_and_as_dvc_leaves_it(tmp_path: Path) -> None:
     env = toy_project(tmp_path)
-    done = run_pipeline(tmp_path, env, "--jobs", "2", "--threads-per-job", "3")
+    threads = pipeline.usable_cores()  # the most it accepts; auto would give cores // 2
+    done = run_pipeline(tmp_path, env, "--jobs", "2", "--threads-per-job", str(threads))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "join.txt").read_text() == "mleft3 3"  # right saw its threads (auto, BLAS pools)
+    assert (tmp_path / "join.txt").read_text() == f"mleft{threads} {threads}"  # right saw its threads (auto, BLAS pools)
     record = json.loads((tmp_path / "outputs" / "logs" / "pipeline.json").read_text())
-    assert (record["jobs"], record["threads_per_job"]) == (2, 3)
+    assert (record["jobs"], record["threads_per_job"]) == (min(2, threads), threads)
     times = {s["stage"]: s for s in record["stages"]}
     assert set(times) == {"make", "left", "right", "join"} and all(s["ran"] for s in times.values())
     assert times["make"]["end_s"] <= min(times["left"]["start_s"], times["right"]["start_s"])
@@ -129,16 +130,19 @@ def test_job_counts_are_checked(tmp_path: Path, bad: str) -> None:
 
 
 def test_stage_env_sizes_every_pool() -> None:
-    env = pipeline.stage_env(4, base={"PATH": "/bin"})
-    assert {k: env[k] for k in (THREADS_ENV, *pipeline.POOL_ENVS)} == {k: "4" for k in (THREADS_ENV, *pipeline.POOL_ENVS)}
+    env = schedule.stage_env(4, base={"PATH": "/bin"})
+    assert {k: env[k] for k in (THREADS_ENV, *schedule.POOL_ENVS)} == {k: "4" for k in (THREADS_ENV, *schedule.POOL_ENVS)}
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["PATH"] == "/bin"
+    assert schedule.DEVICES_ENV not in env  # without GPUs the environment is today's
+    assert schedule.stage_env(1, "3", base={})[schedule.DEVICES_ENV] == "3"
+    assert schedule.stage_env(1, hide_gpus=True, base={})[schedule.DEVICES_ENV] == ""
 
 
 def test_default_jobs_follow_cores_and_memory() -> None:
-    assert pipeline.default_jobs(2) == 2  # this machine holds 2 x 2.5 GB
-    assert pipeline.default_jobs(64, memory_per_job_gb=1e6) == 1
-    assert 1 <= pipeline.default_jobs(10**6) < 10**6
-    assert pipeline.default_jobs(16, gpus=1) == 1  # the stages would share the device
+    assert schedule.default_jobs(2, 2.5, total_gb=24) == 2
+    assert schedule.default_jobs(64, 2.5, total_gb=10) == 4  # memory, not cores
+    assert schedule.default_jobs(64, memory_per_job_gb=1e6) == 1
+    assert 1 <= schedule.default_jobs(10**6, 2.5) < 10**6
 
 
 def test_an_interrupted_run_stops_its_stages_and_keeps_the_record(tmp_path: Path) -> None:

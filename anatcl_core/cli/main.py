@@ -5,6 +5,8 @@
     anatcl embed INPUT... --weights F --out F.csv   frozen encoder features, one row per subject
     anatcl weights list|fetch|verify                 known checkpoints (upstream and ours)
     anatcl compare RUN_A RUN_B       are two runs' checkpoints, probes, metrics and tables bit-identical?
+    anatcl export brainfmbench RUN --out DIR      a trained encoder as a BrainFMBench submission folder
+    anatcl check brainfmbench DIR    a BrainFMBench submission against the contract, in a fresh venv
 
 Sub-commands import their module only when chosen, so ``anatcl --help`` stays fast. Ctrl-C
 (SIGINT) and SIGTERM stop a command with one line on stderr and status 130 / 143; every temp
@@ -51,12 +53,32 @@ def _compare(argv: Sequence[str]) -> int:
     return compare.main(list(argv))
 
 
+def _brainfmbench(command: str, module: str, argv: Sequence[str]) -> int:
+    """``anatcl export|check brainfmbench ...``: the one target so far."""
+    import importlib
+
+    if not argv or argv[0] != "brainfmbench":
+        sys.stderr.write(f"usage: anatcl {command} brainfmbench ... (the one target)\n")
+        return 2
+    return importlib.import_module(module).main(list(argv[1:]))
+
+
+def _export(argv: Sequence[str]) -> int:
+    return _brainfmbench("export", "anatcl_core.export.brainfmbench", argv)
+
+
+def _check(argv: Sequence[str]) -> int:
+    return _brainfmbench("check", "anatcl_core.export.check", argv)
+
+
 COMMANDS = {
     "validate": (_validate, "check images, ROI tables, OpenBHB roots or manifests"),
     "synthesize": (_synthesize, "write the embedded synthetic cohort"),
     "embed": (_embed, "frozen AnatCL features per subject (CSV or Parquet)"),
     "weights": (_weights, "list, fetch or verify known checkpoints"),
     "compare": (_compare, "compare two runs' results entry by entry (bit for bit)"),
+    "export": (_export, "export brainfmbench RUN --out DIR: a BrainFMBench submission"),
+    "check": (_check, "check brainfmbench DIR: the submission contract, fresh venv, offline"),
 }
 
 

@@ -1,6 +1,6 @@
 """``dvc repro`` with independent stages side by side: what ``make repro`` runs.
 
-    python -m anatcl_core.cli.pipeline [--jobs auto|N] [--threads-per-job auto|N] [--dry]
+    python -m anatcl_core.cli.pipeline [--jobs auto|N] [--threads-per-job auto|N] [--gpus auto|N] [--dry]
 
 DVC runs one stage at a time; the pretrain and evaluate instances of different methods and seeds
 (and the reference rows) do not depend on each other, and a small 3D ResNet on a few cores
@@ -12,22 +12,28 @@ while a stage's command runs and takes it again to record the result, so ``dvc.l
 ``dvc status`` and every output are exactly what a serial ``dvc repro`` leaves), then one final
 ``dvc repro`` that must find nothing to do.
 
-Each stage gets ``threads-per-job`` threads: ``$ANATCL_NUM_THREADS`` (what ``num_threads: auto``
-means inside it, :mod:`anatcl_core.cores`) and the BLAS/OpenMP pools. The split depends only on
-the machine, never on which stages happen to overlap, so a rerun on the same machine writes the
-same bytes. Defaults: one job per usable core, fewer when memory would not hold them
-(``--memory-per-job``, the default run's largest stage peaks at ~2 GB), the cores shared out; one
-job when a GPU is visible (the stages would share it).
+Stages are scheduled by resource (:mod:`anatcl_core.cli.schedule`): where GPUs are visible each
+pretrain stage gets one of its own (``CUDA_VISIBLE_DEVICES``), N GPUs train N runs at once, and the
+CPU stages (cohort, evaluate, reference, report) run beside them on the cores they leave. Each stage
+gets its threads through ``$ANATCL_NUM_THREADS`` (what ``num_threads: auto`` means inside it,
+:mod:`anatcl_core.cores`) and the BLAS/OpenMP pools. The split depends only on the machine, never
+on which stages happen to overlap, so a rerun on the same machine writes the same bytes. Without a
+GPU: one job per usable core, fewer when memory would not hold them (``--memory-per-job``, the
+default run's largest stage peaks at ~2 GB), the cores shared out. ``--gpus N``: N devices (``0``:
+as without GPUs). Counts above the usable cores are lowered to them, with a note. The counts,
+``$ANATCL_NUM_THREADS`` and ``--dvc`` are checked before anything is written; a second pipeline in
+the same project is refused while the first runs.
 
-Each stage's output goes to ``outputs/logs/<stage>.log``; a line per started and finished stage
-goes to the terminal; ``outputs/logs/pipeline.json`` records the start, end and exit status of each
-stage and the jobs/threads used (``benchmarks/bench_pipeline.py`` reads it). When a stage fails no
-new stage starts, the running ones finish, its log's tail is printed and the exit status is 1.
+Each stage's output goes to ``outputs/logs/<stage>.log``; a line per started and finished stage goes
+to the terminal; ``outputs/logs/pipeline.json`` records each stage's start, end, exit status, device
+and threads, and the layout (``benchmarks/bench_pipeline.py`` reads it). When a stage fails no new
+stage starts, the running ones finish, its log's tail is printed and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
@@ -38,13 +44,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from anatcl_core.cores import THREADS_ENV, usable_cores
+from anatcl_core.arguments import count_argument, gigabytes_argument
+from anatcl_core.cli import schedule
+from anatcl_core.cli.schedule import Layout
+from anatcl_core.cores import usable_cores
 
 #: Where each stage's output and the timing record go (not a stage's input or output).
 LOG_DIR = Path("outputs/logs")
 TIMING_FILE = "pipeline.json"
-#: BLAS / OpenMP pools of a stage's process, sized like its torch threads.
-POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Held (flock) while a pipeline runs in this project: a second one is refused, not interleaved.
+LOCK_FILE = "pipeline.lock"
 #: Default memory budget of one stage (the default run's largest stage peaks at ~2 GB).
 MEMORY_PER_JOB_GB = 2.5
 
@@ -64,13 +73,17 @@ class StageRun:
     end_s: float | None = None
     returncode: int | None = None
     ran: bool | None = None  # False: DVC found it up to date when its turn came
+    device: str | None = None  # CUDA_VISIBLE_DEVICES of a GPU stage
+    threads: int | None = None
 
 
 @dataclass
 class Record:
-    jobs: int
-    threads_per_job: int
+    jobs: int  # CPU stages at a time
+    threads_per_job: int  # threads of each CPU stage
     cores: int
+    gpus: list[str] = field(default_factory=list)
+    gpu_threads: int = 0
     stages: list[StageRun] = field(default_factory=list)
     wall_s: float | None = None
 
@@ -101,38 +114,6 @@ def plan(root: str | Path = ".") -> Plan:
     return Plan(order, waits)
 
 
-def visible_gpus() -> int:
-    """CUDA devices this process sees (0 with a CPU-only torch build or none present)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def default_jobs(cores: int, memory_per_job_gb: float = MEMORY_PER_JOB_GB, gpus: int = 0) -> int:
-    """One job per core, no more than the machine's memory holds at ``memory_per_job_gb`` each.
-
-    With a GPU visible, one: every pretrain and evaluate stage would put its model on the same device
-    (``--jobs N`` overrides it).
-    """
-    if gpus:
-        return 1
-    try:
-        total_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        return cores
-    return max(1, min(cores, int(total_gb // memory_per_job_gb)))
-
-
-def stage_env(threads: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of one stage: its thread count for ``auto`` and for the BLAS/OpenMP pools."""
-    env = dict(os.environ if base is None else base)
-    env[THREADS_ENV] = str(threads)
-    for name in POOL_ENVS:
-        env[name] = str(threads)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # anatcl_core.cli.runner says why
-    return env
-
-
 def _log_path(stage: str) -> Path:
     return LOG_DIR / (stage.replace("@", "_").replace("/", "_") + ".log")
 
@@ -144,35 +125,40 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def run(todo: Plan, jobs: int, threads: int, cores: int, dvc: str = "dvc", poll_s: float = 0.2,
-        echo=print) -> Record:
-    """Run ``todo``'s stages, up to ``jobs`` at a time (module docstring); the timing record.
+def run(todo: Plan, plan_: Layout, dvc: str = "dvc", poll_s: float = 0.2, echo=print) -> Record:
+    """Run ``todo``'s stages as ``plan_`` shares out the machine (module docstring); the timing record.
 
     On Ctrl-C (or SIGTERM) the running stages are interrupted as DVC expects (SIGINT; each keeps
     its last checkpoint, ``persist`` outputs resume) and waited for, then the record is written.
     """
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    record = Record(jobs=jobs, threads_per_job=threads, cores=cores)
-    env = stage_env(threads)
+    record = Record(jobs=plan_.cpu_jobs, threads_per_job=plan_.cpu_threads, cores=plan_.cores,
+                    gpus=list(plan_.devices), gpu_threads=plan_.gpu_threads)
     t0 = time.monotonic()
     pending, done, failed = list(todo.order), set(), []
     running: dict[str, tuple[subprocess.Popen, StageRun, object]] = {}
+    free = list(plan_.devices)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while pending or running:
-            while not failed and len(running) < jobs:
-                ready = next((s for s in pending if todo.waits_for[s] <= done), None)
-                if ready is None:
+            while not failed:
+                busy = sum(entry.device is None for _, entry, _ in running.values())
+                chosen = schedule.next_stage(pending, todo.waits_for, done, plan_, free, busy)
+                if chosen is None:
                     break
-                pending.remove(ready)
-                running[ready] = _start(ready, dvc, env, round(time.monotonic() - t0, 3))
-                record.stages.append(running[ready][1])
+                stage, device = chosen
+                pending.remove(stage)
+                if device is not None:
+                    free.remove(device)
+                running[stage] = _start(stage, dvc, plan_, device, round(time.monotonic() - t0, 3))
+                record.stages.append(running[stage][1])
             if not running:
                 break  # a failure left only stages that wait for it
             time.sleep(poll_s)
             for stage in [s for s, (proc, _, _) in running.items() if proc.poll() is not None]:
                 proc, entry, log = running.pop(stage)
                 log.close()
+                if entry.device is not None:
+                    free = sorted([*free, entry.device], key=plan_.devices.index)
                 _finish(entry, proc.returncode, round(time.monotonic() - t0, 3))
                 (done.add(stage) if proc.returncode == 0 else failed.append(stage))
                 _echo_stage(echo, entry, sum(e.end_s is not None for e in record.stages), len(todo.order))
@@ -190,14 +176,17 @@ def run(todo: Plan, jobs: int, threads: int, cores: int, dvc: str = "dvc", poll_
     return record
 
 
-def _start(stage: str, dvc: str, env: dict, start_s: float) -> tuple[subprocess.Popen, StageRun, object]:
+def _start(stage: str, dvc: str, plan_: Layout, device: str | None,
+           start_s: float) -> tuple[subprocess.Popen, StageRun, object]:
+    threads = plan_.gpu_threads if device is not None else plan_.cpu_threads
+    env = schedule.stage_env(threads, device, hide_gpus=bool(plan_.devices))
     log = _log_path(stage).open("w")
     # its own process group: an interruption reaches DVC and the stage's command together (_interrupt);
     # SIGINT at its default even when this runs as a background job (a shell starts those ignoring it)
     proc = subprocess.Popen([dvc, "--wait-for-lock", "repro", "--single-item", stage],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    return proc, StageRun(stage, start_s=start_s), log
+    return proc, StageRun(stage, start_s=start_s, device=device, threads=threads), log
 
 
 def _finish(entry: StageRun, returncode: int, end_s: float) -> None:
@@ -241,31 +230,44 @@ def _interrupt(running: dict, t0: float, grace_s: float = 60.0) -> None:
     print(f"pipeline: interrupted; {len(running)} running stage(s) stopped: {sorted(running)}", file=sys.stderr)
 
 
-def _count(text: str, what: str) -> int | str:
-    if text == "auto":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{what} must be 'auto' or a positive integer, got {text!r}")
-    return int(text)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", "-j", default="auto", type=lambda t: _count(t, "--jobs"),
-                        help="stages at a time (auto: one per usable core, as memory allows)")
-    parser.add_argument("--threads-per-job", default="auto", type=lambda t: _count(t, "--threads-per-job"),
+    parser.add_argument("--jobs", "-j", default="auto", type=count_argument("--jobs"),
+                        help="CPU stages at a time (auto: one per usable core left, as memory allows)")
+    parser.add_argument("--threads-per-job", default="auto", type=count_argument("--threads-per-job"),
                         help="threads of each stage (auto: the usable cores shared out over the jobs)")
-    parser.add_argument("--memory-per-job", type=float, default=MEMORY_PER_JOB_GB,
+    parser.add_argument("--gpus", default="auto", type=count_argument("--gpus", zero=True),
+                        help="GPUs to give one stage each (auto: the visible ones; 0: none)")
+    parser.add_argument("--memory-per-job", type=gigabytes_argument("--memory-per-job"), default=MEMORY_PER_JOB_GB,
                         help="GB one stage may need, for --jobs auto (default %(default)s)")
     parser.add_argument("--dry", action="store_true", help="print the plan and exit")
     parser.add_argument("--dvc", default="dvc", help="the dvc executable (default: the one on PATH)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
+    problem = schedule.refusal(args.dvc)
+    if problem:
+        print(f"pipeline: {problem}", file=sys.stderr)
+        return 2
     cores = usable_cores()
-    gpus = visible_gpus() if args.jobs == "auto" else 0
-    jobs = default_jobs(cores, args.memory_per_job, gpus) if args.jobs == "auto" else args.jobs
-    if gpus:
-        print(f"pipeline: {gpus} GPU(s) visible: one stage at a time, each using the GPU (--jobs N to change)")
-    threads = max(1, cores // jobs) if args.threads_per_job == "auto" else args.threads_per_job
+    plan_ = schedule.machine_layout(args.jobs, args.threads_per_job, args.gpus, args.memory_per_job, cores)
+    if args.dry:
+        return _run_locked(args, plan_, cores)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with (LOG_DIR / LOCK_FILE).open("a") as lock:  # before DVC opens the repository: a second run touches nothing
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"pipeline: another pipeline is running in this project ({LOG_DIR / LOCK_FILE} is held); "
+                  "wait for it to finish", file=sys.stderr)
+            return 2
+        return _run_locked(args, plan_, cores)
+
+
+def _run_locked(args: argparse.Namespace, plan_: Layout, cores: int) -> int:
+    """Plan, print, run (unless ``--dry``) and check (the caller holds the lock)."""
     from dvc.exceptions import DvcException
 
     try:
@@ -273,21 +275,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DvcException as err:  # no dvc.yaml, a bad dvc.yaml, another dvc holding the repository lock
         print(f"pipeline: DVC could not read the pipeline here ({Path.cwd()}): {err}", file=sys.stderr)
         return 2
-    print(f"pipeline: {len(todo.order)} stage(s) to run, {jobs} at a time, {threads} thread(s) each "
-          f"({cores} usable core(s)); logs in {LOG_DIR}/", flush=True)
+    gpu_note = (f"; {len(plan_.devices)} GPU(s) ({','.join(plan_.devices)}): one pretrain stage on each, "
+                f"{plan_.gpu_threads} thread(s) each" if plan_.devices else "")
+    print(f"pipeline: {len(todo.order)} stage(s) to run, {plan_.cpu_jobs} CPU stage(s) at a time, "
+          f"{plan_.cpu_threads} thread(s) each ({cores} usable core(s)){gpu_note}; logs in {LOG_DIR}/", flush=True)
     if args.dry:
         print("\n".join(todo.order))
         return 0
     try:
-        record = run(todo, jobs, threads, cores, dvc=args.dvc, echo=lambda s: print(s, flush=True))
+        record = run(todo, plan_, dvc=args.dvc, echo=lambda s: print(s, flush=True))
     except RuntimeError as err:
         print(f"pipeline: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     print(f"pipeline: {len(record.stages)} stage(s) in {record.wall_s:.0f} s; checking with dvc repro", flush=True)
-    return subprocess.call([args.dvc, "repro"], env=stage_env(threads))
-
+    return subprocess.call([args.dvc, "repro"], env=schedule.stage_env(plan_.cpu_threads))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -76,6 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.output is None:
         parser.error("output is required")
+    # a malformed thread variable stops the stage here in one line, not in the notebook's traceback; the
+    # check decides no output, so cores.py is not a dep of every stage (DVC has removed the outputs by now:
+    # the pipeline checks before any stage starts)
+    from anatcl_core.cores import check_environment
+
+    try:
+        check_environment()
+    except ValueError as err:
+        sys.stderr.write(f"runner: {args.source}: {err}\n")
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     run_notebook(args.source, args.output, {k: parse_value(v) for k, v in args.parameter}, args.cwd)
     return 0

@@ -1,7 +1,7 @@
 """``anatcl embed``: frozen AnatCL features for CAT12 grey-matter maps, one row per subject.
 
     anatcl embed INPUT... --weights FILE --out FEATURES.{csv,parquet}
-                 [--head] [--batch-size N] [--device cpu|cuda] [--bf16] [--skip-invalid]
+                 [--head] [--batch-size N] [--device cpu|cuda] [--bf16] [--workers auto|N] [--skip-invalid]
 
 INPUT: ``.nii`` / ``.nii.gz`` / ``.npy`` files, folders of them, or manifests (``manifest.tsv`` or
 a folder holding one). Ids: ``participant_id`` from a manifest, else the file name without
@@ -18,8 +18,9 @@ for an upstream-format file and ``load_model(...).encode(x)`` for our checkpoint
 runs under bfloat16 autocast: faster on recent GPUs but approximate (max differences ~1 % of
 the largest feature on the test model): use it for exploration, not for reported numbers.
 Files are read and cropped by one background thread, two batches ahead of the model, so gunzip
-overlaps the forward passes where a core (or the GPU) is free; a file that fails there stops the
-run with its name in the error. The table is written to a temp file in the output's folder and
+overlaps the forward passes where a core (or the GPU) is free, or with ``--workers N`` by N
+processes (``auto``: one per spare core up to 8 on CUDA, none on the CPU; the same features); a
+file that fails there stops the run with its name in the error. The table is written to a temp file in the output's folder and
 renamed at the end.
 """
 
@@ -41,10 +42,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from anatcl_core.arguments import EmbedArgs, check_output, parse
+from anatcl_core.arguments import EmbedArgs, check_output, count_argument, parse
+from anatcl_core.cores import usable_cores
 from anatcl_core.atomic import atomic_write
 from anatcl_core.data.problem import Problem
 from anatcl_core.evaluation.embed_inputs import EmbedError, check_inputs, cropped_volume, gather_inputs
+from anatcl_core.evaluation.embed_loader import auto_workers, loader_batches
 from anatcl_core.model.trained import WeightsError, load_trained
 
 logger = logging.getLogger(__name__)
@@ -161,19 +164,19 @@ def prefetched(items: Iterable, depth: int = PREFETCH_BATCHES) -> Iterator[Itera
         reader.join()
 
 
-
 def embed_subjects(module: nn.Module, subjects: Sequence[tuple[str, Path]], batch_size: int = 4,
                    device: str | torch.device = "cpu", bf16: bool = False,
-                   progress: bool = True) -> np.ndarray:
+                   progress: bool = True, workers: int = 0) -> np.ndarray:
     """Features ``(N, F)`` float32 of the subjects' cropped images, in order.
 
-    Files are read and cropped by a background thread (:func:`prefetched`) while the model encodes
-    the previous batch, under ``torch.inference_mode`` in eval mode; the batches are those of an
-    eager ``module(x)`` on the stacked images, so the features are the same, bit for bit.
+    Files are read by a thread (:func:`prefetched`) or ``workers`` processes (:mod:`.embed_loader`)
+    while the model encodes the previous batch (inference mode, eval mode); the batches are those of
+    an eager ``module(x)`` on the stacked images, so the features are the same, bit for bit.
 
     Args:
         module: maps ``(B, 1, X, Y, Z)`` to ``(B, F)`` (:func:`load_encoder`).
         subjects: ``(participant_id, path)`` pairs.
+        workers: decoding processes; 0: one reader thread.
 
     Raises:
         EmbedError: a file that cannot be read (its path and id in the message).
@@ -182,9 +185,12 @@ def embed_subjects(module: nn.Module, subjects: Sequence[tuple[str, Path]], batc
     module = module.to(device).eval()
     rows = []
     total = -(-len(subjects) // batch_size)
-    with prefetched(_read_batches(subjects, batch_size)) as batches, torch.inference_mode():
+    cuda = device.type == "cuda"
+    reader = (loader_batches(subjects, batch_size, workers, pin_memory=cuda) if workers
+              else map(torch.from_numpy, _read_batches(subjects, batch_size)))
+    with prefetched(reader) as batches, torch.inference_mode():
         for images in tqdm(batches, total=total, desc="embed", unit="batch", disable=not progress):
-            x = torch.from_numpy(images).to(device)  # (B, 1, X, Y, Z)
+            x = images.to(device, non_blocking=cuda)  # (B, 1, X, Y, Z)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 rows.append(module(x).float().cpu().numpy())  # (B, F)
     return np.concatenate(rows)
@@ -230,7 +236,7 @@ def write_table(frame: pd.DataFrame, out: str | Path) -> Path:
 
 def embed(inputs: Sequence[str | Path], weights: str | Path, out: str | Path, head: bool = False,
           batch_size: int = 4, device: str = "cpu", bf16: bool = False, skip_invalid: bool = False,
-          progress: bool = True) -> tuple[pd.DataFrame, list[Problem]]:
+          progress: bool = True, workers: int | str = "auto") -> tuple[pd.DataFrame, list[Problem]]:
     """Validate, encode and write; returns ``(table written, problems skipped)``.
 
     Raises:
@@ -253,7 +259,8 @@ def embed(inputs: Sequence[str | Path], weights: str | Path, out: str | Path, he
     if not subjects:
         raise EmbedError("no valid input left to embed; nothing written")
     module, _ = load_encoder(weights, head=head)
-    features = embed_subjects(module, subjects, batch_size, device, bf16, progress)
+    workers = auto_workers(device, usable_cores()) if workers == "auto" else workers
+    features = embed_subjects(module, subjects, batch_size, device, bf16, progress, workers)
     frame = features_frame([pid for pid, _ in subjects], features, "projection" if head else "feature")
     write_table(frame, out)
     logger.info("wrote %d x %d features to %s", *features.shape, out)
@@ -270,12 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast: approximate (~1%% differences)")
+    parser.add_argument("--workers", default="auto", type=count_argument("--workers", zero=True),
+                        help="processes decoding the files (auto: 0 on cpu, a thread; spare cores up to 8 on cuda)")
     parser.add_argument("--skip-invalid", action="store_true", help="report bad inputs and embed the rest")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
         _, problems = embed(args.inputs, args.weights, args.out, args.head, args.batch_size, args.device,
-                            args.bf16, args.skip_invalid, not args.no_progress)
+                            args.bf16, args.skip_invalid, not args.no_progress, args.workers)
     except (EmbedError, WeightsError, ValueError, OSError, KeyError, pickle.UnpicklingError) as err:
         logger.error("%s", err)  # UnsafeCheckpointError is an UnpicklingError
         return 1

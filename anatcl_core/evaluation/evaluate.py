@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 
 from anatcl_core import live
-from anatcl_core.cores import resolve_threads
+from anatcl_core.cores import one_blas_thread, resolve_threads
 from anatcl_core.data import arrays
 from anatcl_core.data.layout import SCORE_PREFIX
 from anatcl_core.data.manifest import score_columns
 from anatcl_core.evaluation import features as feat
-from anatcl_core.evaluation import lifespan, probes, reliability, representation, site_held_out, task_probes
+from anatcl_core.evaluation import brainfmbench, lifespan, probes, reliability, representation, site_held_out, task_probes
 from anatcl_core.evaluation.protocol import EvaluateConfig
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def extraction_timing(seconds: float, x: dict[str, np.ndarray]) -> dict:
             "threads": int(torch.get_num_threads())}
 
 
+@one_blas_thread
 def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts: dict,
                       out_dir: str | Path, meta: dict, age_probes: bool = True, timing: dict | None = None) -> dict:
     """Every probe on given features of the cohorts (an encoder's or a reference row's).
@@ -131,6 +132,9 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
         x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
         down["site"].astype(str).to_numpy(), n_components=config.representation_components,
         alpha_grid=config.alpha_grid, n_splits=config.representation_splits, seed=config.seed)
+    if brainfmbench.NAME in config.probes:  # their random forest beside our linear probes
+        result[brainfmbench.NAME] = brainfmbench.brainfmbench_probes(x["downstream"], down,
+                                                                    resolve_threads(config.num_threads))
     (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
     # dvclive/metrics.json, for dvc metrics / exp show; the extraction's cost only there (it is no result)
     live.write_metrics(out_dir, {**headline(result), **({"feature_extraction": timing} if timing else {})})
@@ -224,4 +228,5 @@ def headline(result: dict) -> dict:
     if result.get("site_held_out"):
         out["site_held_out_mae"] = result["site_held_out"]["mae"]
     out.update(task_probes.claim_headline(result))
+    out.update(brainfmbench.headline(result.get(brainfmbench.NAME, {})))
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -55,3 +55,10 @@ class EvaluateConfig:
     descriptor_channels: Channels
     representation_components: PositiveInt
     representation_splits: Folds
+    #: Probe protocols run on every feature set: ``linear`` (always; the paper's) and optionally
+    #: ``brainfmbench`` (their random forest, :mod:`anatcl_core.evaluation.brainfmbench`).
+    probes: Annotated[tuple[Literal["linear", "brainfmbench"], ...], Field(min_length=1)]
+
+    def __post_init__(self) -> None:
+        if "linear" not in self.probes:
+            raise ValueError(f"evaluate.probes {list(self.probes)}: must hold 'linear' (every table reads it)")

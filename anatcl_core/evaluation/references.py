@@ -14,7 +14,9 @@ draws (:func:`anatcl_core.evaluation.evaluate.evaluate_features`):
   age read-out are left out (they would predict age from age);
 - ``uncnn``: a training-free 3D CNN (:mod:`anatcl_core.evaluation.uncnn`) of ``uncnn_widths``
   channels per block, weights from ``evaluate.seed``, on the maps of the uncropped grid: the random
-  network that beats AnatCL on real lifespan cohorts (BrainFMBench).
+  network that beats AnatCL on real lifespan cohorts (BrainFMBench);
+- any BrainFMBench extractor folder: ``external`` maps a row name (listed in ``run`` too) to the
+  folder, whose ``extract`` is run on our cohorts (:mod:`anatcl_core.evaluation.external`).
 
 Each row's feature-extraction cost goes to its ``dvclive/metrics.json`` (``feature_extraction``).
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -32,11 +34,11 @@ from pydantic import AfterValidator, Field
 from sklearn.decomposition import PCA
 
 from anatcl_core.config import PositiveInt, section
-from anatcl_core.cores import resolve_threads
+from anatcl_core.cores import one_blas_thread, resolve_threads
 from anatcl_core.data import arrays
 from anatcl_core.data.freesurfer import select_channels
 from anatcl_core.data.openbhb import encode_sex
-from anatcl_core.evaluation import evaluate, protocol, uncnn
+from anatcl_core.evaluation import evaluate, external, protocol, uncnn
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +49,26 @@ PREFIX = "ref_"
 
 @section
 class ReferenceConfig:
-    """params.yaml ``reference``: which rows to compute (``run``), the voxel PCA's size and the
-    un-CNN's channels per block (each a multiple of 8; published 64/128/256/512).
+    """params.yaml ``reference``: which rows to compute (``run``), the voxel PCA's size, the
+    un-CNN's channels per block (each a multiple of 8; published 64/128/256/512) and the external rows.
 
-    Every field is required: params.yaml is the one home of their values.
+    Every field is required: params.yaml is the one home of their values. ``external``: row name ->
+    BrainFMBench extractor folder (``models/<slug>``); each name must also be in ``run`` (the
+    reference stage's matrix) and may not be one of :data:`REFERENCES`.
     """
 
-    run: Annotated[tuple[Literal[REFERENCES], ...], Field(min_length=1)]
+    run: Annotated[tuple[str, ...], Field(min_length=1)]
     voxel_components: PositiveInt
     uncnn_widths: Annotated[tuple[PositiveInt, ...], Field(min_length=1), AfterValidator(uncnn.check_widths)]
+    external: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], str]
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.run if r not in REFERENCES and r not in self.external]
+        if unknown:
+            raise ValueError(f"run lists {unknown}: neither a built-in reference {REFERENCES} nor a key of external")
+        clash = sorted(set(self.external) & set(REFERENCES))
+        if clash:
+            raise ValueError(f"external rows {clash} reuse built-in reference names; rename them")
 
 
 def descriptor_features(cohorts: dict[str, arrays.Cohort], channels: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -75,6 +88,7 @@ def descriptor_features(cohorts: dict[str, arrays.Cohort], channels: tuple[str, 
     return out
 
 
+@one_blas_thread
 def voxel_pcs(cohorts: dict[str, arrays.Cohort], n_components: int, seed: int,
               batch_size: int = 256) -> dict[str, np.ndarray]:
     """PCA of the pretraining train split's maps; every cohort projected on its components."""
@@ -114,6 +128,8 @@ def evaluate_reference(name: str, config: ReferenceConfig, eval_config: protocol
     if name not in config.run:
         raise ValueError(f"reference {name!r} is not in reference.run {list(config.run)}")
     torch.set_num_threads(resolve_threads(eval_config.num_threads))
+    if name in config.external:  # a BrainFMBench extractor folder
+        return external.evaluate_external(config.external[name], eval_config, arrays_dir, out_dir, name)
     cohorts = arrays.load_arrays(arrays_dir)
     evaluate.check_no_overlap(cohorts["openbhb"].table["participant_id"],
                               cohorts["downstream"].table["participant_id"])

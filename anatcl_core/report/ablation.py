@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from anatcl_core.config import load_params
+from anatcl_core.cores import one_blas_thread
 from anatcl_core.data import arrays
 from anatcl_core.data.freesurfer import select_channels
 from anatcl_core.evaluation import reliability
@@ -209,6 +210,7 @@ def _reliability_note(probes: dict[tuple[str, int], dict]) -> str:
             "at every site) to compute it.")
 
 
+@one_blas_thread
 def build_study(probes: dict[tuple[str, int], dict], ablations: dict[str, tuple[str, ...]],
                 channels: tuple[str, ...], embedding_seed: int, labels: dict[str, str],
                 params_file: str | Path, arrays_dir: str | Path, out_dir: str | Path, dpi: int = 100) -> Study:

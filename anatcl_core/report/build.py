@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from anatcl_core.config import NonNegativeInt, PositiveInt, section
+from anatcl_core.cores import one_blas_thread
 from anatcl_core.data.freesurfer import Channels
 from anatcl_core.report import claims, findings, plots, plots_claims, random_networks
 from anatcl_core.report.finding_measures import RunMeasures, travelling_ratings
@@ -100,6 +101,7 @@ def findings_results(results: Results, config: ReportConfig, arrays_dir: str | P
     return results.cache[key]
 
 
+@one_blas_thread
 def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | None = None,
                 arrays_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Formatted tables (mean ± std over seeds; claims tables as means, paired differences with
@@ -158,6 +160,7 @@ def claim_figures(results: Results, config: ReportConfig, params_file: str | Pat
     return figures
 
 
+@one_blas_thread
 def make_figures(results: Results, config: ReportConfig, arrays_dir: str | Path, cohort_dir: str | Path,
                  evaluate_dir: str | Path, out_dir: str | Path, params_file: str | Path) -> dict[str, Path]:
     """Draw and save every report figure (PNG); QC figures of the cohort stage are included as is.

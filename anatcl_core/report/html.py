@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from anatcl_core.cores import one_blas_thread
 from anatcl_core.report import claims, findings, random_networks, sections as report_sections
 from anatcl_core.report.ablation import Study
 from anatcl_core.report.build import ReportConfig, claim_results, uncnn_pairs
@@ -209,6 +210,7 @@ def _random_network_sections(results: Results, tables: dict[str, pd.DataFrame], 
     return parts
 
 
+@one_blas_thread
 def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dict[str, Path],
                  config: ReportConfig, cohort_dir: str | Path, out_dir: str | Path,
                  study: Study | None = None, arrays_dir: str | Path | None = None,

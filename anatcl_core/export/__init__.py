@@ -1,0 +1,1 @@
+"""Trained encoders in other benchmarks' contracts: BrainFMBench submissions and their checker."""

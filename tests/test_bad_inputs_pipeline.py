@@ -1,0 +1,111 @@
+"""Bad-input corpus, part 4: the parallel pipeline's options and environment (issue 23, cases 4, 5, 7).
+
+Each case runs ``python -m anatcl_core.cli.pipeline`` as a user would, in a toy DVC project that has
+already run once (so ``outputs/logs/pipeline.json`` and the stages' outputs exist): it is refused with
+one line naming the option or variable and what was expected, exit status 2, no traceback, and the
+project exactly as it was (no record overwritten, no output deleted).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from refusal import snapshot
+from test_pipeline_parallel import toy_project
+
+from anatcl_core.cli import pipeline
+
+#: case -> (arguments, extra environment, the one line must contain)
+CASES = {
+    "jobs-superscript": (["--jobs", "\u00b2"], {}, "--jobs must be 'auto' or a positive integer, got '\u00b2'"),
+    "jobs-5000-digits": (["--jobs", "9" * 5000], {}, "--jobs must be 'auto' or a positive integer, got '9999"),
+    "jobs-signed": (["--jobs", "+2"], {}, "--jobs must be 'auto' or a positive integer"),
+    "threads-zero": (["--threads-per-job", "0"], {}, "--threads-per-job must be 'auto' or a positive integer"),
+    "gpus-text": (["--gpus", "all"], {}, "--gpus must be 'auto' or a non-negative integer"),
+    "memory-zero": (["--memory-per-job", "0"], {}, "--memory-per-job must be a positive number of GB, got '0'"),
+    "memory-nan": (["--memory-per-job", "nan"], {}, "--memory-per-job must be a positive number of GB, got 'nan'"),
+    "memory-inf": (["--memory-per-job", "inf"], {}, "--memory-per-job must be a positive number of GB"),
+    "memory-text": (["--memory-per-job", "lots"], {}, "--memory-per-job must be a positive number of GB"),
+    "dvc-missing": (["--dvc", "/nonexistent"], {}, "--dvc '/nonexistent': no such executable"),
+    "threads-variable-text": ([], {"ANATCL_NUM_THREADS": "abc"},
+                              "$ANATCL_NUM_THREADS = 'abc': expected a positive integer"),
+    "threads-variable-zero": ([], {"ANATCL_NUM_THREADS": "0"},
+                              "$ANATCL_NUM_THREADS = '0': expected a positive integer"),
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    """A toy project the pipeline has run once; its environment."""
+    root = tmp_path_factory.mktemp("pipeline-corpus")
+    env = toy_project(root)
+    (root / "right.started").touch()  # left waits for right: let it through whichever order
+    done = _pipeline(root, env, "-j", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root, env
+
+
+def _pipeline(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "anatcl_core.cli.pipeline", *args], cwd=root, env=env,
+                          text=True, capture_output=True, timeout=300)
+
+
+def _message_lines(done: subprocess.CompletedProcess) -> list[str]:
+    """stdout and stderr lines, argparse's usage lines left out (they repeat --help)."""
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return [line for line in lines if not line.startswith(("usage:", " "))]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bad_option_or_variable_is_refused_before_anything_is_written(case, project) -> None:
+    root, env = project
+    args, extra, problem = CASES[case]
+    before = snapshot(root)
+    done = _pipeline(root, {**env, **extra}, *args)
+    lines = _message_lines(done)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "invalid" not in done.stderr, done.stderr
+    assert len(lines) == 1, lines
+    assert problem in lines[0], lines[0]
+    assert len(lines[0]) < 300, lines[0]  # a 5,000-digit value is not echoed whole
+    assert snapshot(root) == before
+
+
+def test_counts_above_the_cores_are_lowered_with_a_note(project) -> None:
+    root, env = project
+    done = _pipeline(root, env, "--jobs", "1000000000", "--threads-per-job", "1000000000", "--dry")
+    cores = pipeline.usable_cores()
+    assert done.returncode == 0, done.stderr
+    assert f"--jobs 1000000000 lowered to {cores} (the usable cores)" in done.stderr
+    assert f"--threads-per-job 1000000000 lowered to {cores} (the usable cores)" in done.stderr
+    assert f"{cores} CPU stage(s) at a time, {cores} thread(s) each" in done.stdout
+
+
+def test_a_second_pipeline_in_the_same_project_is_refused(project) -> None:
+    root, env = project
+    (root / "outputs" / "logs").mkdir(parents=True, exist_ok=True)
+    with (root / pipeline.LOG_DIR / pipeline.LOCK_FILE).open("a") as held:  # as a running pipeline holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = snapshot(root)
+        done = _pipeline(root, {**env, "ANATCL_TEST": "second"})
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "another pipeline is running in this project" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert snapshot(root) == before  # no record overwritten, no stage started
+
+
+def test_the_stage_command_refuses_a_bad_thread_variable_in_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "cohort.ipynb"
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "anatcl_core.cli.runner", str(repo / "notebooks" / "cohort.py"),
+                           str(out)], env={**os.environ, "ANATCL_NUM_THREADS": "abc"}, text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "$ANATCL_NUM_THREADS = 'abc': expected a positive integer" in lines[0], lines
+    assert not out.exists()
