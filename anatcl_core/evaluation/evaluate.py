@@ -104,8 +104,8 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = dict(meta)
-    if age_probes:
-        result["brain_age"] = _brain_age(config, x["openbhb"], cohorts["openbhb"].table)
+    healthy = _healthy_probes(config, x["openbhb"], cohorts["openbhb"].table) if age_probes else ({}, {})
+    result.update(healthy[0])
     down = cohorts["downstream"].table
     probe_kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,
                     n_bootstrap=config.n_bootstrap, seed=config.seed)
@@ -118,15 +118,8 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     result["reliability"] = travelling_reliability(x.get("travelling"), cohorts.get("travelling"))
     if "median_icc_2_1" in result["reliability"]:
         result["travelling_icc"] = result["reliability"]["median_icc_2_1"]
-    if age_probes:
-        table = cohorts["openbhb"].table
-        result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
-                                                          table["site"].astype(str).to_numpy())
     result.update(claims)
-    if age_probes:
-        result["sex"], healthy = lifespan.lifespan_probes(config, x["openbhb"], cohorts["openbhb"].table,
-                                                          result["brain_age"]["alpha"])
-        predictions.update(healthy)
+    predictions.update(healthy[1])
     descriptors = task_probes.downstream_descriptors(cohorts["downstream"], config.descriptor_channels)
     result["representation"] = representation.representation_probe(
         x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
@@ -143,6 +136,17 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
                            for k, c in cohorts.items()})
     np.savez_compressed(out_dir / PREDICTIONS_FILE, **predictions)
     return result
+
+
+def _healthy_probes(config: EvaluateConfig, x: np.ndarray, table: pd.DataFrame) -> tuple[dict, dict]:
+    """Probes of the healthy pretraining cohort: ``brain_age`` (OpenBHB protocol), ``site_held_out``
+    brain age and ``sex`` (:mod:`anatcl_core.evaluation.lifespan`), and the per-subject age and sex
+    predictions of its test splits for ``predictions.npz``."""
+    result = {"brain_age": _brain_age(config, x, table)}
+    result["site_held_out"] = site_held_out_brain_age(config, x, table["age"].to_numpy(float),
+                                                      table["site"].astype(str).to_numpy())
+    result["sex"], arrays_out = lifespan.lifespan_probes(config, x, table, result["brain_age"]["alpha"])
+    return result, arrays_out
 
 
 def travelling_reliability(x: np.ndarray | None, cohort) -> dict:

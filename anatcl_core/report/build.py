@@ -22,7 +22,7 @@ from pydantic import Field
 from anatcl_core.config import NonNegativeInt, PositiveInt, section
 from anatcl_core.cores import one_blas_thread
 from anatcl_core.data.freesurfer import Channels
-from anatcl_core.report import claims, findings, plots, plots_claims, random_networks
+from anatcl_core.report import claims, findings, plots, plots_claims, power, random_networks
 from anatcl_core.report.finding_measures import RunMeasures, travelling_ratings
 from anatcl_core.report.embedding import embedding_figure
 from anatcl_core.report.figures import save_figures
@@ -31,7 +31,7 @@ from anatcl_core.report.tables import format_table, headline_metrics, numeric_ta
 
 logger = logging.getLogger(__name__)
 
-#: The findings' verdicts for ``dvc metrics`` (beside ``metrics.json``).
+#: The findings' verdicts and the benchmark's power for ``dvc metrics`` (beside ``metrics.json``).
 FINDINGS_FILE = "findings.json"
 
 
@@ -106,7 +106,8 @@ def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | No
                 arrays_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Formatted tables (mean ± std over seeds; claims tables as means, paired differences with
     their CI; the findings table, its ICC finding from ``arrays_dir``'s travelling cohort); with
-    ``out_dir``, also TSVs, ``metrics.json`` and ``findings.json`` (one verdict per finding)."""
+    ``out_dir``, also TSVs, ``metrics.json`` and ``findings.json`` (one verdict per finding under
+    ``findings``, the smallest resolvable paired differences under ``power``)."""
     numeric = numeric_tables(results)
     tables = {name: format_table(m, s, config.labels) for name, (m, s) in numeric.items()}
     claim_numeric, pairs = claim_results(results, config)
@@ -119,6 +120,7 @@ def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | No
     found = findings_results(results, config, arrays_dir)
     tables["findings"] = findings.display_table(found)
     tables["feature_cost"] = random_networks.feature_costs(results.folders, results.runs_of(), config.labels)
+    tables["power"] = power.resolution_table(pairs, vs_uncnn)
     if out_dir is not None:
         folder = Path(out_dir) / "tables"
         folder.mkdir(parents=True, exist_ok=True)
@@ -126,11 +128,12 @@ def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | No
             pd.concat({"mean": mean, "std": std}, axis=1).to_csv(folder / f"{name}.tsv", sep="\t")
         for name, frame in claim_numeric.items():
             frame.to_csv(folder / f"{name}.tsv", sep="\t")
-        for name in ("paired_vs_random", "paired_vs_uncnn", "feature_cost"):
+        for name in ("paired_vs_random", "paired_vs_uncnn", "feature_cost", "power"):
             if name in tables:
                 tables[name].to_csv(folder / f"{name}.tsv", sep="\t")
         found.to_csv(folder / "findings.tsv", sep="\t")
-        (Path(out_dir) / FINDINGS_FILE).write_text(json.dumps(findings.findings_metrics(found), indent=2) + "\n")
+        verdicts = {"findings": findings.findings_metrics(found), "power": power.power_metrics(tables["power"])}
+        (Path(out_dir) / FINDINGS_FILE).write_text(json.dumps(verdicts, indent=2) + "\n")
         headline = headline_metrics(results, numeric, claims.claim_metrics(claim_numeric, pairs))
         (Path(out_dir) / "metrics.json").write_text(json.dumps(headline, indent=2) + "\n")
     return tables

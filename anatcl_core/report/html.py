@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from anatcl_core.cores import one_blas_thread
-from anatcl_core.report import claims, findings, random_networks, sections as report_sections
+from anatcl_core.report import claims, findings, power, random_networks, sections as report_sections
 from anatcl_core.report.ablation import Study
 from anatcl_core.report.build import ReportConfig, claim_results, uncnn_pairs
 from anatcl_core.report.results import Results, budget_epochs
@@ -190,7 +190,7 @@ def _claim_sections(results: Results, tables: dict[str, pd.DataFrame], config: R
 
 
 def _random_network_sections(results: Results, tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[str]:
-    """The answer to "does pretraining beat a random CNN, and a random ResNet?", the findings table, the costs."""
+    """The answer to "does pretraining beat a random CNN, and a random ResNet?", the costs, the power, the findings table."""
     parts = []
     _, vs_random = claim_results(results, config)
     widths = results.references.get(random_networks.UNCNN, {}).get("widths")
@@ -204,6 +204,13 @@ def _random_network_sections(results: Results, tables: dict[str, pd.DataFrame], 
         parts += ["<h3>Cost of the features</h3>", _table(tables["feature_cost"].round(4)),
                   "<p class=\"caption\">Seconds per volume of each row's feature extraction (every cohort: "
                   "pretraining, downstream, travelling heads), mean over seeds, at the stage's threads.</p>"]
+    if "power" in tables and len(tables["power"]):
+        sentence = power.resolution_sentence(tables["power"])
+        parts += ["<h3>Power: the smallest paired difference this run resolves</h3>",
+                  *([f"<p>{html.escape(sentence)}</p>"] if sentence else []), _table(tables["power"].round(4)),
+                  "<p class=\"caption\">95% CI half-widths of every paired difference in balanced accuracy "
+                  "(against random init and against the un-CNN), per probe point: a difference resolves (CI clear "
+                  "of zero) from about its half-width up.</p>"]
     if "findings" in tables and len(tables["findings"]):
         parts += ["<h2>Published real-data findings, reproduced or not</h2>", _table(tables["findings"]),
                   f"<p class=\"caption\">{html.escape(findings.RULE)}</p>"]
