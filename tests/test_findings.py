@@ -138,3 +138,48 @@ def test_lifespan_prefix_and_probes():
     expected = probes.ridge_path(x[~test], age[~test], x[test], [1.0])[0]
     np.testing.assert_allclose(arrays[f"{LIFESPAN}/age_pred"], expected)
     assert np.array_equal(arrays[f"{LIFESPAN}/sex"], sex[test])
+
+
+def _lifespan_runs(errors: dict[str, np.ndarray], ids: np.ndarray, age: np.ndarray) -> dict[str, list[dict]]:
+    return {row: [{f"{LIFESPAN}/ids": ids, f"{LIFESPAN}/age": age, f"{LIFESPAN}/age_pred": age + e,
+                   f"{LIFESPAN}/sex": (np.arange(len(ids)) % 2), f"{LIFESPAN}/sex_pred": np.arange(len(ids)) % 2}]
+            for row, e in errors.items()}
+
+
+def test_a_published_finding_verdict_flips_when_the_run_does():
+    # the real finding (un-CNN >= AnatCL on age) on real measures: computed from the predictions, not written
+    finding = next(f for f in fd.FINDINGS if f.key == "uncnn_age")
+    rng = np.random.default_rng(4)
+    n = 200
+    ids, age = np.array([f"s{i:03d}" for i in range(n)]), rng.uniform(20, 80, n)
+    small, large = rng.normal(0, 3, n), rng.normal(0, 8, n)
+    better = _lifespan_runs({"ref_uncnn": small, "anatcl_global": large, "anatcl_local": large * 1.1}, ids, age)
+    worse = _lifespan_runs({"ref_uncnn": large, "anatcl_global": small, "anatcl_local": small * 1.1}, ids, age)
+    row = fd.evaluate_finding(finding, RunMeasures(better, {}, 300))
+    assert row["verdict"] == fd.REPRODUCED and row["value"] > 0
+    flipped = fd.evaluate_finding(finding, RunMeasures(worse, {}, 300))
+    assert flipped["verdict"] == fd.NOT_REPRODUCED and flipped["value"] == pytest.approx(-row["value"], rel=0.2)
+    tied = _lifespan_runs({"ref_uncnn": small, "anatcl_global": small[::-1], "anatcl_local": small}, ids, age)
+    assert fd.evaluate_finding(finding, RunMeasures(tied, {}, 300))["verdict"] == fd.INCONCLUSIVE
+
+
+def test_power_is_read_from_the_paired_ci_half_widths():
+    from anatcl_core.report import power
+
+    def pair(lo, hi):
+        return {"difference": (lo + hi) / 2, "ci": [lo, hi]}
+
+    vs_random = {"a": {"loso_mean": pair(0.0, 0.02), "loso/ad": pair(-0.1, 0.1), "le_n25": pair(0.0, 0.06)},
+                 "b": {"loso_mean": pair(0.1, 0.14), "le_n50": pair(0.0, 0.04)}}
+    vs_uncnn = {"a": {"loso_mean": pair(-0.5, -0.44), "loso/asd": pair(0.0, 0.3)},
+                "c": {"loso_mean": pair(float("nan"), float("nan"))}}  # no CI: left out
+    table = power.resolution_table(vs_random, vs_uncnn)
+    assert list(table.index) == ["loso_mean", "loso (one task)", "le_n25", "le_n50"]
+    assert table.loc["loso_mean"].tolist() == pytest.approx([3, 0.02, 0.01, 0.03])
+    assert table.loc["loso (one task)"].tolist() == pytest.approx([2, 0.125, 0.1, 0.15])
+    said = power.resolution_sentence(table)
+    assert "about 0.020 across unseen sites" in said and "0.125 for a single task" in said and "25 labels" in said
+    assert power.power_metrics(table) == pytest.approx(
+        {"loso_mean_resolvable": 0.02, "loso_one_task_resolvable": 0.125, "le_n25_resolvable": 0.03,
+         "le_n50_resolvable": 0.02})
+    assert power.resolution_sentence(power.resolution_table({})) is None
