@@ -1,7 +1,7 @@
 """Seconds per volume of the un-CNN reference row at several widths, beside the encoders' forward.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_uncnn.py [--arrays outputs/cohort/arrays]
-        [--widths 8,16,32,64 16,32,64,128 64,128,256,512] [--n 32] [--quick] [--out FILE]
+        [--widths 8,16,32,64 16,32,64,128 64,128,256,512] [--n 32] [--synthetic-mm MM] [--quick] [--out FILE]
 
 On the first ``--n`` downstream maps of the cohort stage's arrays (the project's grid, uncropped, as
 the reference stage reads them): the input channels alone, then the whole feature extraction
@@ -10,7 +10,9 @@ and, as the yardstick measured under the same load, the frozen ResNet-18 (params
 ``pretrain.base_width``, random init) forward of the evaluate stage on the same maps cropped, one
 thread. Process CPU seconds and wall seconds per volume, each the median of ``--repeats``;
 ``x encoder`` = un-CNN CPU time / encoder CPU time (shared cores inflate both alike), and the whole
-default cohort's un-CNN seconds at that ratio. ``--quick``: random maps on the 9 mm grid.
+default cohort's un-CNN seconds at that ratio. ``--synthetic-mm MM``: ``--n`` random brain-like maps on
+the MM grid instead of the cohort's (no cohort stage needed; the cohort size is then the default
+run's 2,910 maps); ``--quick``: 4 of them on the 9 mm grid, one repeat.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, parser  # noqa: E402
+
+#: Maps of the default run's cohorts (pretraining, downstream, travelling), for --synthetic-mm.
+DEFAULT_COHORT_MAPS = 2910
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -55,13 +60,14 @@ def main(argv=None) -> dict:
     p.add_argument("--widths", nargs="+", default=["8,16,32,64", "16,32,64,128", "64,128,256,512"])
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--synthetic-mm", type=float, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     base_width = load_section(args.params, "pretrain", PretrainConfig).base_width
-    if args.quick:
-        shape = layout.grid_shape(9.0)
-        images = np.clip(np.random.default_rng(0).random((4, 1, *shape)) - 0.3, 0, None).astype(np.float32)
-        cropped, n_cohort, repeats = images, 4, 1
+    if args.quick or args.synthetic_mm:
+        n, shape = (4, layout.grid_shape(9.0)) if args.quick else (args.n, layout.grid_shape(args.synthetic_mm))
+        images = np.clip(np.random.default_rng(0).random((n, 1, *shape)) - 0.3, 0, None).astype(np.float32)
+        cropped, n_cohort, repeats = images, DEFAULT_COHORT_MAPS, 1 if args.quick else args.repeats
     else:
         cohort = arrays.load_cohort(args.arrays, "downstream")
         images = np.asarray(cohort.images[:args.n], np.float32)
