@@ -132,12 +132,12 @@ def input_channels(volume: np.ndarray) -> np.ndarray:
     mask = volume > 0
     if not mask.any():
         raise ValueError("un-CNN: a grey-matter map has no voxel above 0 (empty brain mask)")
-    q1, median, q3 = np.percentile(volume[mask], [25, 50, 75])
+    q1, q2, q3 = np.percentile(volume[mask], [25, 50, 75])
     scaled = np.zeros_like(volume)
-    scaled[mask] = (volume[mask] - median) / (q3 - q1 if q3 > q1 else 1.0)
+    scaled[mask] = (volume[mask] - q2) / (q3 - q1 if q3 > q1 else 1.0)
+    smoothed = ndimage.median_filter(scaled, size=3, mode="constant")
     sobel = np.sqrt(sum(np.square(ndimage.sobel(scaled, axis=a, mode="constant")) for a in range(3)))
-    median = ndimage.median_filter(scaled, size=3, mode="constant")
-    return np.stack([scaled, median, sobel.astype(np.float32)])
+    return np.stack([scaled, smoothed, sobel.astype(np.float32)])
 
 
 def uncnn_features(images: np.ndarray, widths: tuple[int, ...], seed: int, progress: bool = True,
