@@ -10,7 +10,8 @@
 # # Reference row: a feature set probed like an encoder
 #
 # One of `params.yaml` → `reference.run`: the true FreeSurfer descriptors, voxel principal
-# components fitted on the healthy pretraining train scans, or age + sex. The features of every
+# components fitted on the healthy pretraining train scans, age + sex, or the training-free un-CNN
+# (random 3D CNN features, `reference.uncnn_widths` channels per block). The features of every
 # cohort go through exactly the probes, folds and draws of the evaluate stage (`params.yaml` →
 # `evaluate`), so the report can put them in every table and pair them with each method.
 

@@ -41,7 +41,7 @@ config = load_section(params_file, "report", build.ReportConfig)
 # %%
 results = stage_results.collect(evaluate_dir, pretrain_dir, stage_results.expected_runs(params_file), reference_dir,
                                 stage_results.expected_references(params_file))
-tables = build.make_tables(results, config, out_dir)
+tables = build.make_tables(results, config, out_dir, arrays_dir)  # with the findings table (findings.json)
 for name, table in tables.items():
     print(name)
     display(table)

@@ -132,3 +132,15 @@ def test_pipeline_benchmark_splits_a_finished_run(tiny_pipeline, tmp_path):
         assert 0 < row["notebook_s"] < row["wall_s"] and row["overhead_s"] > 0
     assert 0 < kinds["pretrain"]["epoch_loop_s"] < kinds["pretrain"]["notebook_s"]
     assert result["record"]["jobs"] == 2 and result["record"]["wall_s"] > 0
+
+
+def test_uncnn_quick_states_the_cost_per_volume_beside_the_encoders(tmp_path):
+    result = run_quick("bench_uncnn.py", tmp_path / "uncnn.json", "--widths", "8,8,8,8", "16,32,64,128")
+    assert result["benchmark"] == "uncnn" and result["quick"] is True
+    cases = {c["case"].split(" (")[0]: c for c in result["cases"]}
+    encoder = next(c for name, c in cases.items() if name.startswith("encoder ResNet-18"))
+    assert encoder["x_encoder"] == 1.0
+    assert cases["un-CNN 8/8/8/8"]["features"] == 368 and cases["un-CNN 16/32/64/128"]["features"] == 3528
+    for case in result["cases"]:
+        assert case["cpu_s_per_volume"] > 0 and case["x_encoder"] == pytest.approx(
+            case["cpu_s_per_volume"] / encoder["cpu_s_per_volume"])

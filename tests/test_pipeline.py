@@ -117,3 +117,63 @@ def test_report_refuses_a_missing_run(tmp_path):
     assert report.expected_runs(tmp_path / "params.yaml") == [("a", 0), ("a", 1)]
     with pytest.raises(FileNotFoundError, match="a-s0"):
         report.collect(tmp_path, tmp_path, [("a", 0)])
+
+
+@pytest.mark.slow
+def test_pipeline_uncnn_row_findings_and_power(tiny_pipeline):
+    """Issue 20: the un-CNN row in every results table and figure, paired against random init and
+    each method against it; its features the same bytes when rerun on another thread count; the
+    findings' verdicts (one per finding) and the power in ``dvc metrics show``."""
+    import pandas as pd
+
+    from anatcl_core.report import findings as fd
+
+    root, env, _ = tiny_pipeline
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    label = params["report"]["labels"]["ref_uncnn"]
+    tables = root / "outputs/report/tables"
+    for name in ("diagnosis_bacc", "diagnosis_auc", "scores_r", "scores_mae", "brain_age", "loso_bacc",
+                 "label_efficiency", "representation"):
+        index = pd.read_csv(tables / f"{name}.tsv", sep="\t", index_col=0).index
+        assert "ref_uncnn" in index, name
+    paired = pd.read_csv(tables / "paired_vs_random.tsv", sep="\t", index_col=0)
+    assert label in paired.index and paired.loc[label].notna().all()
+    vs_uncnn = pd.read_csv(tables / "paired_vs_uncnn.tsv", sep="\t", index_col=0)
+    others = {params["report"]["labels"].get(m, m) for m in TINY["pretrain"]["run"]}
+    others |= {params["report"]["labels"].get(f"ref_{r}", f"ref_{r}") for r in params["reference"]["run"]}
+    assert set(vs_uncnn.index) == others - {label}
+    cost = pd.read_csv(tables / "feature_cost.tsv", sep="\t", index_col=0)
+    assert {label, params["report"]["labels"]["anatcl_global"]} <= set(cost.index)
+    assert (cost["s per volume"] > 0).all()
+    assert "paired_vs_uncnn.png" in {p.name for p in (root / "outputs/report/figures").glob("*.png")}
+    report = (root / "outputs/report/report.html").read_text()
+    for heading in ("Does pretraining beat a random network?", "Cost of the features", "Power: the smallest",
+                    "Published real-data findings, reproduced or not"):
+        assert heading in report, heading
+    assert report.count(label) >= 8  # every table of the report (and the answer) has the row
+
+    # findings.json: every finding once, its verdict computed; dvc metrics show lists them
+    saved = json.loads((root / "outputs/report/findings.json").read_text())
+    assert list(saved["findings"]) == [f.key for f in fd.FINDINGS]
+    assert {v["verdict"] for v in saved["findings"].values()} <= {fd.REPRODUCED, fd.NOT_REPRODUCED,
+                                                                   fd.INCONCLUSIVE, fd.NOT_RUN}
+    for key in ("voxels_vs_tables_age", "voxels_vs_tables_diagnosis", "difficulty_ad_descriptors"):
+        entry = saved["findings"][key]  # rows the tiny run has: computed, the value inside its CI
+        assert entry["verdict"] in fd.CODES and entry["ci_low"] <= entry["value"] <= entry["ci_high"], key
+    # the tiny profile trains no AnatCL-local: the un-CNN vs AnatCL findings say so, with no verdict
+    assert saved["findings"]["uncnn_age"] == {"verdict": fd.NOT_RUN}
+    assert "AnatCL-local" in pd.read_csv(tables / "findings.tsv", sep="\t", index_col=0).loc["uncnn_age", "detail"]
+    assert saved["power"]["loso_mean_resolvable"] > 0
+    shown = dvc(root, env, "metrics", "show", "--json")
+    for key in saved["findings"]:
+        assert key in shown, key
+    assert "loso_mean_resolvable" in shown
+
+    # the row's features: the same bytes on another thread count
+    features = (root / "outputs/reference/uncnn/features.npz")
+    with np.load(features) as before:
+        first = {k: before[k].tobytes() for k in before.files}
+    rerun = dvc(root, {**env, "ANATCL_NUM_THREADS": "2"}, "repro", "--force", "--single-item", "reference@uncnn")
+    assert ran(rerun) == {"reference@uncnn"}
+    with np.load(features) as after:
+        assert {k: after[k].tobytes() for k in after.files} == first

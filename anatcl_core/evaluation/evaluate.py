@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from anatcl_core.data import arrays
 from anatcl_core.data.layout import SCORE_PREFIX
 from anatcl_core.data.manifest import score_columns
 from anatcl_core.evaluation import features as feat
-from anatcl_core.evaluation import brainfmbench, probes, reliability, representation, site_held_out, task_probes
+from anatcl_core.evaluation import brainfmbench, lifespan, probes, reliability, representation, site_held_out, task_probes
 from anatcl_core.evaluation.protocol import EvaluateConfig
 
 logger = logging.getLogger(__name__)
@@ -59,15 +60,24 @@ def evaluate_checkpoint(config: EvaluateConfig, checkpoint: str | Path, arrays_d
     encoder, run = feat.load_encoder(checkpoint)
     cohorts = arrays.load_arrays(arrays_dir, run.data.crop)
     check_no_overlap(cohorts["openbhb"].table["participant_id"], cohorts["downstream"].table["participant_id"])
+    start = time.perf_counter()
     x = {name: feat.extract_features(encoder, c.images, config.batch_size, progress, desc=name)
          for name, c in cohorts.items()}
+    timing = extraction_timing(time.perf_counter() - start, x)
     meta = {"method": run.method, "seed": run.seed, "feature_dim": int(x["openbhb"].shape[1])}
-    return evaluate_features(config, x, cohorts, out_dir, meta)
+    return evaluate_features(config, x, cohorts, out_dir, meta, timing=timing)
+
+
+def extraction_timing(seconds: float, x: dict[str, np.ndarray]) -> dict:
+    """``feature_extraction`` entry of ``dvclive/metrics.json``: wall ``seconds`` (provenance: left
+    out of ``probes.json``, whose bytes a rerun reproduces), ``volumes`` and ``threads``."""
+    return {"seconds": float(seconds), "volumes": int(sum(len(v) for v in x.values())),
+            "threads": int(torch.get_num_threads())}
 
 
 @one_blas_thread
 def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts: dict,
-                      out_dir: str | Path, meta: dict, age_probes: bool = True) -> dict:
+                      out_dir: str | Path, meta: dict, age_probes: bool = True, timing: dict | None = None) -> dict:
     """Every probe on given features of the cohorts (an encoder's or a reference row's).
 
     Args:
@@ -76,13 +86,15 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
         cohorts: cohort name -> :class:`~anatcl_core.data.arrays.Cohort` (its ``table``, and the
             downstream FreeSurfer tables, targets of the representation probe; images are not read).
         out_dir: where the files below go. meta: ``method``, ``seed``, ``feature_dim``.
-        age_probes: False for a representation made of age itself (brain-age probes and the age
+        age_probes: False for a representation made of age itself (brain-age, sex probes and the age
             read-out would be circular and are left out).
+        timing: feature-extraction cost (:func:`extraction_timing`), written to ``dvclive/metrics.json`` only.
 
     Writes ``dvclive/metrics.json`` (headline numbers, :func:`headline`), ``probes.json`` (everything, CIs and chosen
     hyper-parameters included), ``features.npz`` (features and ids, for the report's maps) and
     ``predictions.npz`` (per-subject out-of-fold predictions of the leave-one-site-out and
-    label-efficiency probes, for the report's paired differences).
+    label-efficiency probes, and age and sex of the pretraining test splits,
+    :mod:`anatcl_core.evaluation.lifespan`, for the report's paired differences).
 
     Returns:
         The ``probes.json`` content.
@@ -92,8 +104,8 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = dict(meta)
-    if age_probes:
-        result["brain_age"] = _brain_age(config, x["openbhb"], cohorts["openbhb"].table)
+    healthy = _healthy_probes(config, x["openbhb"], cohorts["openbhb"].table) if age_probes else ({}, {})
+    result.update(healthy[0])
     down = cohorts["downstream"].table
     probe_kw = dict(n_splits=config.n_splits, n_repeats=config.n_repeats, inner_splits=config.inner_splits,
                     n_bootstrap=config.n_bootstrap, seed=config.seed)
@@ -106,11 +118,8 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     result["reliability"] = travelling_reliability(x.get("travelling"), cohorts.get("travelling"))
     if "median_icc_2_1" in result["reliability"]:
         result["travelling_icc"] = result["reliability"]["median_icc_2_1"]
-    if age_probes:
-        table = cohorts["openbhb"].table
-        result["site_held_out"] = site_held_out_brain_age(config, x["openbhb"], table["age"].to_numpy(float),
-                                                          table["site"].astype(str).to_numpy())
     result.update(claims)
+    predictions.update(healthy[1])
     descriptors = task_probes.downstream_descriptors(cohorts["downstream"], config.descriptor_channels)
     result["representation"] = representation.representation_probe(
         x["downstream"], descriptors, down["age"].to_numpy(float) if age_probes else None,
@@ -120,12 +129,24 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
         result[brainfmbench.NAME] = brainfmbench.brainfmbench_probes(x["downstream"], down,
                                                                     resolve_threads(config.num_threads))
     (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    live.write_metrics(out_dir, headline(result))  # dvclive/metrics.json, for dvc metrics / exp show
+    # dvclive/metrics.json, for dvc metrics / exp show; the extraction's cost only there (it is no result)
+    live.write_metrics(out_dir, {**headline(result), **({"feature_extraction": timing} if timing else {})})
     np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
                         **{f"{k}_ids": np.asarray(c.table["participant_id"].astype(str).tolist(), dtype=str)
                            for k, c in cohorts.items()})
     np.savez_compressed(out_dir / PREDICTIONS_FILE, **predictions)
     return result
+
+
+def _healthy_probes(config: EvaluateConfig, x: np.ndarray, table: pd.DataFrame) -> tuple[dict, dict]:
+    """Probes of the healthy pretraining cohort: ``brain_age`` (OpenBHB protocol), ``site_held_out``
+    brain age and ``sex`` (:mod:`anatcl_core.evaluation.lifespan`), and the per-subject age and sex
+    predictions of its test splits for ``predictions.npz``."""
+    result = {"brain_age": _brain_age(config, x, table)}
+    result["site_held_out"] = site_held_out_brain_age(config, x, table["age"].to_numpy(float),
+                                                      table["site"].astype(str).to_numpy())
+    result["sex"], arrays_out = lifespan.lifespan_probes(config, x, table, result["brain_age"]["alpha"])
+    return result, arrays_out
 
 
 def travelling_reliability(x: np.ndarray | None, cohort) -> dict:
@@ -206,6 +227,8 @@ def headline(result: dict) -> dict:
     if "travelling_icc" in result:
         out["travelling_icc_2_1_median"] = result["travelling_icc"]
         out["travelling_site_share"] = result["reliability"]["site_share"]
+    if "sex" in result:
+        out["sex_bacc"] = result["sex"]["balanced_accuracy"]
     if result.get("site_held_out"):
         out["site_held_out_mae"] = result["site_held_out"]["mae"]
     out.update(task_probes.claim_headline(result))

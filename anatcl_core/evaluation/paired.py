@@ -31,6 +31,34 @@ def align(ids_a: Sequence[str], ids_b: Sequence[str], name: str = "predictions")
     return np.array([where[i] for i in ids_a])
 
 
+def resample_counts(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
+    """``(n_bootstrap, n)`` multiplicities of ``n`` subjects in each bootstrap resample.
+
+    They depend only on ``n`` and ``seed``: every method compared on the same subjects (in the same
+    order) gets the same resamples.
+    """
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))  # (B, n)
+    return np.bincount((idx + n * np.arange(n_bootstrap)[:, None]).ravel(),
+                       minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)
+
+
+def bootstrap_mae(y: np.ndarray, pred: np.ndarray, n_bootstrap: int, seed: int) -> tuple[float, np.ndarray]:
+    """Mean absolute error (mean over rows) and its subject-bootstrap replicates.
+
+    Args:
+        y: ``(n,)`` targets; pred: ``(R, n)`` predictions (rows: seeds).
+
+    Returns:
+        ``(point estimate, replicates (n_bootstrap,))``, resamples as :func:`bootstrap_bacc`'s.
+    """
+    y, pred = np.asarray(y, float), np.atleast_2d(np.asarray(pred, float))
+    if pred.shape[-1] != len(y):
+        raise ValueError(f"predictions of shape {pred.shape} for {len(y)} targets")
+    error = np.abs(pred - y).mean(0)  # (n,): mean over rows of each subject's error
+    counts = resample_counts(len(y), n_bootstrap, seed)  # (B, n)
+    return float(error.mean()), counts @ error / len(y)
+
+
 def bootstrap_bacc(y: np.ndarray, pred: np.ndarray, n_bootstrap: int, seed: int) -> tuple[float, np.ndarray]:
     """Balanced accuracy (mean over rows) and its subject-bootstrap replicates.
 
@@ -48,10 +76,7 @@ def bootstrap_bacc(y: np.ndarray, pred: np.ndarray, n_bootstrap: int, seed: int)
     if pred.shape[-1] != len(y):
         raise ValueError(f"predictions of shape {pred.shape} for {len(y)} labels")
     point = float(np.nanmean(balanced_accuracy_rows(np.broadcast_to(y, pred.shape), pred)))
-    n = len(y)
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))  # (B, n)
-    counts = np.bincount((idx + n * np.arange(n_bootstrap)[:, None]).ravel(),
-                         minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)  # (B, n)
+    counts = resample_counts(len(y), n_bootstrap, seed)  # (B, n)
     correct, case = pred == y, y == 1  # (R, n), (n,)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpr = (counts @ (correct & case).T) / (counts @ case)[:, None]  # (B, R)

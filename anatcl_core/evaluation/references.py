@@ -12,19 +12,25 @@ draws (:func:`anatcl_core.evaluation.evaluate.evaluate_features`):
   learned from the same scans as the encoders;
 - ``age_sex``: age and sex (0/1), the floor a diagnosis probe must beat. Its brain-age probes and
   age read-out are left out (they would predict age from age);
+- ``uncnn``: a training-free 3D CNN (:mod:`anatcl_core.evaluation.uncnn`) of ``uncnn_widths``
+  channels per block, weights from ``evaluate.seed``, on the maps of the uncropped grid: the random
+  network that beats AnatCL on real lifespan cohorts (BrainFMBench);
 - any BrainFMBench extractor folder: ``external`` maps a row name (listed in ``run`` too) to the
   folder, whose ``extract`` is run on our cohorts (:mod:`anatcl_core.evaluation.external`).
+
+Each row's feature-extraction cost goes to its ``dvclive/metrics.json`` (``feature_extraction``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from sklearn.decomposition import PCA
 
 from anatcl_core.config import PositiveInt, section
@@ -32,18 +38,19 @@ from anatcl_core.cores import one_blas_thread, resolve_threads
 from anatcl_core.data import arrays
 from anatcl_core.data.freesurfer import select_channels
 from anatcl_core.data.openbhb import encode_sex
-from anatcl_core.evaluation import evaluate, external, protocol
+from anatcl_core.evaluation import evaluate, external, protocol, uncnn
 
 logger = logging.getLogger(__name__)
 
-REFERENCES: tuple[str, ...] = ("descriptors", "voxel_pcs", "age_sex")
+REFERENCES: tuple[str, ...] = ("descriptors", "voxel_pcs", "age_sex", "uncnn")
 #: Prefix of a reference row's name among the methods of the report (``ref_descriptors``, ...).
 PREFIX = "ref_"
 
 
 @section
 class ReferenceConfig:
-    """params.yaml ``reference``: which rows to compute (``run``), the voxel PCA's size, the external rows.
+    """params.yaml ``reference``: which rows to compute (``run``), the voxel PCA's size, the
+    un-CNN's channels per block (each a multiple of 8; published 64/128/256/512) and the external rows.
 
     Every field is required: params.yaml is the one home of their values. ``external``: row name ->
     BrainFMBench extractor folder (``models/<slug>``); each name must also be in ``run`` (the
@@ -52,6 +59,7 @@ class ReferenceConfig:
 
     run: Annotated[tuple[str, ...], Field(min_length=1)]
     voxel_components: PositiveInt
+    uncnn_widths: Annotated[tuple[PositiveInt, ...], Field(min_length=1), AfterValidator(uncnn.check_widths)]
     external: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], str]
 
     def __post_init__(self) -> None:
@@ -125,12 +133,19 @@ def evaluate_reference(name: str, config: ReferenceConfig, eval_config: protocol
     cohorts = arrays.load_arrays(arrays_dir)
     evaluate.check_no_overlap(cohorts["openbhb"].table["participant_id"],
                               cohorts["downstream"].table["participant_id"])
+    start = time.perf_counter()
+    meta = {"method": PREFIX + name, "seed": None}
     if name == "descriptors":
         x = descriptor_features(cohorts, eval_config.descriptor_channels)
     elif name == "voxel_pcs":
         x = voxel_pcs(cohorts, config.voxel_components, eval_config.seed)
+    elif name == "uncnn":
+        x = {k: uncnn.uncnn_features(c.images, config.uncnn_widths, eval_config.seed, desc=f"un-CNN {k}")
+             for k, c in cohorts.items()}
+        meta["widths"] = list(config.uncnn_widths)
     else:
         x = age_sex_features(cohorts)
-    meta = {"method": PREFIX + name, "seed": None, "feature_dim": int(x["downstream"].shape[1])}
+    timing = evaluate.extraction_timing(time.perf_counter() - start, x)
+    meta["feature_dim"] = int(x["downstream"].shape[1])
     return evaluate.evaluate_features(eval_config, x, cohorts, out_dir, meta,
-                                      age_probes=name != "age_sex")
+                                      age_probes=name != "age_sex", timing=timing)

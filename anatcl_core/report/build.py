@@ -22,13 +22,17 @@ from pydantic import Field
 from anatcl_core.config import NonNegativeInt, PositiveInt, section
 from anatcl_core.cores import one_blas_thread
 from anatcl_core.data.freesurfer import Channels
-from anatcl_core.report import claims, plots, plots_claims
+from anatcl_core.report import claims, findings, plots, plots_claims, power, random_networks
+from anatcl_core.report.finding_measures import RunMeasures, travelling_ratings
 from anatcl_core.report.embedding import embedding_figure
 from anatcl_core.report.figures import save_figures
 from anatcl_core.report.results import Results, budget_epochs
 from anatcl_core.report.tables import format_table, headline_metrics, numeric_tables
 
 logger = logging.getLogger(__name__)
+
+#: The findings' verdicts and the benchmark's power for ``dvc metrics`` (beside ``metrics.json``).
+FINDINGS_FILE = "findings.json"
 
 
 @section
@@ -60,27 +64,63 @@ class ReportConfig:
     paired_bootstrap: PositiveInt
 
 
+def _predictions(results: Results) -> dict[str, list[dict]]:
+    if "predictions" not in results.cache:
+        results.cache["predictions"] = claims.load_predictions(results.folders)
+    return results.cache["predictions"]
+
+
 def claim_results(results: Results, config: ReportConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """The claims' numeric tables and paired differences against random init (:mod:`anatcl_core.report.claims`),
     computed once per ``results`` (the bootstrap is the report's costliest step)."""
     key = ("claims", config.paired_bootstrap)
     if key not in results.cache:
         tables = claims.claim_tables(results.runs_of())
-        pairs = claims.paired_against(claims.load_predictions(results.folders), "random", config.paired_bootstrap)
+        pairs = claims.paired_against(_predictions(results), "random", config.paired_bootstrap)
         results.cache[key] = (tables, pairs)
     return results.cache[key]
 
 
+def uncnn_pairs(results: Results, config: ReportConfig) -> dict[str, dict]:
+    """Paired differences of every row against the random CNN (``ref_uncnn``); ``{}`` without it."""
+    key = ("vs_uncnn", config.paired_bootstrap)
+    if key not in results.cache:
+        results.cache[key] = claims.paired_against(_predictions(results), random_networks.UNCNN,
+                                                   config.paired_bootstrap)
+    return results.cache[key]
+
+
+def findings_results(results: Results, config: ReportConfig, arrays_dir: str | Path | None) -> pd.DataFrame:
+    """The findings table (:mod:`anatcl_core.report.findings`; the ICC finding needs the travelling
+    cohort's table in ``arrays_dir``)."""
+    key = ("findings", config.paired_bootstrap, str(arrays_dir))
+    if key not in results.cache:
+        ratings = travelling_ratings(results.folders, arrays_dir) if arrays_dir is not None else {}
+        measure = RunMeasures(_predictions(results), ratings, config.paired_bootstrap)
+        results.cache[key] = findings.findings_table(measure, lambda m: config.labels.get(m, m))
+    return results.cache[key]
+
+
 @one_blas_thread
-def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
+def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | None = None,
+                arrays_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Formatted tables (mean ± std over seeds; claims tables as means, paired differences with
-    their CI); with ``out_dir``, also TSVs and ``metrics.json``."""
+    their CI; the findings table, its ICC finding from ``arrays_dir``'s travelling cohort); with
+    ``out_dir``, also TSVs, ``metrics.json`` and ``findings.json`` (one verdict per finding under
+    ``findings``, the smallest resolvable paired differences under ``power``)."""
     numeric = numeric_tables(results)
     tables = {name: format_table(m, s, config.labels) for name, (m, s) in numeric.items()}
     claim_numeric, pairs = claim_results(results, config)
     for name, frame in claim_numeric.items():
         tables[name] = frame.rename(index=lambda m: config.labels.get(m, m)).round(3)
     tables["paired_vs_random"] = claims.paired_table(pairs, config.labels)
+    vs_uncnn = uncnn_pairs(results, config)
+    if vs_uncnn:
+        tables["paired_vs_uncnn"] = claims.paired_table(vs_uncnn, config.labels)
+    found = findings_results(results, config, arrays_dir)
+    tables["findings"] = findings.display_table(found)
+    tables["feature_cost"] = random_networks.feature_costs(results.folders, results.runs_of(), config.labels)
+    tables["power"] = power.resolution_table(pairs, vs_uncnn)
     if out_dir is not None:
         folder = Path(out_dir) / "tables"
         folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +128,12 @@ def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | No
             pd.concat({"mean": mean, "std": std}, axis=1).to_csv(folder / f"{name}.tsv", sep="\t")
         for name, frame in claim_numeric.items():
             frame.to_csv(folder / f"{name}.tsv", sep="\t")
-        tables["paired_vs_random"].to_csv(folder / "paired_vs_random.tsv", sep="\t")
+        for name in ("paired_vs_random", "paired_vs_uncnn", "feature_cost", "power"):
+            if name in tables:
+                tables[name].to_csv(folder / f"{name}.tsv", sep="\t")
+        found.to_csv(folder / "findings.tsv", sep="\t")
+        verdicts = {"findings": findings.findings_metrics(found), "power": power.power_metrics(tables["power"])}
+        (Path(out_dir) / FINDINGS_FILE).write_text(json.dumps(verdicts, indent=2) + "\n")
         headline = headline_metrics(results, numeric, claims.claim_metrics(claim_numeric, pairs))
         (Path(out_dir) / "metrics.json").write_text(json.dumps(headline, indent=2) + "\n")
     return tables
@@ -106,6 +151,9 @@ def claim_figures(results: Results, config: ReportConfig, params_file: str | Pat
         figures["label_efficiency"] = plots_claims.label_efficiency(curve, n_train, labels, dpi)
     if pairs:
         figures["paired_differences"] = plots_claims.paired_differences(pairs, labels, dpi)
+    vs_uncnn = uncnn_pairs(results, config)
+    if vs_uncnn:
+        figures["paired_vs_uncnn"] = plots_claims.paired_differences(vs_uncnn, labels, dpi)
     if tables["representation"].size:
         figures["representation"] = plots_claims.representation(tables["representation"], labels, dpi)
     variants = [v for vs in config.budget.values() for v in vs]

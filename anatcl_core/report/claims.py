@@ -43,7 +43,7 @@ def _stack(runs: list[dict], key: str) -> np.ndarray:
     return np.stack([r[key] for r in runs])
 
 
-def _rows(runs: list[dict], kind: str, task: str, size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def probe_rows(runs: list[dict], kind: str, task: str, size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids of the task's subjects, labels, predictions (rows, n)) of one probe, seeds stacked."""
     first = runs[0]
     ids = first["ids"][first[f"{kind}/{task}/index"]]
@@ -89,8 +89,8 @@ def paired_against(predictions: dict[str, list[dict]], floor: str, n_bootstrap: 
         entry = {}
         for kind, task, size in probe_points(runs):
             try:
-                ids_a, y, pred_a = _rows(runs, kind, task, size)
-                ids_b, _, pred_b = _rows(base, kind, task, size)
+                ids_a, y, pred_a = probe_rows(runs, kind, task, size)
+                ids_b, _, pred_b = probe_rows(base, kind, task, size)
             except (KeyError, ValueError):
                 continue  # the floor lacks this point
             order = paired.align(ids_a, ids_b, f"{method} vs {floor}, {kind} {task}")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from anatcl_core.cores import one_blas_thread
-from anatcl_core.report import claims, sections as report_sections
+from anatcl_core.report import claims, findings, power, random_networks, sections as report_sections
 from anatcl_core.report.ablation import Study
-from anatcl_core.report.build import ReportConfig, claim_results
+from anatcl_core.report.build import ReportConfig, claim_results, uncnn_pairs
 from anatcl_core.report.results import Results, budget_epochs
 from anatcl_core.report.tables import numeric_tables
 
@@ -46,6 +46,8 @@ CAPTIONS = {
                         "of labelled training subjects per task; dashed: reference rows; dotted: chance.",
     "paired_differences": "Paired difference in balanced accuracy against random init (same folds, draws "
                           "and subjects), mean over tasks, with its 95% CI; right of 0: better than random init.",
+    "paired_vs_uncnn": "Paired difference in balanced accuracy against the random CNN (un-CNN; same folds, "
+                       "draws and subjects), mean over tasks, with its 95% CI; right of 0: better than the un-CNN.",
     "representation": "What each representation encodes (downstream subjects, cross-validated): descriptor-PC "
                       "R², age R², site balanced accuracy (dotted: chance).",
     "budget": "Training budget: LOSO balanced accuracy and descriptor R² against pretraining epochs; dashed: "
@@ -187,6 +189,34 @@ def _claim_sections(results: Results, tables: dict[str, pd.DataFrame], config: R
     return parts
 
 
+def _random_network_sections(results: Results, tables: dict[str, pd.DataFrame], config: ReportConfig) -> list[str]:
+    """The answer to "does pretraining beat a random CNN, and a random ResNet?", the costs, the power, the findings table."""
+    parts = []
+    _, vs_random = claim_results(results, config)
+    widths = results.references.get(random_networks.UNCNN, {}).get("widths")
+    said = random_networks.answers(vs_random, uncnn_pairs(results, config), config.labels, widths)
+    if said:
+        parts += ["<h2>Does pretraining beat a random network?</h2>",
+                  "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in said) + "</ul>"]
+    if "paired_vs_uncnn" in tables and tables["paired_vs_uncnn"].size:
+        parts += [_table(tables["paired_vs_uncnn"]), f"<p class=\"caption\">{html.escape(CAPTIONS['paired_vs_uncnn'])}</p>"]
+    if "feature_cost" in tables and tables["feature_cost"].size:
+        parts += ["<h3>Cost of the features</h3>", _table(tables["feature_cost"].round(4)),
+                  "<p class=\"caption\">Seconds per volume of each row's feature extraction (every cohort: "
+                  "pretraining, downstream, travelling heads), mean over seeds, at the stage's threads.</p>"]
+    if "power" in tables and len(tables["power"]):
+        sentence = power.resolution_sentence(tables["power"])
+        parts += ["<h3>Power: the smallest paired difference this run resolves</h3>",
+                  *([f"<p>{html.escape(sentence)}</p>"] if sentence else []), _table(tables["power"].round(4)),
+                  "<p class=\"caption\">95% CI half-widths of every paired difference in balanced accuracy "
+                  "(against random init and against the un-CNN), per probe point: a difference resolves (CI clear "
+                  "of zero) from about its half-width up.</p>"]
+    if "findings" in tables and len(tables["findings"]):
+        parts += ["<h2>Published real-data findings, reproduced or not</h2>", _table(tables["findings"]),
+                  f"<p class=\"caption\">{html.escape(findings.RULE)}</p>"]
+    return parts
+
+
 @one_blas_thread
 def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dict[str, Path],
                  config: ReportConfig, cohort_dir: str | Path, out_dir: str | Path,
@@ -209,6 +239,7 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
     found += report_sections.claim_observations(claim_numeric, pairs, labels)
     if found:
         parts += ["<h2>Observations</h2>", "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>"]
+    parts += _random_network_sections(results, tables, config)
     if arrays_dir is not None:
         parts += ["<h2>Cohort</h2>", _table(report_sections.cohort_table(arrays_dir)),
                   "<p class=\"caption\">Subjects, age, share of males and sites per pretraining split, "
