@@ -173,7 +173,13 @@ def test_pipeline_uncnn_row_findings_and_power(tiny_pipeline):
     features = (root / "outputs/reference/uncnn/features.npz")
     with np.load(features) as before:
         first = {k: before[k].tobytes() for k in before.files}
+    probes = (root / "outputs/reference/uncnn/probes.json").read_bytes()
     rerun = dvc(root, {**env, "ANATCL_NUM_THREADS": "2"}, "repro", "--force", "--single-item", "reference@uncnn")
     assert ran(rerun) == {"reference@uncnn"}
     with np.load(features) as after:
         assert {k: after[k].tobytes() for k in after.files} == first
+    assert (root / "outputs/reference/uncnn/probes.json").read_bytes() == probes
+    # only the extraction's wall time changed, which the report's cost table shows:
+    # the report reruns, and the session's workspace is left up to date for the tests after this one
+    assert ran(dvc(root, env, "repro")) == {"report"}
+    assert "up to date" in dvc(root, env, "status").lower()
