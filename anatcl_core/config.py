@@ -30,6 +30,8 @@ import pydantic
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
+from anatcl_core.cores import MAX_COUNT
+
 T = TypeVar("T")
 
 #: Rules every section shares: no unknown keys, no NaN/Inf.
@@ -40,8 +42,9 @@ NonNegative = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
-#: A thread count: ``auto`` (follows the machine, :func:`anatcl_core.cores.resolve_threads`) or a number.
-Threads = Literal["auto"] | PositiveInt
+#: A thread count: ``auto`` (follows the machine, :func:`anatcl_core.cores.resolve_threads`) or a number
+#: (lowered to the usable cores when it runs; more than 18 digits is no count).
+Threads = Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_COUNT)]
 
 
 class ConfigError(ValueError):

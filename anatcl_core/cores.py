@@ -8,10 +8,13 @@
    allocation) on Linux, else every logical CPU, and no more than a cgroup v2 CPU quota allows
    (a container started with ``--cpus 4`` sees the host's cores in its mask but may use four).
 
-``auto`` never means more than the usable cores: a larger ``$ANATCL_NUM_THREADS`` is lowered to them
-with a warning (1,024 threads on 2 cores made a stage 17x slower). An integer in ``params.yaml`` is
-used as given, so that one count writes the same bytes on every machine, with a warning when it
-exceeds the cores. :func:`check_environment` refuses a malformed variable before any work starts.
+No count means more than the usable cores: a larger ``$ANATCL_NUM_THREADS`` or integer
+``num_threads`` is lowered to them with a warning (1,024 threads on 2 cores made a stage 17x slower:
+2,048 OS threads waiting on each other). The bytes a lowered count writes are those of the usable
+cores' count, so a run that must match another machine's bytes asks for no more threads than it has
+(``dvclive/metrics.json`` records the ``threads`` used). A count of more than 18 digits is no count
+and is refused, not lowered. :func:`check_environment` refuses a malformed variable before any work
+starts.
 
 The thread count changes float rounding, nothing else. On one machine the same
 count writes the same checkpoint bytes (DVC then skips everything downstream of an unchanged run).
@@ -44,9 +47,14 @@ from threadpoolctl import threadpool_limits
 THREADS_ENV = "ANATCL_NUM_THREADS"
 #: cgroup v2 CPU quota of this process's group (``max 100000`` = no quota).
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+#: The largest thread or job count anything accepts (18 digits): a larger number is a typo or an
+#: attack, not a count (``torch.set_num_threads`` overflows past 2**31 - 1), so it is refused, not lowered.
+MAX_COUNT = 10**18 - 1
 #: Thread and job counts as the environment and the commands accept them: ASCII digits, at most 18
 #: (``int`` would also take ``"²"``-like digits, signs, spaces and 5,000-digit numbers).
 _COUNT = re.compile(r"[0-9]{1,18}")
+#: Characters of a refused value echoed in its message (a 5,000-digit value is not printed whole).
+_ECHO = 40
 
 logger = logging.getLogger(__name__)
 
@@ -90,30 +98,37 @@ def check_environment(environ: dict[str, str] | None = None) -> None:
     """
     value = (os.environ if environ is None else environ).get(THREADS_ENV)
     if value is not None and parse_count(value) is None:
-        raise ValueError(f"${THREADS_ENV} = {value!r}: expected a positive integer (threads of one stage), "
-                         "or unset it (num_threads: auto then uses the usable cores)")
+        shown = value if len(value) <= _ECHO else value[:_ECHO] + "..."
+        raise ValueError(f"${THREADS_ENV} = {shown!r}: expected a positive integer of at most 18 digits "
+                         "(threads of one stage), or unset it (auto then means the usable cores)")
+
+
+def _capped(count: int, cores: int, what: str) -> int:
+    """``count`` no larger than ``cores``, with one warning naming ``what`` when it is lowered."""
+    if count > cores:
+        logger.warning("%s lowered to %d: the usable cores (more threads than cores wait on each other)",
+                       what, cores)
+        return cores
+    return count
 
 
 def resolve_threads(value: int | str) -> int:
-    """``num_threads`` of a params section as a number of threads (module docstring).
+    """``num_threads`` of a params section as a number of threads, at most the usable cores (module docstring).
 
     Raises:
-        ValueError: ``$ANATCL_NUM_THREADS`` is set but is not a positive integer.
+        ValueError: ``value`` is neither ``auto`` nor a count of at most 18 digits, or ``$ANATCL_NUM_THREADS``
+            is set but is not one.
     """
     cores = usable_cores()
-    if value != "auto":
-        if int(value) > cores:
-            logger.warning("num_threads: %s is more than the %d usable core(s); used as given (the stage "
-                           "will be slower than with %d)", value, cores, cores)
-        return int(value)
-    check_environment()
-    env = os.environ.get(THREADS_ENV)
-    if env is None:
-        return cores
-    if int(env) > cores:
-        logger.warning("$%s = %s lowered to %d: the usable cores", THREADS_ENV, env, cores)
-        return cores
-    return int(env)
+    if value == "auto":
+        check_environment()
+        env = os.environ.get(THREADS_ENV)
+        return cores if env is None else _capped(int(env), cores, f"${THREADS_ENV} = {env}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        # str() of a 5,000-digit int itself raises (Python's 4,300-digit limit): such a value is not printed
+        shown = "more than 18 digits" if isinstance(value, int) and abs(value) > MAX_COUNT else repr(value)[:_ECHO]
+        raise ValueError(f"num_threads = {shown}: expected 'auto' or a positive integer of at most 18 digits")
+    return _capped(value, cores, f"num_threads: {value}")
 
 
 def one_blas_thread(function):

@@ -18,9 +18,11 @@ from anatcl_core.evaluation.features import extract_features
 from anatcl_core.model.network import build_model
 
 
-def test_an_integer_is_used_as_given(monkeypatch) -> None:
+def test_an_integer_is_used_as_given_up_to_the_cores(monkeypatch) -> None:
+    monkeypatch.setattr(cores, "usable_cores", lambda: 8)
     monkeypatch.setenv(cores.THREADS_ENV, "7")
     assert cores.resolve_threads(3) == 3
+    assert cores.resolve_threads(8) == 8
 
 
 def test_auto_is_the_pipelines_share_when_it_sets_one(monkeypatch) -> None:
@@ -37,14 +39,26 @@ def test_auto_is_capped_at_the_usable_cores_with_a_note(monkeypatch, caplog) -> 
     monkeypatch.setenv(cores.THREADS_ENV, "99999")
     assert cores.resolve_threads("auto") == 2
     assert "$ANATCL_NUM_THREADS = 99999 lowered to 2: the usable cores" in caplog.text
-    assert cores.resolve_threads(4) == 4 and "num_threads: 4 is more than the 2 usable core(s)" in caplog.text
+    caplog.clear()
+    assert cores.resolve_threads(1024) == 2  # an integer in params.yaml too (issue 23: 2,048 OS threads, 17x slower)
+    assert [r.getMessage() for r in caplog.records] == [
+        "num_threads: 1024 lowered to 2: the usable cores (more threads than cores wait on each other)"]
+
+
+@pytest.mark.parametrize("bad", [0, -3, 10**18, 10**5000, True, 2.0, "4"],
+                         ids=["0", "-3", "19-digits", "5001-digits", "True", "2.0", "text"])
+def test_a_thread_count_that_is_no_count_is_refused_not_lowered(monkeypatch, bad) -> None:
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    with pytest.raises(ValueError, match=r"^num_threads = .*: expected 'auto' or a positive integer of at most 18") as err:
+        cores.resolve_threads(bad)
+    assert len(str(err.value)) < 150  # a 5,000-digit value is not echoed whole
 
 
 @pytest.mark.parametrize("bad", ["abc", "0", "-1", "1.5", "\u00b2", " 2", "9" * 5000])
 def test_malformed_thread_variables_are_refused_in_one_line(monkeypatch, bad: str) -> None:
     with pytest.raises(ValueError, match=r"^\$ANATCL_NUM_THREADS = .*: expected a positive integer") as err:
         cores.check_environment({cores.THREADS_ENV: bad})
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 200
     cores.check_environment({})  # unset is fine
     cores.check_environment({cores.THREADS_ENV: "3"})
 
@@ -72,8 +86,8 @@ def test_cgroup_quota_caps_the_cores(tmp_path: Path, text: str, quota) -> None:
     assert cores.usable_cores(path) == expected
 
 
-@pytest.mark.parametrize("value, ok", [("auto", True), (1, True), (16, True), ("2", False), (0, False),
-                                       ("all", False), (2.0, False)])
+@pytest.mark.parametrize("value, ok", [("auto", True), (1, True), (16, True), (10**18 - 1, True), ("2", False),
+                                       (0, False), ("all", False), (2.0, False), (10**18, False)])
 def test_params_accept_auto_or_a_positive_integer(value, ok: bool) -> None:
     if ok:
         assert params_section("evaluate", num_threads=value).num_threads == value
