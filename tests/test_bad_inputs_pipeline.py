@@ -109,3 +109,36 @@ def test_the_stage_command_refuses_a_bad_thread_variable_in_one_line(tmp_path: P
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "$ANATCL_NUM_THREADS = 'abc': expected a positive integer" in lines[0], lines
     assert not out.exists()
+
+
+NOTEBOOK = '# %% tags=["parameters"]\nx = 1\n# %%\nopen("out.txt", "w").write(str(x))\n'
+
+
+def test_dvc_repro_of_a_stage_with_a_bad_thread_variable_says_how_to_restore_its_outputs(tmp_path: Path) -> None:
+    """``ANATCL_NUM_THREADS=abc dvc repro --single-item -f <stage>`` (issue 23, case 1): DVC removes the
+    stage's outputs before its command runs (nothing inside the command can prevent it); the runner then
+    refuses in one line before papermill starts, and ``dvc checkout <stage>`` brings the outputs back."""
+    (tmp_path / "nb.py").write_text(NOTEBOOK)
+    stage = {"cmd": f"{sys.executable} -m anatcl_core.cli.runner nb.py nb.ipynb", "outs": ["out.txt", "nb.ipynb"]}
+    (tmp_path / "dvc.yaml").write_text(f"stages:\n  toy:\n    cmd: {stage['cmd']}\n    outs: [out.txt, nb.ipynb]\n")
+    env = {**os.environ, "DVC_SITE_CACHE_DIR": str(tmp_path / ".dvc_site"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("ANATCL_NUM_THREADS", None)
+
+    def dvc(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, env={**env, **extra}, text=True,
+                              capture_output=True, timeout=300)
+
+    for args in (["init", "--no-scm", "-q"], ["config", "core.analytics", "false"], ["repro", "-q"]):
+        assert dvc(*args).returncode == 0
+    outputs = {name: (tmp_path / name).read_bytes() for name in stage["outs"]}
+    done = dvc("repro", "--single-item", "-f", "toy", ANATCL_NUM_THREADS="abc")
+    text = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in text and "papermill" not in text.lower(), text
+    ours = [line for line in text.splitlines() if line.startswith("runner:")]
+    assert ours == ["runner: nb.py: $ANATCL_NUM_THREADS = 'abc': expected a positive integer of at most 18 digits "
+                    "(threads of one stage), or unset it (auto then means the usable cores); the outputs DVC "
+                    "removed before this command come back with `dvc checkout toy`"], text
+    assert not (tmp_path / "out.txt").exists()  # DVC's doing, before the command: what the line is for
+    assert dvc("checkout", "toy").returncode == 0
+    assert {name: (tmp_path / name).read_bytes() for name in stage["outs"]} == outputs

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from anatcl_core.cores import check_environment
 from anatcl_core.project import library_closure
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,27 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict[str, s
                                cwd=str(cwd), log_output=log_output, progress_bar=False)
 
 
+def _environment_problem(source: str, environ: dict[str, str] | None = None) -> str | None:
+    """One line refusing a malformed ``$ANATCL_NUM_THREADS`` before papermill starts, or None.
+
+    It cannot stop DVC from deleting the stage's outputs: ``dvc repro`` removes every non-persist
+    output (``Stage.run`` -> ``remove_outs``, DVC 3.x) before it starts the stage's command, and no
+    hook runs earlier; checked by hand with ``dvc repro --single-item -f`` and in
+    tests/test_bad_inputs_pipeline.py. So the line says how to get them back: the failed stage left
+    ``dvc.lock`` as it was, and ``dvc checkout <stage>`` restores its recorded outputs from the cache.
+    ``make repro`` (:mod:`anatcl_core.cli.pipeline`) checks the variable before any stage starts.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        check_environment(environ)
+    except ValueError as err:
+        stage = environ.get("DVC_STAGE")  # set by DVC for every stage command
+        restore = (f"; the outputs DVC removed before this command come back with `dvc checkout {stage}`"
+                   if stage else "")
+        return f"runner: {source}: {err}{restore}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="notebook source (jupytext py:percent)")
@@ -76,15 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.output is None:
         parser.error("output is required")
-    # a malformed thread variable stops the stage here in one line, not in the notebook's traceback; the
-    # check decides no output, so cores.py is not a dep of every stage (DVC has removed the outputs by now:
-    # the pipeline checks before any stage starts)
-    from anatcl_core.cores import check_environment
-
-    try:
-        check_environment()
-    except ValueError as err:
-        sys.stderr.write(f"runner: {args.source}: {err}\n")
+    problem = _environment_problem(args.source)
+    if problem:
+        sys.stderr.write(problem + "\n")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     run_notebook(args.source, args.output, {k: parse_value(v) for k, v in args.parameter}, args.cwd)
