@@ -1,4 +1,4 @@
-"""Bad-input corpus, part 4: the parallel pipeline's options and environment (issue 23, cases 4, 5, 7).
+"""Bad-input corpus, part 4: the parallel pipeline's options and environment, and ``anatcl compare``'s runs (issue 23).
 
 Each case runs ``python -m anatcl_core.cli.pipeline`` as a user would, in a toy DVC project that has
 already run once (so ``outputs/logs/pipeline.json`` and the stages' outputs exist): it is refused with
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from refusal import snapshot
+from refusal import assert_refused, run_cli, snapshot
 from test_pipeline_parallel import toy_project
 
 from anatcl_core.cli import pipeline
@@ -142,3 +142,54 @@ def test_dvc_repro_of_a_stage_with_a_bad_thread_variable_says_how_to_restore_its
     assert not (tmp_path / "out.txt").exists()  # DVC's doing, before the command: what the line is for
     assert dvc("checkout", "toy").returncode == 0
     assert {name: (tmp_path / name).read_bytes() for name in stage["outs"]} == outputs
+
+
+def _run_folder(root: Path, probes: str = '{"age": {"mae": 4.2}}') -> Path:
+    """The smallest folder ``anatcl compare`` takes as a run: outputs/evaluate/<run>/probes.json."""
+    (root / "outputs" / "evaluate" / "m-s0").mkdir(parents=True)
+    (root / "outputs" / "evaluate" / "m-s0" / "probes.json").write_text(probes)
+    return root
+
+
+#: case -> (folder B as a function of tmp_path, what the one line must say)
+COMPARE_CASES = {
+    "not-a-run": (lambda t: _tree(t / "share"), "not a run of the pipeline"),
+    "missing-folder": (lambda t: t / "nonexistent", "not a folder"),
+    "json-500-deep": (lambda t: _run_folder(t / "b", "[" * 500 + "]" * 500), "nested deeper than 100 levels"),
+    "json-100000-deep": (lambda t: _run_folder(t / "b", "[" * 100_000 + "]" * 100_000),
+                         "nested deeper than 100 levels"),
+    "json-not-json": (lambda t: _run_folder(t / "b", "{oops"), "not JSON text"),
+}
+
+
+def _tree(root: Path) -> Path:
+    """A folder of files (as /usr/share is) that the pipeline never wrote."""
+    for i in range(50):
+        (root / f"pkg{i}" / "doc").mkdir(parents=True)
+        (root / f"pkg{i}" / "doc" / "README.txt").write_text("text")
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(COMPARE_CASES))
+def test_compare_refuses_what_is_not_a_run_in_one_line(case, tmp_path: Path, capsys, caplog) -> None:
+    a = _run_folder(tmp_path / "a")
+    make, problem = COMPARE_CASES[case]
+    b = make(tmp_path)
+    before = snapshot(tmp_path)
+    status, lines = run_cli(["compare", a, b], capsys, caplog)
+    assert status == 2
+    assert_refused(status, lines, str(b.name), problem)
+    assert len(lines[0]) < 300
+    assert snapshot(tmp_path) == before
+
+
+def test_compare_prints_one_line_per_entry_whatever_the_file_names(tmp_path: Path, capsys, caplog) -> None:
+    """A file name holding a newline cannot forge a "differs:" line of its own: names are printed escaped."""
+    a, b = _run_folder(tmp_path / "a"), _run_folder(tmp_path / "b")
+    forged = "x.tsv\n  differs: forged.tsv"
+    (a / "outputs" / forged).write_text("1")
+    (b / "outputs" / forged).write_text("2")
+    status, lines = run_cli(["compare", a, b], capsys, caplog)
+    assert status == 1
+    assert lines[1:] == ["  differs: x.tsv\\n  differs: forged.tsv"], lines
+    assert lines[0].startswith("2 entries compared: 1 differ")

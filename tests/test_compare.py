@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -47,6 +48,44 @@ def test_one_changed_weight_is_named_and_fails(tmp_path, capsys):
 
 
 def test_nothing_to_compare_is_a_failure(tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    assert compare.main([str(make_run(tmp_path / "a")), str(tmp_path / "empty")]) == 1
+    other = tmp_path / "other" / "outputs" / "evaluate" / "m-s0"  # a run with no entry in common
+    other.mkdir(parents=True)
+    (other / "probes.json").write_text("{}")
+    assert compare.main([str(make_run(tmp_path / "a")), str(tmp_path / "other")]) == 1
     assert "0 entries compared" in capsys.readouterr().out
+
+
+def test_a_folder_that_holds_no_run_is_refused_before_either_is_read(tmp_path, capsys):
+    (tmp_path / "empty" / "outputs" / "pretrain").mkdir(parents=True)  # a stage folder, nothing the stage writes
+    assert compare.main([str(make_run(tmp_path / "a")), str(tmp_path / "empty")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"anatcl compare: {tmp_path / 'empty'}: not a run of the pipeline")
+
+
+def test_large_files_are_hashed_in_chunks(tmp_path):
+    """A result file is never read whole (a 3 GB file took 3.3 GB): peak Python memory stays far below its size."""
+    import tracemalloc
+
+    run = make_run(tmp_path / "a")
+    big = run / "outputs" / "big.npy"
+    with big.open("wb") as handle:
+        for _ in range(32):
+            handle.write(np.random.default_rng(0).bytes(2**20))
+    tracemalloc.start()
+    try:
+        found = compare.fingerprint(run)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert found["big.npy"] == hashlib.sha1(big.read_bytes()).hexdigest()
+    assert peak < 4 * 2**20, peak
+
+
+def test_json_above_the_entry_limit_is_compared_by_its_bytes(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "a")
+    metrics = run / "outputs" / "pretrain" / "m-s0" / "dvclive" / "metrics.json"
+    monkeypatch.setattr(compare, "JSON_ENTRY_LIMIT", metrics.stat().st_size - 1)
+    found = compare.fingerprint(run)
+    assert found["pretrain/m-s0/dvclive/metrics.json"] == hashlib.sha1(metrics.read_bytes()).hexdigest()
+    assert not [k for k in found if k.startswith("pretrain/m-s0/dvclive/metrics.json.")]
