@@ -154,7 +154,8 @@ def count_argument(option: str, zero: bool = False) -> Any:
         value = parse_count(text)
         if value is None:
             kind = "a non-negative" if zero else "a positive"
-            raise argparse.ArgumentTypeError(f"{option} must be 'auto' or {kind} integer, got {text[:40]!r}")
+            raise argparse.ArgumentTypeError(f"{option} must be 'auto' or {kind} integer of at most 18 digits, "
+                                             f"got {text[:40]!r}")
         return value
 
     count.__name__ = option.lstrip("-").replace("-", "_")

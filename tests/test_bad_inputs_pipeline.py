@@ -22,8 +22,12 @@ from anatcl_core.cli import pipeline
 
 #: case -> (arguments, extra environment, the one line must contain)
 CASES = {
-    "jobs-superscript": (["--jobs", "\u00b2"], {}, "--jobs must be 'auto' or a positive integer, got '\u00b2'"),
-    "jobs-5000-digits": (["--jobs", "9" * 5000], {}, "--jobs must be 'auto' or a positive integer, got '9999"),
+    "jobs-superscript": (["--jobs", "\u00b2"], {},
+                         "--jobs must be 'auto' or a positive integer of at most 18 digits, got '\u00b2'"),
+    "jobs-5000-digits": (["--jobs", "9" * 5000], {},
+                         "--jobs must be 'auto' or a positive integer of at most 18 digits, got '9999"),
+    "jobs-19-digits": (["--jobs", "1" + "0" * 18], {},  # no count: refused, not lowered to the cores
+                       "--jobs must be 'auto' or a positive integer of at most 18 digits, got '1000"),
     "jobs-signed": (["--jobs", "+2"], {}, "--jobs must be 'auto' or a positive integer"),
     "threads-zero": (["--threads-per-job", "0"], {}, "--threads-per-job must be 'auto' or a positive integer"),
     "gpus-text": (["--gpus", "all"], {}, "--gpus must be 'auto' or a non-negative integer"),
@@ -34,6 +38,8 @@ CASES = {
     "dvc-missing": (["--dvc", "/nonexistent"], {}, "--dvc '/nonexistent': no such executable"),
     "threads-variable-text": ([], {"ANATCL_NUM_THREADS": "abc"},
                               "$ANATCL_NUM_THREADS = 'abc': expected a positive integer"),
+    "threads-variable-19-digits": ([], {"ANATCL_NUM_THREADS": "1" + "0" * 18},
+                                   "$ANATCL_NUM_THREADS = '1000000000000000000': expected a positive integer"),
     "threads-variable-zero": ([], {"ANATCL_NUM_THREADS": "0"},
                               "$ANATCL_NUM_THREADS = '0': expected a positive integer"),
 }
