@@ -8,6 +8,7 @@ cases at the end run a real subprocess (exit codes, signals, stderr without a tr
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import shutil
@@ -755,6 +756,35 @@ def test_gzip_is_inflated_once_and_to_its_end(tmp_path, monkeypatch):
     volume, _ = io.load_volume(path)
     assert calls == [path.stat().st_size]  # the whole file, once
     np.testing.assert_array_equal(volume, np.asarray(nib.load(path).dataobj, dtype=np.float32))
+
+
+@pytest.mark.parametrize("fails, code", [("pandas.DataFrame.to_csv", errno.ENOSPC),
+                                         ("anatcl_core.atomic.os.fsync", errno.EIO)])
+def test_a_failed_write_names_the_output(fails, code, tmp_path, checkpoint_file, capsys, caplog, monkeypatch):
+    """Issue 23: a full disk (while pandas writes) or an I/O error (at fsync) names the output file;
+    the previous output stays, no temp file is left."""
+    scans, copy = embed_kit(tmp_path, checkpoint_file)
+    out = tmp_path / "features.csv"
+    out.write_text("the previous run's table\n")
+    before = snapshot(tmp_path)
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))  # as the kernel reports it: no file name
+
+    monkeypatch.setattr(fails, fail)
+    status, lines = run_cli(["embed", scans, "--weights", copy, "--out", out, "--no-progress"], capsys, caplog)
+    lines = [line for line in lines if "loaded" not in line]  # the model's info line, not a message
+    assert_refused(status, lines, str(out), f"cannot write ({os.strerror(code)}, {errno.errorcode[code]})")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_input_error_inside_a_write_is_not_blamed_on_the_output(tmp_path):
+    from anatcl_core.atomic import WriteError, atomic_write
+
+    with pytest.raises(FileNotFoundError) as caught, atomic_write(tmp_path / "out.csv"):
+        (tmp_path / "input.tsv").read_text()
+    assert not isinstance(caught.value, WriteError) and "input.tsv" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _peak_bytes(run) -> int:
