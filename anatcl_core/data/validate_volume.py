@@ -116,7 +116,7 @@ def check_volume(
 
     reason = not_regular(path)
     if reason:  # never opened: a FIFO would block, a device would never end
-        add(f"{reason} (expected a CAT12 GM map)")
+        add(f"{reason} (expected a CAT12 GM map)" if reason == "missing file" else f"{reason}; expected a CAT12 GM map")
         return problems, None
     try:
         volume, affine = io.load_volume(path, mmap=True)
