@@ -17,6 +17,7 @@ whose process no longer runs, so a leftover is ignored and then replaced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -60,6 +61,25 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     return removed
 
 
+class WriteError(OSError):
+    """An ``OSError`` while writing an output (ENOSPC, EIO, EROFS...), its message naming the output.
+
+    A full disk reports ``[Errno 28] No space left on device`` with no file name (or the temp
+    file's, which is gone by then); this names the file the user asked for.
+    """
+
+    def __str__(self) -> str:
+        code = errno.errorcode.get(self.errno, self.errno)
+        return f"{self.filename}: cannot write ({self.strerror}, {code}); the previous file, if any, is unchanged"
+
+
+def _write_error(path: Path, err: OSError, temporary: Path | None = None) -> OSError:
+    """``err`` as a :class:`WriteError` of ``path``, unless it names another file (an input)."""
+    if err.filename not in (None, str(temporary), str(path), str(path.parent)) or isinstance(err, WriteError):
+        return err
+    return WriteError(err.errno, err.strerror or str(err), str(path))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     """Context manager: write to the yielded temp path; it replaces ``path`` on success.
@@ -70,12 +90,19 @@ def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
 
     Yields:
         The temporary path (same folder, so the rename is atomic).
+
+    Raises:
+        WriteError: an ``OSError`` while creating, filling, syncing or renaming the temp file,
+            named after ``path`` (an ``OSError`` naming another file, an input, passes unchanged).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
+        os.close(fd)
+    except OSError as err:
+        raise _write_error(path, err) from err
     tmp = Path(name)
     try:
         yield tmp
@@ -83,6 +110,8 @@ def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.chmod(tmp, (0o666 & ~current_umask()) if mode is None else mode)
         os.replace(tmp, path)
+    except OSError as err:
+        raise _write_error(path, err, tmp) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -107,7 +136,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     temporary.mkdir()
     try:
         yield temporary
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as err:
+            raise _write_error(path, err, temporary) from err
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from anatcl_core import project
+
 LIVE_DIR = "dvclive"
 METRICS_FILE = "metrics.json"
 CURVES_DIR = Path("plots") / "metrics"
@@ -38,6 +40,7 @@ def open_live(run_dir: str | Path, curves: bool = True):
     """
     from dvclive import Live  # imports dvc: only where something is logged
 
+    project.use_site_cache()  # dvclive opens the DVC project of the working directory
     logger = Live(str(Path(run_dir) / LIVE_DIR), resume=False, report=None, save_dvc_exp=False, dvcyaml=False)
     if curves:
         (Path(logger.dir) / CURVES_DIR).mkdir(parents=True, exist_ok=True)

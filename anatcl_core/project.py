@@ -18,6 +18,11 @@ there, except inside a DVC stage (DVC sets ``DVC_STAGE`` for every stage command
 it) or with ``ANATCL_WRITE_OUTPUTS=1``, for a user who means to rewrite a stage's outputs by hand
 (``dvc commit`` then records them).
 
+DVC's site cache (its repo index and locks) is kept in ``<root>/.dvc/site_cache`` wherever a kernel
+starts (:func:`use_site_cache`, called where the library opens DVC; the Makefile exports the same).
+``.dvc/config`` cannot say so: DVC takes a relative ``site_cache_dir`` from the working directory,
+so a kernel in ``notebooks/`` made ``notebooks/.dvc/``, which DVC then took for a nested project.
+
 A stage's dependencies are the library modules its notebook imports, found here too
 (:func:`library_closure`; `python -m anatcl_core.cli.runner --deps notebooks/<stage>.py` prints them).
 """
@@ -38,6 +43,8 @@ OUTPUTS, SCRATCH = "outputs", "outputs/scratch"
 #: Environment variables that let a run write inside ``outputs/`` outside ``outputs/scratch/``: the
 #: user's opt-in (value ``1``) and the one DVC sets for a stage's command (any value).
 WRITE_OUTPUTS_ENV, DVC_STAGE_ENV = "ANATCL_WRITE_OUTPUTS", "DVC_STAGE"
+#: DVC's site cache inside the project, and the variable DVC reads it from (it wins over .dvc/config).
+SITE_CACHE, SITE_CACHE_ENV = ".dvc/site_cache", "DVC_SITE_CACHE_DIR"
 
 
 def find_root(start: str | Path | None = None) -> Path:
@@ -52,6 +59,28 @@ def find_root(start: str | Path | None = None) -> Path:
             return folder
     raise FileNotFoundError(f"{here}: no folder from here upwards holds {' and '.join(ROOT_MARKERS)} "
                             "(start the kernel inside the project)")
+
+
+def use_site_cache(root: str | Path | None = None) -> str | None:
+    """Point DVC's site cache at ``<root>/.dvc/site_cache`` (absolute) unless ``DVC_SITE_CACHE_DIR`` is set.
+
+    Call it before DVC opens the project (``dvc.repo.Repo``, ``dvclive.Live``): DVC reads the variable
+    when a repository is opened. Outside a project (no root, or a root without ``.dvc/``) nothing is
+    set and DVC keeps its default (``/var/tmp/dvc``), which is outside any work tree either way.
+
+    Returns:
+        The site cache DVC will use, or None where DVC keeps its default.
+    """
+    if os.environ.get(SITE_CACHE_ENV):
+        return os.environ[SITE_CACHE_ENV]
+    try:
+        root = Path(root or find_root()).resolve()
+    except FileNotFoundError:
+        return None
+    if not (root / ".dvc").is_dir():
+        return None
+    os.environ[SITE_CACHE_ENV] = str(root / SITE_CACHE)
+    return os.environ[SITE_CACHE_ENV]
 
 
 def _relative(path: Path) -> str:

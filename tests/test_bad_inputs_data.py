@@ -8,6 +8,7 @@ cases at the end run a real subprocess (exit codes, signals, stderr without a tr
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import shutil
@@ -222,6 +223,46 @@ def _origin(t):
     return validate(write(t / "origin.nii", nifti_bytes(good_volume(), affine))), "origin.nii", "origin"
 
 
+def _qform_sform(t):  # issue 23: the qform flipped in x and shifted 40 mm, the sform CAT12's
+    image = nib.Nifti1Image(good_volume(), AFFINE)
+    image.set_sform(AFFINE, code=2)
+    qform = AFFINE.copy()
+    qform[0, 0] *= -1
+    qform[:3, 3] += (40, 0, 0)
+    image.set_qform(qform, code=1)
+    path = write(t / "forms.nii.gz", gzip.compress(image.to_bytes()))
+    return validate(path), "forms.nii.gz", "qform (code 1) and sform (code 2) disagree"
+
+
+def _series_4d_nifti(t):  # the header alone refuses it (memory: test_a_4d_map_is_refused_from_its_header)
+    return validate(write(t / "series.nii", nifti_bytes(np.stack([good_volume()] * 3, -1)))), "series.nii", \
+        "got shape (21, 25, 21, 3)"
+
+
+def _too_many_voxels(t):
+    path = t / "huge.nii"
+    header = nib.Nifti1Header()
+    header.set_data_shape((300, 300, 300))
+    header.set_data_dtype(np.float32)
+    write(path, header.binaryblock + bytes(4))  # the header is all there is: nothing else is read
+    return validate(path), "huge.nii", "27000000 voxels"
+
+
+def _special_file(make, name: str, problem: str):
+    """A map name that is a link to a FIFO or a device: refused from ``stat``, never opened."""
+    def case(t):
+        target = make(t.parent / f"{t.name}-special")
+        (t / name).symlink_to(target)  # snapshot() skips links: it never opens the target either
+        return validate(t / name), name, problem
+    return case
+
+
+def _fifo(folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
+    os.mkfifo(folder / "pipe")
+    return folder / "pipe"
+
+
 def _voxel_mismatch(t):
     return validate(npy(t / "g.npy", good_volume()), "--voxel-mm", "4.5"), "g.npy", "expected (41, 49, 41)"
 
@@ -316,6 +357,43 @@ def _manifest_cell(column: str, value: str, where: str = "sub-m0001", what: str 
     return case
 
 
+def _manifest_duplicate_column(t):  # pandas would read the second as "age.1"
+    path = edit_lines(manifest(t), lambda lines: [line + ("\tage" if i == 0 else "\t99") for i, line in enumerate(lines)])
+    return validate(path), "manifest.tsv", "duplicate column name(s) ['age']"
+
+
+def _manifest_id_control(pid: str):
+    def case(t):
+        def edit(f):
+            f.loc[0, "participant_id"] = pid
+        return validate(edit_frame(manifest(t), edit)), "manifest.tsv: line 2", "control character"
+    return case
+
+
+def _manifest_quoted_id(t):  # a quoted carriage return: one field for csv and pandas alike
+    path = manifest(t)
+    path.write_bytes(path.read_bytes().replace(b"sub-m0002", b'"sub-m0002\r"', 1))
+    return validate(path), "manifest.tsv: line 3", "'sub-m0002\\r' holds the control character"
+
+
+def _manifest_too_large(t):
+    path = manifest(t)
+    with path.open("r+b") as handle:  # sparse: no disk, and nothing is read
+        handle.truncate(64 * 2**20 + 1)
+    return validate(path), "manifest.tsv", "expected at most 67108864"
+
+
+def _manifest_long_line(t):
+    path = edit_lines(manifest(t), lambda lines: lines + ["x\t" * 600_000])
+    return validate(path), "manifest.tsv: line 5", "longer than 1048576 characters"
+
+
+def _manifest_fifo(t):
+    (t / "cohort").mkdir()
+    (t / "cohort" / "manifest.tsv").symlink_to(_fifo(t.parent / f"{t.name}-special"))
+    return validate(t / "cohort" / "manifest.tsv"), "manifest.tsv", "not a regular file (a FIFO)"
+
+
 def _manifest_corrupt_image(t):
     path = manifest(t)
     image = path.parent / "images" / "sub-m0002_mwp1.nii.gz"
@@ -375,6 +453,18 @@ def _bhb_id(pid: str):
             f.loc[0, "participant_id"] = pid
         return validate(_bhb_edit(t, evil)), "participants.tsv", f"participant_id {pid!r}"
     return case
+
+
+def _bhb_duplicate_column(t):
+    root = openbhb(t)
+    edit_lines(participants(root), lambda lines: [line + ("\tsite" if i == 0 else "\tX") for i, line in enumerate(lines)])
+    return validate(root), "participants.tsv", "duplicate column name(s) ['site']"
+
+
+def _bhb_id_nul(t):
+    def nul(f):
+        f.loc[1, "participant_id"] = "0002\x00"
+    return validate(_bhb_edit(t, nul)), "participants.tsv: line 3", "control character '\\x00'"
 
 
 def _bhb_missing_column(t):
@@ -521,6 +611,29 @@ def _embed_extra_field_manifest(t, weights):
     return ["embed", path, "--weights", copy, "--out", t / "f.csv"]
 
 
+def _embed_qform_sform(t, weights):
+    scans, copy = embed_kit(t, weights)
+    argv, _, _ = _qform_sform(scans)
+    return ["embed", argv[1], scans / "s01.npy", "--weights", copy, "--out", t / "f.csv", "--no-progress"]
+
+
+def _embed_manifest(edit):
+    def case(t, weights):
+        path = edit(manifest(t))
+        copy = t / "model.pth"
+        shutil.copyfile(weights, copy)
+        return ["embed", path, "--weights", copy, "--out", t / "f.csv", "--no-progress"]
+    return case
+
+
+def _nul_id(path: Path) -> Path:
+    return edit_frame(path, lambda f: f.loc.__setitem__((0, "participant_id"), "sub-m0001\x00"))
+
+
+def _second_age(path: Path) -> Path:
+    return edit_lines(path, lambda lines: [line + ("\tage" if i == 0 else "\t99") for i, line in enumerate(lines)])
+
+
 def _embed_missing_input(t, weights):
     _, copy = embed_kit(t, weights)
     return ["embed", t / "nowhere", "--weights", copy, "--out", t / "f.csv"]
@@ -559,6 +672,16 @@ VALIDATE_CASES = {
     "openbhb-bool-map": _bhb_bool_map, "voxel-mm-zero": _validate_voxel("0"),
     "voxel-mm-negative": _validate_voxel("-4.5"), "voxel-mm-nan": _validate_voxel("nan"),
     "voxel-mm-inf": _validate_voxel("inf"),
+    # issue 23
+    "qform-sform-disagree": _qform_sform, "4d-series-nifti": _series_4d_nifti, "too-many-voxels": _too_many_voxels,
+    "map-is-fifo": _special_file(_fifo, "pipe.nii.gz", "not a regular file (a FIFO)"),
+    "map-is-dev-zero": _special_file(lambda _: Path("/dev/zero"), "zero.npy", "not a regular file (a character device)"),
+    "manifest-duplicate-column": _manifest_duplicate_column,
+    "manifest-id-nul": _manifest_id_control("sub-m0001\x00"), "manifest-id-newline": _manifest_id_control("sub-\nm0001"),
+    "manifest-id-escape": _manifest_id_control("\x1b[31msub-m0001"), "manifest-id-carriage": _manifest_quoted_id,
+    "manifest-id-line-separator": _manifest_id_control("sub-\u2028m0001"),
+    "manifest-too-large": _manifest_too_large, "manifest-long-line": _manifest_long_line, "manifest-fifo": _manifest_fifo,
+    "openbhb-duplicate-column": _bhb_duplicate_column, "openbhb-id-nul": _bhb_id_nul,
 }
 
 #: embed cases: builder, then (the input the message must name, the problem it must state).
@@ -581,6 +704,10 @@ EMBED_CASES = {
     "embed-header-only-manifest": (_embed_header_only_manifest, "manifest.tsv", "header only"),
     "embed-extra-field-manifest": (_embed_extra_field_manifest, "manifest.tsv", "line 3"),
     "embed-missing-input": (_embed_missing_input, "nowhere", "no such file"),
+    # issue 23
+    "embed-qform-sform": (_embed_qform_sform, "forms.nii.gz", "qform (code 1) and sform (code 2) disagree"),
+    "embed-manifest-id-nul": (_embed_manifest(_nul_id), "manifest.tsv: line 2", "control character '\\x00'"),
+    "embed-manifest-second-age": (_embed_manifest(_second_age), "manifest.tsv", "duplicate column name(s) ['age']"),
 }
 
 
@@ -629,6 +756,87 @@ def test_gzip_is_inflated_once_and_to_its_end(tmp_path, monkeypatch):
     volume, _ = io.load_volume(path)
     assert calls == [path.stat().st_size]  # the whole file, once
     np.testing.assert_array_equal(volume, np.asarray(nib.load(path).dataobj, dtype=np.float32))
+
+
+@pytest.mark.parametrize("fails, code", [("pandas.DataFrame.to_csv", errno.ENOSPC),
+                                         ("anatcl_core.atomic.os.fsync", errno.EIO)])
+def test_a_failed_write_names_the_output(fails, code, tmp_path, checkpoint_file, capsys, caplog, monkeypatch):
+    """Issue 23: a full disk (while pandas writes) or an I/O error (at fsync) names the output file;
+    the previous output stays, no temp file is left."""
+    scans, copy = embed_kit(tmp_path, checkpoint_file)
+    out = tmp_path / "features.csv"
+    out.write_text("the previous run's table\n")
+    before = snapshot(tmp_path)
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))  # as the kernel reports it: no file name
+
+    monkeypatch.setattr(fails, fail)
+    status, lines = run_cli(["embed", scans, "--weights", copy, "--out", out, "--no-progress"], capsys, caplog)
+    lines = [line for line in lines if "loaded" not in line]  # the model's info line, not a message
+    assert_refused(status, lines, str(out), f"cannot write ({os.strerror(code)}, {errno.errorcode[code]})")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_input_error_inside_a_write_is_not_blamed_on_the_output(tmp_path):
+    from anatcl_core.atomic import WriteError, atomic_write
+
+    with pytest.raises(FileNotFoundError) as caught, atomic_write(tmp_path / "out.csv"):
+        (tmp_path / "input.tsv").read_text()
+    assert not isinstance(caught.value, WriteError) and "input.tsv" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _peak_bytes(run) -> int:
+    """Peak of the memory Python and numpy allocate while ``run()`` runs (tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_4d_map_is_refused_from_its_header(tmp_path, capsys, caplog):
+    """Issue 23: 1,000 volumes (177 MB) are refused from the header's 348 bytes, not after loading them."""
+    path = tmp_path / "series.nii"
+    header = nib.Nifti1Header()
+    header.set_data_shape((*SHAPE, 1000))
+    header.set_data_dtype(np.float32)
+    path.write_bytes(header.binaryblock + bytes(4))
+    with path.open("r+b") as handle:  # sparse: the full size on paper, no disk
+        handle.truncate(352 + int(np.prod(SHAPE)) * 4 * 1000)
+    result = {}
+    peak = _peak_bytes(lambda: result.update(out=run_cli(validate(path), capsys, caplog)))
+    assert_refused(*result["out"], "series.nii", "got shape (21, 25, 21, 1000)")
+    assert peak < 8 * 2**20, f"{peak} bytes allocated to refuse it"
+
+
+def test_a_huge_manifest_is_refused_before_pandas_reads_it(tmp_path, capsys, caplog):
+    """Issue 23: a 1 GiB single-line manifest is refused from its size, read by nothing."""
+    path = tmp_path / "manifest.tsv"
+    with path.open("wb") as handle:  # sparse, and one line: no newline anywhere
+        handle.write(b"participant_id\t")
+        handle.truncate(2**30)
+    result = {}
+    peak = _peak_bytes(lambda: result.update(out=run_cli(validate(path), capsys, caplog)))
+    assert_refused(*result["out"], "manifest.tsv", "1073741824 bytes; expected at most 67108864")
+    assert peak < 8 * 2**20, f"{peak} bytes allocated to refuse it"
+
+
+def test_a_table_row_is_numbered_from_its_first_line(tmp_path):
+    """A quoted newline makes a record two lines long: the next record's line is still right."""
+    from anatcl_core.data.tables import TableError, check_tsv
+
+    path = tmp_path / "t.tsv"
+    path.write_text('participant_id\tage\n"a"\t1\nb\t2\t3\n')
+    with pytest.raises(TableError, match="line 3: 3 field"):
+        check_tsv(path)
+    path.write_text('participant_id\tnote\n"a"\t"two\nlines"\nb\t2\t3\n')
+    with pytest.raises(TableError, match=r"line 2: note 'two\\nlines' holds the control character"):
+        check_tsv(path)
 
 
 # ------------------------------------------------------------------------ real subprocesses

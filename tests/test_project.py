@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from anatcl_core import project
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -72,3 +77,56 @@ def test_a_dvc_stage_writes_its_outputs(tree, monkeypatch):
     assert project.output("outputs/evaluate/m-s0") == os.path.join("outputs", "evaluate", "m-s0")
     monkeypatch.setenv(project.DVC_STAGE_ENV, "")
     assert project.output("outputs/evaluate/m-s0") == os.path.join("outputs", "scratch", "evaluate", "m-s0")
+
+
+def test_the_site_cache_is_the_roots_from_any_folder(tree, monkeypatch):
+    monkeypatch.delenv(project.SITE_CACHE_ENV, raising=False)
+    monkeypatch.chdir(tree / "notebooks")
+    assert project.use_site_cache() is None  # no .dvc/: DVC keeps its default, nothing is set
+    assert project.SITE_CACHE_ENV not in os.environ
+    (tree / ".dvc").mkdir()
+    expected = str(tree.resolve() / ".dvc" / "site_cache")
+    assert project.use_site_cache() == expected == os.environ[project.SITE_CACHE_ENV]
+    monkeypatch.setenv(project.SITE_CACHE_ENV, "/elsewhere")  # the Makefile's (or a user's) wins
+    assert project.use_site_cache() == "/elsewhere"
+
+
+#: What a notebook run from notebooks/ does with DVC: resolve its paths, then log through dvclive
+#: (pretrain and evaluate, via anatcl_core.live), which opens the DVC project of the working directory.
+NOTEBOOK_CODE = """
+from dvc.repo import Repo
+from anatcl_core import live, project
+params_file, = project.inputs("params.yaml")
+live.write_metrics(project.output("outputs/scratch/check"), {"a": 1.0})
+with Repo("..") as repo:
+    print(repo.root_dir)
+print(Repo.find_root())
+"""
+
+
+def test_a_kernel_in_notebooks_makes_no_nested_dvc_project(tmp_path):
+    """Issue 23: a kernel started in notebooks/ (plain jupyter, no Makefile environment) left
+    notebooks/.dvc/ behind (.dvc/config's relative site_cache_dir), which `dvc root` then took for
+    the project. Now the work tree stays clean and the project is the clone's root."""
+    clone = tmp_path / "clone"
+    for name in (".dvc/config", ".dvc/.gitignore", ".gitignore", "dvc.yaml", "params.yaml", "notebooks/pretrain.py"):
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / name, clone / name)  # the work tree's files, committed or not
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=clone,
+                              check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "scratch clone")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}  # as a plain jupyter lab
+    env.update(PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE")
+    run = subprocess.run([sys.executable, "-c", NOTEBOOK_CODE], cwd=clone / "notebooks", env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(clone.resolve())] * 2
+    assert not (clone / "notebooks" / ".dvc").exists()
+    assert git("status", "--porcelain") == ""
+    assert (clone / ".dvc" / "site_cache").is_dir()  # the project's own, git-ignored
+    assert (clone / "outputs" / "scratch" / "check" / "dvclive" / "metrics.json").is_file()

@@ -48,6 +48,7 @@ from anatcl_core.arguments import count_argument, gigabytes_argument
 from anatcl_core.cli import schedule
 from anatcl_core.cli.schedule import Layout
 from anatcl_core.cores import usable_cores
+from anatcl_core.project import use_site_cache
 
 #: Where each stage's output and the timing record go (not a stage's input or output).
 LOG_DIR = Path("outputs/logs")
@@ -98,6 +99,7 @@ def plan(root: str | Path = ".") -> Plan:
     from dvc.repo import Repo
     from dvc.stage import PipelineStage
 
+    use_site_cache(root)
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edge: stage -> a stage whose output it reads
         stages = [s for s in repo.index.stages if isinstance(s, PipelineStage)]

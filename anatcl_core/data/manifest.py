@@ -53,7 +53,7 @@ def _resolve(value: object, folder: Path) -> str:
 def read_manifest_raw(path: str | Path) -> pd.DataFrame:
     """The manifest as written (ids and paths as str, empty cells ``""``), columns unchecked."""
     path = manifest_file(path)
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device is refused by check_tsv, never opened
         raise FileNotFoundError(f"{path}: manifest not found")
     check_tsv(path)  # header plus rows of its width (TableError names the line)
     text_columns = {"participant_id": str, "image": str, "roi": str, "site": str}

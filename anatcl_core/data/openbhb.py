@@ -57,7 +57,7 @@ def read_participants(root: str | Path) -> pd.DataFrame:
         ValueError: if a required column is missing or a split value is unknown.
     """
     path = Path(root) / layout.PARTICIPANTS_FILE
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device is refused by check_tsv, never opened
         raise FileNotFoundError(f"{path}: participants.tsv not found (expected an OpenBHB root)")
     check_tsv(path)  # header plus rows of its width (TableError names the line)
     frame = pd.read_csv(path, sep="\t", dtype={"participant_id": str, "split": str})

@@ -57,7 +57,7 @@ def validate_openbhb(
     """Every check on an OpenBHB-layout root: participants.tsv, then each subject's files."""
     root = Path(root)
     tsv = root / layout.PARTICIPANTS_FILE
-    if not tsv.is_file():
+    if not tsv.exists():  # a FIFO or a device: read_table says so
         return [Problem(str(tsv), None, "missing file (expected participants.tsv of an OpenBHB root)")]
     frame, problems = read_table(tsv)
     if frame is None:
@@ -99,7 +99,7 @@ def validate_manifest(
 ) -> list[Problem]:
     """Every check on a downstream cohort: columns and labels, then each image and ROI table."""
     path = manifest_file(path)
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device: read_table says so
         return [Problem(str(path), None, "missing file (expected a manifest.tsv)")]
     frame, problems = read_table(path)
     if frame is None:
@@ -147,10 +147,10 @@ def validate_paths(
     problems: list[Problem] = []
     roots, manifests = [], []
     for path in map(Path, paths):
-        if path.name == layout.PARTICIPANTS_FILE or (path / layout.PARTICIPANTS_FILE).is_file():
+        if path.name == layout.PARTICIPANTS_FILE or (path / layout.PARTICIPANTS_FILE).exists():
             roots.append(path if path.is_dir() else path.parent)
             problems += validate_openbhb(roots[-1], voxel_mm, progress)
-        elif path.suffix == ".tsv" or (path / layout.MANIFEST_FILE).is_file():
+        elif path.suffix == ".tsv" or (path / layout.MANIFEST_FILE).exists():
             manifests.append(path)
             problems += validate_manifest(path, voxel_mm, progress)
         elif path.is_dir():

@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from anatcl_core.data import io, layout, qc
+from anatcl_core.data.files import not_regular
 from anatcl_core.data.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,9 @@ def check_volume(
     def add(message: str) -> None:
         problems.append(Problem(str(path), participant_id, message))
 
-    if not Path(path).is_file():
-        add("missing file (expected a CAT12 GM map)")
+    reason = not_regular(path)
+    if reason:  # never opened: a FIFO would block, a device would never end
+        add(f"{reason} (expected a CAT12 GM map)" if reason == "missing file" else f"{reason}; expected a CAT12 GM map")
         return problems, None
     try:
         volume, affine = io.load_volume(path, mmap=True)
@@ -131,6 +133,7 @@ def check_volume(
 
 
 def volume_files(folder: Path) -> list[Path]:
-    """The ``.nii`` / ``.nii.gz`` / ``.npy`` files of ``folder``, sorted (not recursive)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and io.is_volume_file(p))
+    """The ``.nii`` / ``.nii.gz`` / ``.npy`` entries of ``folder`` that are not folders, sorted (not
+    recursive); a FIFO or a dangling link among them is listed, so that its check reports it."""
+    return sorted(p for p in folder.iterdir() if not p.is_dir() and io.is_volume_file(p))
 

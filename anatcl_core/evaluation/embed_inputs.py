@@ -41,7 +41,7 @@ def gather_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
     """
     subjects: list[tuple[str, Path]] = []
     for item in map(Path, inputs):
-        if item.suffix == ".tsv" or (item.is_dir() and manifest_file(item).is_file()):
+        if item.suffix == ".tsv" or (item.is_dir() and manifest_file(item).exists()):
             frame = read_manifest(item)  # FileNotFoundError / ManifestError name the file
             subjects += [(pid, Path(p)) for pid, p in zip(frame["participant_id"], frame["image"])]
         elif item.is_dir():

@@ -21,6 +21,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from anatcl_core.project import use_site_cache
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,6 +41,7 @@ def dvc_changed(dvc_file: Path) -> dict:
     """
     from dvc.repo import Repo
 
+    use_site_cache(dvc_file.resolve().parent)
     with Repo(str(dvc_file.resolve().parent)) as repo:
         status = repo.status(targets=[str(dvc_file.resolve())])
     changed = {}
@@ -54,6 +57,7 @@ def dvc_add(data_dir: Path) -> None:
     """Record ``data_dir`` in its ``.dvc`` file (and the DVC cache), as ``dvc add`` does."""
     from dvc.repo import Repo
 
+    use_site_cache(data_dir.resolve().parent)
     with Repo(str(data_dir.resolve().parent)) as repo:
         repo.add(str(data_dir.resolve()))
 
