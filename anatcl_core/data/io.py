@@ -23,6 +23,14 @@ from tqdm.auto import tqdm
 
 from anatcl_core.data import layout
 from anatcl_core.data.files import not_regular
+from anatcl_core.data.volume_header import (  # noqa: F401  (VolumeError, MAX_VOXELS: public here too)
+    MAX_VOXELS,
+    VolumeError,
+    check_header,
+    read_header,
+    singleton_axes,
+    spatial_shape,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,55 +39,10 @@ KNOWN_VOXEL_MM: tuple[float, ...] = (1.5, 2.0, 2.25, 2.5, 3.0, 3.75, 4.0, 4.5, 5
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
-#: Most voxels one map may hold (2**24, 64 MiB as float32): over twice CAT12's grid at 1 mm, far
-#: above the model's 1.5 mm input; checked from the header (or ``.npy`` shape) before any voxel is read.
-MAX_VOXELS = 2**24
-
-#: Largest difference (mm, any affine entry) between a qform and an sform that are both set: the
-#: qform's float32 quaternion rounds the sform by ~1e-5 mm; a real disagreement is a voxel or more.
-QFORM_SFORM_TOLERANCE_MM = 0.01
-
-
-class VolumeError(ValueError):
-    """A volume file cannot be read, or its array is not a single 3D volume."""
-
-
 def is_volume_file(path: str | Path) -> bool:
     """True for ``.nii``, ``.nii.gz`` and ``.npy`` names."""
     name = Path(path).name.lower()
     return name.endswith(NIFTI_SUFFIXES) or name.endswith(".npy")
-
-
-def _singleton_axes(shape: Sequence[int], where: str | Path) -> tuple[int, ...]:
-    """The singleton channel axes of ``shape`` that :func:`as_spatial` drops (module docstring)."""
-    shape, ndim = tuple(shape), len(shape)
-    lead = 0
-    while ndim - lead > 3 and shape[lead] == 1:
-        lead += 1
-    trail = ndim
-    while trail - lead > 3 and shape[trail - 1] == 1:
-        trail -= 1
-    if trail - lead != 3 or lead > 2 or ndim - trail > 2:
-        raise VolumeError(
-            f"{where}: expected one 3D volume (X, Y, Z), optionally with singleton channel axes "
-            f"such as (1, X, Y, Z); got shape {shape}"
-        )
-    return tuple(range(lead)) + tuple(range(trail, ndim))
-
-
-def spatial_shape(shape: Sequence[int], where: str | Path = "array") -> tuple[int, ...]:
-    """``(X, Y, Z)`` of a stored ``shape`` (a header's), checked against :data:`MAX_VOXELS`.
-
-    Raises:
-        VolumeError: not one 3D volume (a 4D series), or more voxels than :data:`MAX_VOXELS`.
-    """
-    dropped = _singleton_axes(shape, where)
-    spatial = tuple(int(n) for i, n in enumerate(shape) if i not in dropped)
-    voxels = int(np.prod(spatial, dtype=np.int64))
-    if voxels > MAX_VOXELS:
-        raise VolumeError(f"{where}: shape {tuple(shape)} holds {voxels} voxels; expected at most {MAX_VOXELS} "
-                          "(CAT12's grid at 1 mm has 7,109,137)")
-    return spatial
 
 
 def as_spatial(array: np.ndarray, where: str | Path = "array") -> np.ndarray:
@@ -91,52 +54,18 @@ def as_spatial(array: np.ndarray, where: str | Path = "array") -> np.ndarray:
     Raises:
         VolumeError: for any other shape, e.g. a true 4D ``(X, Y, Z, 3)`` series.
     """
-    axes = _singleton_axes(array.shape, where)
+    axes = singleton_axes(array.shape, where)
     return np.squeeze(array, axis=axes) if axes else array
 
 
-def _check_header(header: nib.Nifti1Header, path: Path) -> None:
-    """Shape and geometry from the header alone, before any voxel is read.
-
-    A 4D series or an oversized grid is refused here, so memory never grows with what a file
-    holds; a qform and an sform that both claim to be valid (code > 0) but place the voxels
-    differently are refused because readers disagree on which one wins (nibabel and SPM take the
-    sform, others the qform): the map's geometry would depend on the reader.
-    """
-    spatial_shape(header.get_data_shape(), path)
-    qform, qform_code = header.get_qform(coded=True)
-    sform, sform_code = header.get_sform(coded=True)
-    if qform_code > 0 and sform_code > 0:
-        gap_mm = float(np.abs(qform - sform).max())
-        if gap_mm > QFORM_SFORM_TOLERANCE_MM:
-            raise VolumeError(f"{path}: qform (code {int(qform_code)}) and sform (code {int(sform_code)}) disagree "
-                              f"by up to {gap_mm:.3g} mm; expected one geometry (equal affines, or one code 0)")
-
-
-def _read_header(path: Path) -> nib.Nifti1Header:
-    """The NIfTI-1 or -2 header of ``path``: its first 540 bytes only (inflated from ``.gz``)."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        head = handle.read(540)
-    sizes = {int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")}
-    if not sizes & {348, 540}:  # NIfTI-1 / NIfTI-2 header size, either byte order
-        raise VolumeError(f"{path}: not a NIfTI file (header size field {head[:4].hex() or 'missing'}; "
-                          "expected 348 or 540)")
-    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
-    size = klass.template_dtype.itemsize
-    if len(head) < size:
-        raise VolumeError(f"{path}: NIfTI header truncated ({len(head)} of {size} bytes)")
-    return klass(head[:size], check=False)
-
-
 def _read_nifti(path: Path) -> nib.Nifti1Image:
-    """A NIfTI image: its header checked first (:func:`_check_header`), then the file read whole.
+    """A NIfTI image: its header checked first (:func:`~anatcl_core.data.volume_header.check_header`), then the file read whole.
 
     ``nib.load`` inflates only as far as the voxels go, so gzip's CRC (at the stream's end) is
     never checked and a flipped bit inside the stream gives changed voxels without an error.
     Here ``gzip.decompress`` reads the whole stream in one pass and checks CRC and length.
     """
-    _check_header(_read_header(path), path)
+    check_header(read_header(path), path)
     data = path.read_bytes()
     if path.name.lower().endswith(".gz"):
         data = gzip.decompress(data)  # BadGzipFile / zlib.error / EOFError on corruption
