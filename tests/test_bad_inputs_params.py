@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,9 @@ VALUES = {
     "report-embedding": ("report.embedding", "umap", "expected one of 'pca' or 'tsne'"),
     "report-dpi": ("report.dpi", -1, "expected >= 1"),
     "report-ablation-empty": ("report.ablations.backbone", [], "at least 1 item"),
+    "report-title-long": ("report.title", "x" * 10_000, "expected at most 200 characters"),
+    "report-label-long": ("report.labels.random", "x" * 201, "expected at most 200 characters"),
+    "method-name-long": ("pretrain", ["m" * 5000], "expected at most 4096 characters"),
 }
 
 
@@ -125,6 +129,10 @@ def test_bad_value_is_refused_naming_the_key(case, tmp_path):
     assert snapshot(tmp_path) == before
 
 
+#: 10 nested anchors (the red team's had 25: 10 GB, minutes); refused at the first alias.
+ALIAS_BOMB = ("pretrain:\n  run:\n    - a0: &a0 [x, x]\n"
+              + "".join(f"    - a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n" for i in range(1, 10))).encode()
+
 FILES = {
     "duplicate-key": (b"pretrain:\n  temperature: 0.1\n  epochs: 3\n  temperature: 0.5\n",
                       "duplicate key 'temperature' (first on line 2"),
@@ -136,6 +144,18 @@ FILES = {
     "date-value": (b"report:\n  title: 2024-01-01\n", "not date"),
     "section-not-mapping": (b"evaluate: 5\n", "expected a mapping"),
     "missing-section": (b"synth: {}\n", "no section 'evaluate'"),
+    # issue 23: each of these ran for minutes, took gigabytes or gave a traceback
+    "alias-bomb": (ALIAS_BOMB, "line 4: YAML alias *a0: parameter files take no aliases"),
+    "alias-merge-key": (b"report: &r {dpi: 1}\nevaluate: {<<: *r}\n", "line 2: YAML alias *r"),
+    "deep-nesting": (b"report:\n  title: " + b"[" * 5000 + b"]" * 5000 + b"\n", "line 2: nested more than 20 levels"),
+    "list-as-key": (b"report:\n  ? [a, b]\n  : 1\n", "line 2: a list used as a key; expected a name or number"),
+    "mapping-as-key": (b"report:\n  {a: 1}: 1\n", "line 2: a mapping used as a key"),
+    "integer-5000-digits": (b"report:\n  dpi: " + b"9" * 5000 + b"\n", "integer 99999999999999999999... (5000 "
+                            "characters) is outside"),
+    "integer-65-bits": (b"report:\n  dpi: 36893488147419103232\n", "is outside +-9223372036854775807 (64 bits)"),
+    "too-many-values": (b"report:\n  labels: [" + b"0," * 30_000 + b"0]\n", "more than 20,000 values"),
+    "comments-over-1-mb": (b"report:\n  title: x\n" + b"#" * (1 << 20) + b"\n", "larger than 1 MB"),
+    "title-over-1-mb": (b"report:\n  title: " + b"x" * (1 << 20) + b"\n", "larger than 1 MB"),
 }
 
 
@@ -144,11 +164,16 @@ def test_bad_file_is_refused(case, tmp_path):
     data, problem = FILES[case]
     path = tmp_path / "params.yaml"
     path.write_bytes(data)
-    section = "pretrain" if case == "duplicate-key" else "report" if b"report" in data else "evaluate"
+    section = "pretrain" if case in ("duplicate-key", "alias-bomb") else "report" if b"report" in data else "evaluate"
+    before = snapshot(tmp_path)
+    start = time.perf_counter()
     with pytest.raises(ConfigError) as err:
         load_section(path, section, SECTIONS[section])
-    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{path}: ")
     assert problem in str(err.value), str(err.value)
+    assert len(str(err.value)) < 400, "the message names the value, it does not echo it"
+    assert time.perf_counter() - start < 10, "a parameter file is refused in seconds"
+    assert snapshot(tmp_path) == before
 
 
 def test_synthesize_refuses_bad_params_before_writing(tmp_path, capsys, caplog):
