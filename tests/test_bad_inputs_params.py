@@ -2,7 +2,9 @@
 
 Each case is ``params.yaml`` with one value a careless edit could give (or a file that is not
 what it seems); loading the section is refused with a one-line :class:`ConfigError` naming the
-file, the key and what was expected, before any stage works.
+file, the key and what was expected, before any stage works. The profile tool
+(``python -m anatcl_core.cli.profile``) refuses the same values in a merged profile, and an output
+that is not a regular file, before it writes anything.
 """
 
 from __future__ import annotations
@@ -211,3 +213,118 @@ def test_train_refuses_a_device_before_loading(device, tmp_path):
         cli.main(["--method", "random", "--device", device, "--arrays-dir", str(tmp_path / "none"),
                     "--out-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def _profile(argv: list, capsys) -> tuple[int, list[str]]:
+    """``python -m anatcl_core.cli.profile ARGV`` in-process; returns (status, message lines)."""
+    from anatcl_core.cli import profile
+
+    status = profile.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+
+
+@pytest.fixture
+def profile_case(tmp_path):
+    """A folder with params.yaml and profiles/tiny.yaml copied from the repository."""
+    work = tmp_path / "work"
+    (work / "profiles").mkdir(parents=True)
+    (work / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
+    (work / "profiles" / "tiny.yaml").write_bytes((REPO / "profiles" / "tiny.yaml").read_bytes())
+    return work
+
+
+def _out_device_link(work: Path) -> Path:
+    (work / "full.yaml").symlink_to("/dev/full")  # a link: a regression replaces it, never /dev/full
+    return work / "full.yaml"
+
+
+def _out_fifo(work: Path) -> Path:
+    import os
+
+    (work.parent / "pipes").mkdir()
+    os.mkfifo(work.parent / "pipes" / "out.yaml")  # outside ``work``: the snapshot would block reading it
+    return work.parent / "pipes" / "out.yaml"
+
+
+#: case -> (--out given the case folder, what the line must say after "--out '<path>': ")
+OUTPUTS = {
+    "out-device": (_out_device_link, "is a character device; expected a regular file or a new file name"),
+    "out-fifo": (_out_fifo, "is a FIFO (named pipe); expected a regular file"),
+    "out-is-the-profile": (lambda work: work / "profiles" / "tiny.yaml", "is also an input"),
+    "out-is-a-folder": (lambda work: work / "profiles", "is a folder; expected a file name ending in .yaml/.yml"),
+    "out-not-yaml": (lambda work: work / "params.txt", "unknown output format"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUTS))
+def test_profile_refuses_an_output_that_is_not_a_new_or_regular_file(case, profile_case, capsys):
+    out, problem = OUTPUTS[case][0](profile_case), OUTPUTS[case][1]
+    before = snapshot(profile_case)
+    status, lines = _profile([profile_case / "profiles" / "tiny.yaml", "--params", profile_case / "params.yaml",
+                              "--out", out], capsys)
+    assert_refused(status, lines, f"--out {str(out)!r}", problem)
+    assert snapshot(profile_case) == before
+    if case == "out-device":  # still the link to the device (the snapshot skips links)
+        assert out.is_symlink() and out.is_char_device()
+    if case == "out-fifo":  # still the FIFO (outside the snapshot)
+        assert out.is_fifo()
+
+
+#: case -> (profile text, what the line must say after "<profile> (merged over <params>): ")
+PROFILES = {
+    "wrong-types-and-ranges": ('pretrain: {epochs: "15", temperature: -1, learning_rate: .nan, run: []}\n',
+                               "pretrain.epochs = '15': expected an integer"),
+    "temperature-negative": ("pretrain: {temperature: -1}\n", "pretrain.temperature = -1: expected > 0"),
+    "learning-rate-nan": ("pretrain: {learning_rate: .nan}\n", "pretrain.learning_rate = nan: expected a finite"),
+    "run-empty": ("pretrain: {run: []}\n", "pretrain.run = []: expected at least 1 item"),
+    "epochs-mapping": ("pretrain: {epochs: {a: 1}}\n", "pretrain.epochs: expected an integer"),
+    "voxel-path": ("cohort: {voxel_mm: ../../etc}\n", "cohort.voxel_mm = '../../etc': expected a number"),
+    "section-replaced": ("evaluate: 5\n", "evaluate: expected a mapping"),
+    "title-long": ("report: {title: " + "x" * 300 + "}\n", "report.title = 'xxx"),
+    "alias-bomb": (ALIAS_BOMB.decode(), "YAML alias *a0: parameter files take no aliases"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROFILES))
+def test_profile_refuses_a_merge_that_breaks_a_section_rule(case, profile_case, capsys):
+    text, problem = PROFILES[case]
+    profile, params = profile_case / "bad.yaml", profile_case / "params.yaml"
+    profile.write_text(text)
+    before = snapshot(profile_case)
+    status, lines = _profile([profile, "--params", params], capsys)
+    named = str(profile) if case == "alias-bomb" else f"{profile} (merged over {params})"
+    assert_refused(status, lines, named, problem)
+    assert snapshot(profile_case) == before
+
+
+def test_profile_read_from_a_pipe_is_applied(profile_case, capsys):
+    """``profile <(cat profiles/tiny.yaml)``: the pipe is read once (a second read found it empty)."""
+    import os
+
+    from anatcl_core.cli.profile import merged_text
+
+    tiny = profile_case / "profiles" / "tiny.yaml"
+    expected = merged_text(tiny, profile_case / "params.yaml")
+    read, write = os.pipe()
+    os.write(write, tiny.read_bytes())  # ~1 kB: fits the pipe's buffer
+    os.close(write)
+    try:
+        status, lines = _profile([f"/dev/fd/{read}", "--params", profile_case / "params.yaml"], capsys)
+    finally:
+        os.close(read)
+    assert (status, lines) == (0, [])
+    assert (profile_case / "params.yaml").read_text() == expected != (REPO / "params.yaml").read_text()
+
+
+@pytest.mark.parametrize("case", ["out-device", "out-fifo"])
+def test_embed_shares_the_output_check(case, tmp_path, capsys, caplog):
+    """``anatcl embed`` and the profile tool refuse an output through the one check (arguments.check_output)."""
+    (tmp_path / "work").mkdir()
+    out = {"out-device": _out_device_link, "out-fifo": _out_fifo}[case](tmp_path / "work")
+    out = out.rename(out.with_suffix(".csv"))
+    before = snapshot(tmp_path / "work")
+    status, lines = run_cli(["embed", tmp_path / "scan.npy", "--weights", tmp_path / "w.pth", "--out", out],
+                            capsys, caplog)
+    assert_refused(status, lines, f"--out {str(out)!r}", "expected a regular file or a new file name")
+    assert snapshot(tmp_path / "work") == before
