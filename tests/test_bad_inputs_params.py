@@ -4,7 +4,8 @@ Each case is ``params.yaml`` with one value a careless edit could give (or a fil
 what it seems); loading the section is refused with a one-line :class:`ConfigError` naming the
 file, the key and what was expected, before any stage works. The profile tool
 (``python -m anatcl_core.cli.profile``) refuses the same values in a merged profile, and an output
-that is not a regular file, before it writes anything.
+that is not a regular file, before it writes anything; ``synth.ensure`` (``make data``) refuses a
+bad ``synth:`` value in one line before it touches ``data/``.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ VALUES = {
     "evaluate-batch-size": ("evaluate.batch_size", 0, "expected >= 1"),
     "evaluate-held-out-groups": ("evaluate.site_held_out_groups", 1, "expected >= 2"),
     "evaluate-unknown-key": ("evaluate", {"n_split": 5}, "unknown key(s) ['n_split']"),
-    "synth-voxel-zero": ("synth.voxel_mm", 0, "expected > 0"),
+    "synth-voxel-zero": ("synth.voxel_mm", 0, "expected >= 1.5"),
+    "synth-voxel-1000": ("synth.voxel_mm", 1000, "expected <= 12.0"),
+    "synth-pretrain-huge": ("synth.n_pretrain", 10**9, "expected <= 40000"),
+    "synth-downstream-huge": ("synth.downstream_scale", 1e6, "expected <= 10.0"),
     "synth-external-sites": ("synth", {"n_sites": 4, "n_external_sites": 4}, "n_external_sites = 4: expected < n_sites"),
     "synth-fraction": ("synth.internal_test_fraction", 1.0, "expected < 1"),
     "synth-noise-negative": ("synth.site_noise_max", -0.1, "expected >= 0"),
@@ -328,3 +332,56 @@ def test_embed_shares_the_output_check(case, tmp_path, capsys, caplog):
                             capsys, caplog)
     assert_refused(status, lines, f"--out {str(out)!r}", "expected a regular file or a new file name")
     assert snapshot(tmp_path / "work") == before
+
+
+def _ensure(argv: list, capsys, caplog) -> tuple[int, list[str]]:
+    """``python -m anatcl_core.synth.ensure ARGV`` in-process; returns (status, message lines)."""
+    import logging
+
+    from anatcl_core.synth import ensure
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        status = ensure.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    return status, lines + [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+#: case -> (synth: key, bad value, what the line must say after "<params>: synth.<key> = <value>: ")
+ENSURE = {
+    "voxel-1000": ("voxel_mm", 1000, "expected <= 12.0"),
+    "voxel-text": ("voxel_mm", "4.5mm", "expected a number"),
+    "sites-negative": ("n_sites", -1, "expected >= 2"),
+    "seed-list": ("seed", [1], "expected an integer"),
+}
+
+
+@pytest.mark.parametrize("update", [False, True], ids=["make-data", "make-data-update"])
+@pytest.mark.parametrize("case", sorted(ENSURE))
+def test_ensure_refuses_a_bad_synth_value_before_touching_data(case, update, tmp_path, capsys, caplog):
+    key, value, problem = ENSURE[case]
+    params = copy.deepcopy(BASE)
+    params["synth"][key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "data.dvc").write_text("outs: []\n")
+    if update:  # --update: the cohort already there must survive the refusal
+        (tmp_path / "data" / "openbhb").mkdir(parents=True)
+        (tmp_path / "data" / "openbhb" / "participants.tsv").write_text("cohort v1\n")
+    before = snapshot(tmp_path)
+    status, lines = _ensure(["--params", path, "--data", tmp_path / "data", "--dvc-file", tmp_path / "data.dvc",
+                             *(["--update"] if update else [])], capsys, caplog)
+    assert_refused(status, lines, f"{path}: synth.{key} = {value!r}", problem)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_killed_writers_partial_folder_is_removed_by_the_next(tmp_path):
+    """A generator killed outright (SIGKILL) left ``.data.partial-<pid>``; the next run removes it."""
+    from anatcl_core.atomic import atomic_dir
+
+    dead = tmp_path / ".data.partial-999999999"  # above any pid_max: no such process
+    dead.mkdir()
+    with atomic_dir(tmp_path / "data") as temporary:
+        (temporary / "f").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
