@@ -4,7 +4,8 @@ The same declared constraints as ``params.yaml`` (:mod:`anatcl_core.config`): ea
 arguments are a pydantic dataclass (:class:`EmbedArgs`, :class:`ValidateArgs`) whose fields carry
 their rule, and :func:`parse` turns a violation into one line naming the option
 (``anatcl embed: --batch-size = 0: expected >= 1``). :func:`check_output` refuses an output path
-that is a folder, an input or the weights, and one whose folder cannot be written, up front.
+that is not a regular file (a folder, a device, a FIFO), an input or the weights, and one whose
+folder cannot be written, up front; every command that writes a file checks its output with it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import dataclasses
 import math
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -110,9 +112,24 @@ def _writable_folder(folder: Path) -> str | None:
     return None
 
 
+def _special_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (a link is followed), else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # not there yet (or a dangling link, which the rename replaces)
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
+
+
 def check_output(out: str | Path, inputs: Sequence[str | Path], suffixes: Sequence[str],
                  command: str) -> Path:
-    """Refuse an output that is a folder, one of ``inputs``, the wrong kind, or not writable.
+    """Refuse an output that is not a regular file, one of ``inputs``, the wrong kind, or not writable.
+
+    The output is written beside itself and renamed over (:func:`anatcl_core.atomic.atomic_write`),
+    so a device such as ``/dev/full`` would be replaced by a file (as root) and a FIFO by a file
+    nobody reads: only a regular file, or a name not taken yet, is accepted.
 
     Args:
         out: the output file.
@@ -124,8 +141,11 @@ def check_output(out: str | Path, inputs: Sequence[str | Path], suffixes: Sequen
     """
     out = Path(out)
     where = f"{command}: --out {str(out)!r}"
-    if out.is_dir():
+    kind = _special_kind(out)
+    if kind == "a folder":
         raise ArgumentError(f"{where}: is a folder; expected a file name ending in {'/'.join(suffixes)}")
+    if kind:
+        raise ArgumentError(f"{where}: is {kind}; expected a regular file or a new file name")
     resolved = out.resolve()
     for item in map(Path, inputs):
         if item.exists() and (item.resolve() == resolved or (out.exists() and os.path.samefile(item, out))):

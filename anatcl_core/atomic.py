@@ -121,7 +121,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Context manager: fill the yielded temp folder; it becomes ``path`` on success.
 
     The temp folder (``.<name>.partial-<pid>``, a sibling, so the rename is atomic) is removed on any
-    exception; ``path`` is never half-written.
+    exception; ``path`` is never half-written. One left by a writer killed outright (SIGKILL) is
+    removed by the next call for the same ``path``.
 
     Raises:
         FileExistsError: ``path`` exists (a folder is not replaced: remove it or choose another).
@@ -131,8 +132,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise FileExistsError(f"{path}: output folder already exists; remove it or choose another")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    if temporary.exists():
-        shutil.rmtree(temporary)
+    for leftover in path.parent.glob(f".{path.name}.partial-*"):  # this pid's, or a killed writer's
+        pid = leftover.name.rpartition("-")[2]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(leftover, ignore_errors=True)
     temporary.mkdir()
     try:
         yield temporary

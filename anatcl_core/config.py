@@ -30,12 +30,14 @@ import pydantic
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
+from anatcl_core.config_messages import format_error
 from anatcl_core.cores import MAX_COUNT
 
 T = TypeVar("T")
 
-#: Rules every section shares: no unknown keys, no NaN/Inf.
-PARAMS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+#: Rules every section shares: no unknown keys, no NaN/Inf, no string longer than a path can be
+#: (free text such as ``report.title`` declares its own, shorter cap: :data:`Text`).
+PARAMS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=4096)
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -45,6 +47,8 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 #: A thread count: ``auto`` (follows the machine, :func:`anatcl_core.cores.resolve_threads`) or a number
 #: (lowered to the usable cores when it runs; more than 18 digits is no count).
 Threads = Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_COUNT)]
+#: Free text shown to a reader (a title, a label): a line, not a document.
+Text = Annotated[str, Field(max_length=200)]
 
 
 class ConfigError(ValueError):
@@ -60,44 +64,136 @@ def section(cls: type[T]) -> type[T]:
     return pydantic.dataclasses.dataclass(cls, frozen=True, config=PARAMS_CONFIG)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+#: A parameter file is a few hundred values (params.yaml: ~14 kB, ~750 YAML nodes); these caps keep
+#: a hostile or broken file (50 MB of comments, an alias bomb, ``[[[[...]]]]``) to a second of work.
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 20_000
+MAX_DEPTH = 20
+#: Integers beyond 64 bits mean nothing here, and Python refuses to read > 4,300 digits anyway.
+MAX_INT = 2**63 - 1
+_MAX_INT_TEXT = 80  # characters of an integer's text worth converting at all (bases 2..60)
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A parameter file breaks one of the loader's rules; its message says which and where."""
+
+    def __init__(self, mark, problem: str):
+        super().__init__(problem=problem, problem_mark=mark)
+
+    def __str__(self) -> str:
+        return f"line {self.problem_mark.line + 1}: {self.problem}"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """The one YAML loader of parameter files (``params.yaml``, profiles): PyYAML's ``SafeLoader`` plus
+
+    * no aliases (``*name``): parameter files have no need for them, and nested ones expand
+      exponentially (a 345-byte file became 10 GB);
+    * at most :data:`MAX_NODES` values, nested at most :data:`MAX_DEPTH` deep;
+    * mapping keys are scalars (a name or number), each given once (YAML would keep the last);
+    * integers within 64 bits.
+    """
+
+    _nodes = 0
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(event.start_mark, f"YAML alias *{event.anchor}: parameter files take no aliases "
+                           "(write each value out)")
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(self.peek_event().start_mark, f"more than {MAX_NODES:,} values; a parameter file "
+                           "holds a few hundred")
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(self.peek_event().start_mark, f"nested more than {MAX_DEPTH} levels deep")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise _Refused(key_node.start_mark, f"a {kind} used as a key; expected a name or number")
             key = self.construct_object(key_node, deep=True)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key]}; YAML would keep "
-                    "the last one silently)", key_node.start_mark)
+                raise _Refused(key_node.start_mark, f"duplicate key {key!r} (first on line {seen[key]}; YAML "
+                               "would keep the last one silently)")
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        value = super().construct_yaml_int(node) if len(text) <= _MAX_INT_TEXT else None
+        if value is None or abs(value) > MAX_INT:
+            shown = text if len(text) <= 20 else f"{text[:20]}... ({len(text)} characters)"
+            raise _Refused(node.start_mark, f"integer {shown} is outside +-{MAX_INT} (64 bits)")
+        return value
 
-def load_params(path: str | Path) -> dict[str, Any]:
-    """Read a ``params.yaml`` file into a dict of sections.
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+
+
+def read_params_text(path: str | Path) -> str:
+    """The text of a parameter file, read once (a pipe such as ``<(cat f)`` works) and at most
+    :data:`MAX_FILE_BYTES` long.
 
     Raises:
-        ConfigError: missing file, not UTF-8, not YAML, a duplicate key, or a top level that is
-            not a mapping.
+        ConfigError: missing, a folder, larger than the cap, or not UTF-8.
     """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)  # never more, whatever the file is (/dev/zero)
     except FileNotFoundError:
         raise ConfigError(f"{path}: parameter file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, expected a YAML parameter file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MB; a parameter file is a few kB")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
                           f"{err.start})") from None
+
+
+def parse_params(text: str, where: str | Path) -> dict[str, Any]:
+    """Parse parameter-file text with :class:`StrictLoader` into a dict of sections.
+
+    Args:
+        text: the file's text (:func:`read_params_text`).
+        where: the file's name for error messages.
+
+    Raises:
+        ConfigError: not YAML, a rule of :class:`StrictLoader` broken, or a top level that is not a
+            mapping.
+    """
+    try:
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
+    except _Refused as err:
+        raise ConfigError(f"{where}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        raise ConfigError(f"{where}: expected a mapping of sections at the top level")
     return data
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a ``params.yaml`` file (or a profile) into a dict of sections, strictly.
+
+    Raises:
+        ConfigError: see :func:`read_params_text` and :func:`parse_params`.
+    """
+    return parse_params(read_params_text(path), path)
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -112,89 +208,6 @@ def _plain(value: Any, where: str) -> Any:
         return value  # NaN / Infinity pass into JSON and are refused there as "not finite"
     raise ConfigError(f"{where} = {value!r}: expected a number, string, list or mapping, "
                       f"not {type(value).__name__}")
-
-
-_EXPECTED = {
-    "greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
-    "less_than_equal": "<= {le}", "finite_number": "a finite number", "int_type": "an integer",
-    "int_from_float": "an integer", "float_type": "a number", "bool_type": "true or false",
-    "string_type": "a string", "literal_error": "one of {expected}", "tuple_type": "a list",
-    "list_type": "a list", "dict_type": "a mapping", "dataclass_type": "a mapping",
-    "too_short": "at least {min_length} item(s)", "too_long": "at most {max_length} item(s)",
-    "none_required": "null", "missing": "a value", "missing_argument": "a value",
-}
-#: pydantic's error types of a declared key that the mapping does not give.
-_MISSING = ("missing", "missing_argument")
-
-
-def _where(loc: tuple) -> tuple[str, str | None]:
-    """Error location -> (``.a.b[0]``, union member tag such as ``"tuple[int, int, int]"`` or None)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in part or part in ("int", "float", "str", "bool", "none"):
-            return out, part  # pydantic names the union member that failed: stop at the field
-        else:
-            out += f".{part}"
-    return out, None
-
-
-def _expected(error: dict, tag: str | None) -> str:
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if tag is not None:  # a union: say which member forms are accepted
-        return "expected " + (ctx["expected"] if kind == "literal_error" else tag.replace("tuple", "list").replace("constrained-", ""))
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    if kind in ("int_type", "float_type") and isinstance(error["input"], bool):
-        return f"expected {_EXPECTED[kind]}, not a boolean"
-    template = _EXPECTED.get(kind)
-    return "expected " + template.format(**ctx) if template else error["msg"]
-
-
-def format_error(err: ValidationError, where: str, values: Mapping | None = None) -> str:
-    """``<where>.<key> = <value>: expected ...``, one clause per key (unknown and missing keys grouped)."""
-    unknown: dict[str, list[str]] = {}
-    missing: dict[str, list[str]] = {}
-    reasons: dict[str, list[str]] = {}
-    inputs: dict[str, Any] = {}
-    for error in err.errors():
-        key, tag = _where(tuple(error["loc"]))
-        if error["type"] == "unexpected_keyword_argument":
-            parent, _, name = key.rpartition(".")
-            unknown.setdefault(parent, []).append(name)
-            continue
-        if error["type"] in _MISSING and tag is None and isinstance(error["loc"][-1], str):  # not a list item
-            parent, _, name = key.rpartition(".")
-            missing.setdefault(parent, []).append(name)
-            continue
-        reasons.setdefault(key, []).append(_expected(error, tag))
-        inputs.setdefault(key, error["input"] if tag is None else _lookup(values, key, error["input"]))
-    for key in list(reasons):  # "too short" after an item failed says nothing new
-        if any(other.startswith(key + "[") or other.startswith(key + ".") for other in reasons if other != key):
-            reasons[key] = [r for r in reasons[key] if "item(s)" not in r] or reasons[key]
-            if not reasons[key] or all("item(s)" in r for r in reasons[key]):
-                del reasons[key]
-    clauses = [f"{where}{parent}: unknown key(s) {sorted(names)}" for parent, names in unknown.items()]
-    clauses += [f"{where}{parent}: missing key(s) {names}" for parent, names in missing.items()]
-    for key, texts in reasons.items():
-        texts = list(dict.fromkeys(texts))
-        if all(t.startswith("expected ") for t in texts):  # a union: any of its members
-            texts = ["expected " + " or ".join(t.removeprefix("expected ") for t in texts)]
-        shown = key and not (isinstance(inputs[key], Mapping) and inputs[key])  # a whole block: not repeated
-        value = f" = {inputs[key]!r}" if shown else ""
-        clauses.append(f"{where}{key}{value}: {'; '.join(texts)}")
-    return "; ".join(clauses)
-
-
-def _lookup(values: Mapping | None, key: str, default: Any) -> Any:
-    """The value at ``.a.b`` in ``values`` (the section as given), else ``default``."""
-    node: Any = values
-    for part in key.strip(".").split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def _adapter(cls: type) -> TypeAdapter:

@@ -150,14 +150,17 @@ evaluate:
 
 
 def test_profile_keeps_comments_and_key_order_and_changes_only_the_overlaid_values(tmp_path):
-    from anatcl_core.cli.profile import main
+    from anatcl_core.cli.profile import apply_profile, dump, main
 
     params, profile = tmp_path / "params.yaml", tmp_path / "profile.yaml"
     params.write_text(COMMENTED_PARAMS)
     profile.write_text("# profile comment, not copied\npretrain:\n  run: [b]   # not copied either\n  epochs: 300\n"
                        "  learning_rate: 3.0e-4\n  hidden_dim: null\n  methods:\n    a: {lambda_anat: 2.0}\n"
                        "evaluate:\n  n_repeats: 5\n  c_grid: [0.5]\n")
-    assert main([str(profile), "--params", str(params)]) == 0
+    # the command checks every section before writing; this two-section file is refused, untouched
+    assert main([str(profile), "--params", str(params)]) == 2
+    assert params.read_text() == COMMENTED_PARAMS
+    params.write_text(dump(apply_profile(profile, params)))  # the merge the command writes once checked
     expected = (COMMENTED_PARAMS
                 .replace("run: [a, b]                #", "run: [b]                   #")
                 .replace("epochs: 15                 #", "epochs: 300                #")

@@ -6,6 +6,10 @@ An overlay only names the keys it changes; every one of them must already exist 
 (a typo is an error, as everywhere else). Mappings merge key by key, anything else is replaced.
 The base file is rewritten in ruamel.yaml's round-trip mode: its comments, key order, quoting and
 flow lists stay as they were and only the overlaid values change (review them with ``git diff``).
+
+Nothing is written unless the merged file passes every section's declared rules
+(:func:`anatcl_core.sections.check_params`) and ``--out`` is a regular file (or a new name) ending
+in ``.yaml`` that is not the profile (:func:`anatcl_core.arguments.check_output`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from anatcl_core.arguments import ArgumentError, check_output
 from anatcl_core.atomic import atomic_write
-from anatcl_core.config import ConfigError, load_params
+from anatcl_core.config import ConfigError, parse_params, read_params_text
+from anatcl_core.sections import check_params
+
+PROG = "python -m anatcl_core.cli.profile"
 
 
 def _round_trip() -> YAML:
@@ -87,21 +95,47 @@ def merge(base: Mapping, overlay: Mapping) -> dict:
     return out
 
 
+def _read(path: str | Path) -> str:
+    """A parameter file's text, read once (a pipe such as ``<(cat f)`` has no second reading) and
+    parsed strictly (:func:`anatcl_core.config.parse_params`: no aliases, bounded size and depth)
+    before the round-trip parser, which has no such bounds, sees it."""
+    text = read_params_text(path)
+    parse_params(text, path)
+    return text
+
+
 def apply_profile(profile: str | Path, params: str | Path = "params.yaml") -> MutableMapping:
     """The parameters of ``params`` with ``profile`` merged over them, as a round-trip document.
 
-    Both files are first read strictly (:func:`anatcl_core.config.load_params`: UTF-8, no duplicate
-    key); the document keeps ``params``' comments and key order (:func:`dump` writes it).
+    Each file is read once and parsed strictly first (:mod:`anatcl_core.config`: UTF-8, no duplicate
+    key, no alias, at most 1 MB); the round-trip parser then reads the same text, and the document
+    keeps ``params``' comments and key order (:func:`dump` writes it). The merged values are not
+    checked here: :func:`merged_text` does.
 
     Raises:
         ConfigError: a file that does not load, or a profile key that ``params`` does not have.
     """
-    load_params(params)
-    load_params(profile)
+    params_text, profile_text = _read(params), _read(profile)
     parser = _round_trip()
-    document = parser.load(Path(params).read_text(encoding="utf-8"))
-    overlay_into(document, parser.load(Path(profile).read_text(encoding="utf-8")) or {})
+    document = parser.load(params_text)
+    overlay_into(document, parser.load(profile_text))
     return document
+
+
+def merged_text(profile: str | Path, params: str | Path = "params.yaml") -> str:
+    """The text :func:`main` writes: ``profile`` over ``params``, every section checked.
+
+    The text itself is parsed back and validated (:func:`anatcl_core.sections.check_params`), so
+    what is written is exactly what was checked.
+
+    Raises:
+        ConfigError: as :func:`apply_profile`, or a merged value that breaks its section's rules,
+            naming the profile, the key and what was expected.
+    """
+    text = dump(apply_profile(profile, params))
+    where = f"{profile} (merged over {params})"
+    check_params(parse_params(text, where), where)
+    return text
 
 
 def dump(document: MutableMapping) -> str:
@@ -113,17 +147,19 @@ def dump(document: MutableMapping) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Merge a profile over a parameter file and write the result (in place by default)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("profile")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default=None, help="where to write (default: --params, in place)")
     args = parser.parse_args(argv)
-    try:
-        text = dump(apply_profile(args.profile, args.params))
-    except ConfigError as err:
+    out = args.out or args.params
+    try:  # the profile is never overwritten; the parameter file is, by default (in place)
+        check_output(out, [args.profile], (".yaml", ".yml"), PROG)
+        text = merged_text(args.profile, args.params)
+    except (ArgumentError, ConfigError) as err:
         sys.stderr.write(f"{err}\n")
         return 2
-    with atomic_write(args.out or args.params) as tmp:
+    with atomic_write(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return 0
 

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from anatcl_core.config import NonNegativeInt, PositiveInt, section
+from anatcl_core.config import NonNegativeInt, PositiveInt, Text, section
 from anatcl_core.cores import one_blas_thread
 from anatcl_core.data.freesurfer import Channels
 from anatcl_core.report import claims, findings, plots, plots_claims, power, random_networks
@@ -53,11 +53,11 @@ class ReportConfig:
         paired_bootstrap: subject resamples of the paired differences against random init.
     """
 
-    title: str
+    title: Text
     embedding: Literal["pca", "tsne"]
     embedding_seed: NonNegativeInt
     dpi: PositiveInt
-    labels: dict[str, str]
+    labels: dict[str, Text]
     ablations: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]]
     reliability_channels: Channels
     budget: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]]

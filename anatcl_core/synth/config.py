@@ -6,7 +6,16 @@ from typing import Annotated
 
 from pydantic import Field
 
-from anatcl_core.config import Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, section
+from anatcl_core.config import Fraction, NonNegative, NonNegativeInt, PositiveInt, section
+
+#: Grid spacings the generator is meant for: from CAT12's own 1.5 mm (the real maps' grid; finer
+#: invents detail no input has) to 12 mm (a 16x19x16 grid, the coarsest the tests render; coarser
+#: grids lose whole regions and 1,000 mm ran for ever). profiles/*.yaml use 1.5, 4.5 and 9.
+VOXEL_MM_RANGE = (1.5, 12.0)
+#: Ten OpenBHBs (3,984 subjects each): beyond it a typo, not a study (~1 s and 8.5 MB a map at 1.5 mm).
+MAX_PRETRAIN = 40_000
+#: Ten times the nominal downstream cohort (2,350 subjects).
+MAX_DOWNSTREAM_SCALE = 10.0
 
 
 @section
@@ -30,14 +39,16 @@ class SynthConfig:
 
     Attributes:
         seed: master seed; every random draw derives from it (same seed -> byte-identical files).
-        voxel_mm: grid spacing of the rendered maps; CAT12's field of view is kept
-            (:func:`anatcl_core.data.layout.grid_shape`).
-        n_pretrain: healthy subjects of the OpenBHB-like pretraining cohort (all splits).
+        voxel_mm: grid spacing of the rendered maps, within :data:`VOXEL_MM_RANGE`; CAT12's field
+            of view is kept (:func:`anatcl_core.data.layout.grid_shape`).
+        n_pretrain: healthy subjects of the OpenBHB-like pretraining cohort (all splits), at most
+            :data:`MAX_PRETRAIN`.
         n_sites: acquisition sites of the pretraining cohort, external ones included.
         n_external_sites: sites seen only in the ``external_test`` split.
         internal_test_fraction: share of the train sites' subjects held out as ``internal_test``.
         downstream_scale: multiplier of every downstream group's nominal size
-            (:data:`.cohorts.STUDIES`; 1 = 2,350 subjects); > 0, each group keeps >= 1 subject.
+            (:data:`.cohorts.STUDIES`; 1 = 2,350 subjects); > 0 (each group keeps >= 1 subject) and
+            at most :data:`MAX_DOWNSTREAM_SCALE`.
         n_downstream_sites: sites per downstream study (each study recruits at its own); >= 1,
             the benchmark's checks ask >= 5.
         n_travelling: subjects scanned at every pretraining site (travelling heads).
@@ -62,12 +73,12 @@ class SynthConfig:
     """
 
     seed: NonNegativeInt
-    voxel_mm: Positive
-    n_pretrain: PositiveInt
+    voxel_mm: Annotated[float, Field(ge=VOXEL_MM_RANGE[0], le=VOXEL_MM_RANGE[1])]
+    n_pretrain: Annotated[int, Field(ge=1, le=MAX_PRETRAIN)]
     n_sites: Annotated[int, Field(ge=2)]
     n_external_sites: PositiveInt
     internal_test_fraction: Fraction
-    downstream_scale: Positive
+    downstream_scale: Annotated[float, Field(gt=0, le=MAX_DOWNSTREAM_SCALE)]
     n_downstream_sites: PositiveInt
     n_travelling: NonNegativeInt
     latent_sd: NonNegative

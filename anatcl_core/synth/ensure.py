@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
 
+from anatcl_core.atomic import exit_on_signals
+from anatcl_core.config import ConfigError
 from anatcl_core.project import use_site_cache
 
 logger = logging.getLogger(__name__)
@@ -72,17 +75,33 @@ def generate(params: Path, data_dir: Path) -> None:
     synthesize(config, data_dir, progress=True)
 
 
+def _regenerate(params: Path, data_dir: Path) -> None:
+    """Generate ``data_dir`` anew; the old one is set aside and comes back if that fails or is refused."""
+    if not data_dir.exists():
+        generate(params, data_dir)
+        return
+    aside = data_dir.with_name(f".{data_dir.name}.old-{os.getpid()}")
+    os.replace(data_dir, aside)
+    try:
+        generate(params, data_dir)
+    except BaseException:  # a bad synth: value, Ctrl-C, SIGTERM: data/ is left as it was
+        shutil.rmtree(data_dir, ignore_errors=True)
+        os.replace(aside, data_dir)
+        raise
+    shutil.rmtree(aside)
+
+
 def ensure(params: Path, data_dir: Path, dvc_file: Path, update: bool = False) -> str:
     """Bring ``data_dir`` in line with ``dvc_file``; returns what was done (for the log).
 
     Raises:
         DataMismatchError: if ``data_dir`` differs from what ``dvc_file`` records (and not ``update``).
         FileNotFoundError: if ``dvc_file`` is missing and ``update`` is not set.
+        ConfigError: a ``synth:`` value that breaks its rule, when the cohort is to be generated
+            (``data_dir`` is then left as it was).
     """
     if update:
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-        generate(params, data_dir)
+        _regenerate(params, data_dir)
         dvc_add(data_dir)
         return f"regenerated {data_dir} and recorded it in {dvc_file}: commit {dvc_file}"
     if not dvc_file.exists():
@@ -111,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update", action="store_true", help="regenerate data/ and re-record data.dvc")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    exit_on_signals()  # SIGTERM removes the partial cohort folder, as Ctrl-C does
     try:
         logger.info(ensure(args.params, args.data, args.dvc_file, update=args.update))
-    except (DataMismatchError, FileNotFoundError) as err:
+    except (DataMismatchError, FileNotFoundError, ConfigError) as err:
         logger.error("%s", err)
         return 1
     return 0
