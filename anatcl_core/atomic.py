@@ -148,6 +148,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def folder_set_aside(path: str | Path) -> Iterator[None]:
+    """Context manager: an existing folder ``path`` is moved aside while the block writes a new one.
+
+    On success the old folder is removed; on any exception (a refused value, Ctrl-C, SIGTERM) what
+    the block left at ``path`` is removed and the old folder comes back, so ``path`` is either the
+    new folder whole or the old one untouched (``make data-update``: :mod:`anatcl_core.synth.ensure`).
+    """
+    path = Path(path)
+    if not path.exists():
+        yield
+        return
+    aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+    os.replace(path, aside)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(aside, path)
+        raise
+    shutil.rmtree(aside)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every ``finally`` (temp-file cleanup) runs."""
 

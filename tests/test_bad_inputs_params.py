@@ -58,7 +58,7 @@ VALUES = {
     "seeds-empty": ("pretrain.seeds", [], "at least 1 item"),
     "seed-negative": ("pretrain.seeds[0]", [-1], "expected >= 0"),
     "num-threads-zero": ("pretrain.num_threads", 0, "expected >= 1"),
-    "num-threads-30-digits": ("pretrain.num_threads", 10**30, "expected <= 999999999999999999"),
+    "num-threads-19-digits": ("pretrain.num_threads", 10**18, "expected <= 999999999999999999"),
     "epochs-float": ("pretrain.epochs", 2.5, "expected an integer"),
     "epochs-bool": ("pretrain.epochs", True, "expected an integer, not a boolean"),
     "batch-size-one": ("pretrain.batch_size", 1, "expected >= 2"),

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
 from pathlib import Path
 
-from anatcl_core.atomic import exit_on_signals
+from anatcl_core.atomic import exit_on_signals, folder_set_aside
 from anatcl_core.config import ConfigError
 from anatcl_core.project import use_site_cache
 
@@ -77,18 +75,8 @@ def generate(params: Path, data_dir: Path) -> None:
 
 def _regenerate(params: Path, data_dir: Path) -> None:
     """Generate ``data_dir`` anew; the old one is set aside and comes back if that fails or is refused."""
-    if not data_dir.exists():
+    with folder_set_aside(data_dir):
         generate(params, data_dir)
-        return
-    aside = data_dir.with_name(f".{data_dir.name}.old-{os.getpid()}")
-    os.replace(data_dir, aside)
-    try:
-        generate(params, data_dir)
-    except BaseException:  # a bad synth: value, Ctrl-C, SIGTERM: data/ is left as it was
-        shutil.rmtree(data_dir, ignore_errors=True)
-        os.replace(aside, data_dir)
-        raise
-    shutil.rmtree(aside)
 
 
 def ensure(params: Path, data_dir: Path, dvc_file: Path, update: bool = False) -> str:
