@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from anatcl_core.config import load_params
 from anatcl_core.data import io, layout
 from anatcl_core.data.freesurfer import DESIKAN_SHAPE
 
@@ -156,21 +157,8 @@ def manifest_npy_path(tmp_path: Path) -> Path:
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: params.yaml section -> ``module:class`` of its dataclass (imported when a test asks for it).
-SECTION_CLASSES = {
-    "synth": "anatcl_core.synth.config:SynthConfig",
-    "cohort": "anatcl_core.data.cohort:CohortConfig",
-    "pretrain": "anatcl_core.train.recipe:PretrainConfig",
-    "evaluate": "anatcl_core.evaluation.evaluate:EvaluateConfig",
-    "reference": "anatcl_core.evaluation.references:ReferenceConfig",
-    "report": "anatcl_core.report.build:ReportConfig",
-}
-
-
 def params_mapping(name: str, **overrides) -> dict:
     """Section ``name`` of the repository's params.yaml as a plain mapping, ``overrides`` applied."""
-    from anatcl_core.config import load_params
-
     return {**load_params(REPO / "params.yaml")[name], **overrides}
 
 
@@ -180,16 +168,15 @@ def params_section(name: str, **overrides):
     The one way tests build a section: the values are the pipeline's own (params.yaml is their one
     home), e.g. ``params_section("synth", voxel_mm=9.0)``.
     """
-    import importlib
-
     from anatcl_core.config import from_mapping
+    from anatcl_core.sections import section_class
 
-    module, cls = SECTION_CLASSES[name].split(":")
-    return from_mapping(getattr(importlib.import_module(module), cls), params_mapping(name, **overrides),
+    return from_mapping(section_class(name), params_mapping(name, **overrides),
                         f"params.yaml: {name} (test overrides {sorted(overrides)})")
 
+
 #: Tiny profile, merged over params.yaml in the temporary copy.
-TINY = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+TINY = load_params(REPO / "profiles" / "tiny.yaml")  # the strict reader every params file goes through
 
 
 def make_workspace(root: Path, overrides: dict = TINY) -> tuple[Path, dict]:
