@@ -191,7 +191,7 @@ def make_workspace(root: Path, overrides: dict = TINY) -> tuple[Path, dict]:
             shutil.copy(REPO / name, root / name)
     for folder in ("anatcl_core", "notebooks"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
+    params = merge(load_params(REPO / "params.yaml"), overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     synthesize(from_mapping(SynthConfig, params["synth"], "tiny:synth"), root / "data", progress=False)
     env = {**os.environ, "DVC_SITE_CACHE_DIR": str(root / ".dvc_site"), "PYTHONHASHSEED": "0",
