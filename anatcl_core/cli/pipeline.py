@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from anatcl_core.arguments import count_argument, gigabytes_argument
+from anatcl_core.atomic import write_text
 from anatcl_core.cli import schedule
 from anatcl_core.cli.schedule import Layout
 from anatcl_core.cores import usable_cores
@@ -170,7 +171,7 @@ def run(todo: Plan, plan_: Layout, dvc: str = "dvc", poll_s: float = 0.2, echo=p
     finally:
         signal.signal(signal.SIGTERM, previous)
         record.wall_s = round(time.monotonic() - t0, 3)
-        (LOG_DIR / TIMING_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
+        write_text(LOG_DIR / TIMING_FILE, json.dumps(asdict(record), indent=2) + "\n")
     if failed:
         skipped = [s for s in todo.order if s not in done and s not in failed]
         raise RuntimeError(f"stage(s) {failed} failed; not run: {len(skipped)} stage(s) "

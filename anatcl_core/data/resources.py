@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from anatcl_core.atomic import atomic_write, write_text
 from anatcl_core.data import layout
 from anatcl_core.data.freesurfer import CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, canonical_channel
 
@@ -201,12 +202,11 @@ def write_resources(
 ) -> None:
     """Write ``resource/`` (both text files and ``resources.json``) naming ``channels`` and ``regions``."""
     folder = Path(root) / RESOURCE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CHANNELS_FILE).write_text("".join(f"{n}\n" for n in channels))
-    (folder / DESIKAN_LABELS_FILE).write_text("".join(f"{n}\n" for n in regions))
+    write_text(folder / CHANNELS_FILE, "".join(f"{n}\n" for n in channels))
+    write_text(folder / DESIKAN_LABELS_FILE, "".join(f"{n}\n" for n in regions))
     content = {"desikan_roi": {"shape": [-1, len(channels), len(regions)], "features": list(regions),
                                "channels": list(channels)}}  # fmt: skip
-    (folder / RESOURCES_JSON).write_text(json.dumps(content, indent=2) + "\n")
+    write_text(folder / RESOURCES_JSON, json.dumps(content, indent=2) + "\n")
 
 
 def write_tables(
@@ -222,5 +222,5 @@ def write_tables(
     frame = pd.DataFrame(tables.reshape(len(ids), -1), columns=columns)
     frame.insert(0, "session", 1)
     frame.insert(0, "participant_id", list(ids))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=False)
