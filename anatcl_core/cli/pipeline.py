@@ -276,7 +276,8 @@ def _run_locked(args: argparse.Namespace, plan_: Layout, cores: int) -> int:
     try:
         todo = plan()
     except DvcException as err:  # no dvc.yaml, a bad dvc.yaml, another dvc holding the repository lock
-        print(f"pipeline: DVC could not read the pipeline here ({Path.cwd()}): {err}", file=sys.stderr)
+        reason = " ".join(str(err).split())  # one line: DVC's 'is busy' message spans four
+        print(f"pipeline: DVC could not read the pipeline here ({Path.cwd()}): {reason}", file=sys.stderr)
         return 2
     gpu_note = (f"; {len(plan_.devices)} GPU(s) ({','.join(plan_.devices)}): one pretrain stage on each, "
                 f"{plan_.gpu_threads} thread(s) each" if plan_.devices else "")
