@@ -24,6 +24,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 TEMP_SUFFIX = ".tmp"
 
@@ -114,6 +115,27 @@ def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
         raise _write_error(path, err, tmp) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """:func:`atomic_write`, opened: yields the temp file's handle (``mode`` ``"wb"`` or ``"w"``).
+
+    For writers that take a handle (``np.save``, ``np.savez_compressed``, ``Figure.savefig`` with
+    ``format=``): given the temp path they would add their own suffix or guess the format from it.
+    The handle is closed before the file is synced and renamed.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"{path}: atomic_open mode {mode!r}; expected 'w' or 'wb'")
+    with atomic_write(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+
+
+def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`); returns ``path``."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return Path(path)
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from anatcl_core.arguments import count_argument, gigabytes_argument
+from anatcl_core.atomic import write_text
 from anatcl_core.cli import schedule
 from anatcl_core.cli.schedule import Layout
 from anatcl_core.cores import usable_cores
@@ -170,7 +171,7 @@ def run(todo: Plan, plan_: Layout, dvc: str = "dvc", poll_s: float = 0.2, echo=p
     finally:
         signal.signal(signal.SIGTERM, previous)
         record.wall_s = round(time.monotonic() - t0, 3)
-        (LOG_DIR / TIMING_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
+        write_text(LOG_DIR / TIMING_FILE, json.dumps(asdict(record), indent=2) + "\n")
     if failed:
         skipped = [s for s in todo.order if s not in done and s not in failed]
         raise RuntimeError(f"stage(s) {failed} failed; not run: {len(skipped)} stage(s) "
@@ -275,7 +276,8 @@ def _run_locked(args: argparse.Namespace, plan_: Layout, cores: int) -> int:
     try:
         todo = plan()
     except DvcException as err:  # no dvc.yaml, a bad dvc.yaml, another dvc holding the repository lock
-        print(f"pipeline: DVC could not read the pipeline here ({Path.cwd()}): {err}", file=sys.stderr)
+        reason = " ".join(str(err).split())  # one line: DVC's 'is busy' message spans four
+        print(f"pipeline: DVC could not read the pipeline here ({Path.cwd()}): {reason}", file=sys.stderr)
         return 2
     gpu_note = (f"; {len(plan_.devices)} GPU(s) ({','.join(plan_.devices)}): one pretrain stage on each, "
                 f"{plan_.gpu_threads} thread(s) each" if plan_.devices else "")

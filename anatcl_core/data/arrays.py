@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from anatcl_core.atomic import atomic_open, atomic_write, write_text
 from anatcl_core.data import io, layout
 
 
@@ -50,14 +51,15 @@ def files(arrays_dir: str | Path, name: str) -> dict[str, Path]:
 
 
 def write_cohort(arrays_dir: str | Path, name: str, cohort: Cohort) -> tuple[int, ...]:
-    """Write ``cohort`` as ``name``'s files under ``arrays_dir``; returns the images' shape."""
+    """Write ``cohort`` as ``name``'s files under ``arrays_dir``, each atomically; returns the images' shape."""
     paths = files(arrays_dir, name)
-    paths["images"].parent.mkdir(parents=True, exist_ok=True)
-    np.save(paths["images"], cohort.images.astype(np.float32, copy=False))
-    np.save(paths["descriptors"], cohort.descriptors.astype(np.float32, copy=False))
-    cohort.table.to_csv(paths["table"], sep="\t", index=False)
+    for key, array in (("images", cohort.images), ("descriptors", cohort.descriptors)):
+        with atomic_open(paths[key]) as handle:  # a handle: np.save would add ".npy" to the temp name
+            np.save(handle, array.astype(np.float32, copy=False))
+    with atomic_write(paths["table"]) as tmp:
+        cohort.table.to_csv(tmp, sep="\t", index=False)
     dtypes = {str(column): str(dtype) for column, dtype in cohort.table.dtypes.items()}
-    paths["columns"].write_text(json.dumps(dtypes, indent=1) + "\n")
+    write_text(paths["columns"], json.dumps(dtypes, indent=1) + "\n")
     return tuple(cohort.images.shape)
 
 

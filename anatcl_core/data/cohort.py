@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from anatcl_core import atomic
 from anatcl_core.config import Positive, PositiveInt, section
 from anatcl_core.data import io, layout
 from anatcl_core.data import validate
@@ -56,8 +57,7 @@ def validate_cohorts(config: CohortConfig, data_dir: str | Path, out_dir: str | 
     paths = [layout.cohort_path(data_dir, name) for name in layout.COHORT_DIRS
              if name in layout.REQUIRED_COHORTS or layout.cohort_path(data_dir, name).exists()]
     problems = [str(p) for p in validate.validate_paths(paths, config.voxel_mm, progress)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "validation.txt").write_text("".join(f"{p}\n" for p in problems) or "OK: no problems found\n")
+    atomic.write_text(out_dir / "validation.txt", "".join(f"{p}\n" for p in problems) or "OK: no problems found\n")
     if problems and config.fail_on_problems:
         raise CohortProblems(f"{len(problems)} problem(s) in {data_dir}, e.g. {problems[:3]}; "
                              f"see {out_dir / 'validation.txt'}")
@@ -160,8 +160,7 @@ def descriptor_trajectories(data_dir: str | Path, channels: Channels, dpi: int) 
 def run_qc(config: CohortConfig, data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Write ``summary.json`` and the QC figures (PNG) under ``out_dir``; return the figure paths."""
     out_dir = Path(out_dir)
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(cohort_summary(data_dir), indent=2) + "\n")
+    atomic.write_text(out_dir / "summary.json", json.dumps(cohort_summary(data_dir), indent=2) + "\n")
     figures = {
         "site_montage": site_montage(data_dir, config.dpi),
         "age_histograms": age_histograms(data_dir, config.age_bin_years, config.dpi),
@@ -170,5 +169,6 @@ def run_qc(config: CohortConfig, data_dir: str | Path, out_dir: str | Path) -> d
     paths = {}
     for name, fig in figures.items():
         paths[name] = out_dir / "figures" / f"{name}.png"
-        fig.savefig(paths[name], dpi=config.dpi, metadata={"Software": None})
+        with atomic.atomic_open(paths[name]) as handle:
+            fig.savefig(handle, format="png", dpi=config.dpi, metadata={"Software": None})
     return paths

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
+from anatcl_core.atomic import atomic_write
 from anatcl_core.data import layout
 from anatcl_core.data.files import not_regular
 from anatcl_core.data.volume_header import (  # noqa: F401  (VolumeError, MAX_VOXELS: public here too)
@@ -151,7 +152,11 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
     path = Path(path)
-    nib.save(image, path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        raise VolumeError(f"{path}: save_nifti writes .nii or .nii.gz files")
+    data = image.to_bytes()  # bytes, then one atomic write: nib.save would guess the format from the temp name
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
     return path
 
 

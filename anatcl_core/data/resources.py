@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from anatcl_core.atomic import atomic_write, write_text
 from anatcl_core.data import layout
 from anatcl_core.data.freesurfer import CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, canonical_channel
 
@@ -225,15 +226,14 @@ def write_resources(
     entries of the release (``vbm``, ``quasiraw``, ``vbm_roi``, ``xhemi``) are not written.
     """
     folder = Path(root) / RESOURCE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CHANNELS_FILE).write_text("".join(f"{n}\n" for n in channels))
-    (folder / DESIKAN_LABELS_FILE).write_text("".join(f"{n}\n" for n in regions))
+    write_text(folder / CHANNELS_FILE, "".join(f"{n}\n" for n in channels))
+    write_text(folder / DESIKAN_LABELS_FILE, "".join(f"{n}\n" for n in regions))
     content = {"desikan_roi": {"shape": [-1, len(channels), len(regions)], "features": list(regions),
                                "channels": list(channels)}}  # fmt: skip
     if destrieux is not None:
-        (folder / DESTRIEUX_LABELS_FILE).write_text("".join(f"{n}\n" for n in destrieux))
+        write_text(folder / DESTRIEUX_LABELS_FILE, "".join(f"{n}\n" for n in destrieux))
         content["destrieux_roi"] = {"features": list(destrieux), "channels": list(channels)}
-    (folder / RESOURCES_JSON).write_text(json.dumps(content, indent=2) + "\n")
+    write_text(folder / RESOURCES_JSON, json.dumps(content, indent=2) + "\n")
 
 
 def write_tables(
@@ -249,5 +249,5 @@ def write_tables(
     frame = pd.DataFrame(tables.reshape(len(ids), -1), columns=columns)
     frame.insert(0, "session", 1)
     frame.insert(0, "participant_id", list(ids))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from anatcl_core import live
+from anatcl_core.atomic import atomic_open, write_text
 from anatcl_core.cores import one_blas_thread, resolve_threads
 from anatcl_core.data import arrays
 from anatcl_core.data.layout import SCORE_PREFIX
@@ -128,14 +129,23 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
     if brainfmbench.NAME in config.probes:  # their random forest beside our linear probes
         result[brainfmbench.NAME] = brainfmbench.brainfmbench_probes(x["downstream"], down,
                                                                     resolve_threads(config.num_threads))
-    (out_dir / PROBES_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    save_outputs(out_dir, result, x, {k: c.table["participant_id"] for k, c in cohorts.items()}, predictions)
     # dvclive/metrics.json, for dvc metrics / exp show; the extraction's cost only there (it is no result)
     live.write_metrics(out_dir, {**headline(result), **({"feature_extraction": timing} if timing else {})})
-    np.savez_compressed(out_dir / FEATURES_FILE, **{f"{k}_features": v for k, v in x.items()},
-                        **{f"{k}_ids": np.asarray(c.table["participant_id"].astype(str).tolist(), dtype=str)
-                           for k, c in cohorts.items()})
-    np.savez_compressed(out_dir / PREDICTIONS_FILE, **predictions)
     return result
+
+
+def save_outputs(out_dir: str | Path, result: dict, x: dict[str, np.ndarray], ids: dict[str, pd.Series],
+                 predictions: dict[str, np.ndarray]) -> None:
+    """``probes.json``, ``features.npz`` (``<cohort>_features``, ``<cohort>_ids``) and ``predictions.npz``,
+    each atomically (a handle for numpy: given the temp name it would add ``.npz``)."""
+    write_text(Path(out_dir) / PROBES_FILE, json.dumps(result, indent=2) + "\n")
+    arrays = {FEATURES_FILE: {**{f"{k}_features": v for k, v in x.items()},
+                              **{f"{k}_ids": np.asarray(v.astype(str).tolist(), dtype=str) for k, v in ids.items()}},
+              PREDICTIONS_FILE: predictions}
+    for name, content in arrays.items():
+        with atomic_open(Path(out_dir) / name) as handle:
+            np.savez_compressed(handle, **content)
 
 
 def _healthy_probes(config: EvaluateConfig, x: np.ndarray, table: pd.DataFrame) -> tuple[dict, dict]:

@@ -189,7 +189,14 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
     tensors, numpy arrays and plain containers so ``safe_load`` reads it back.
     """
     with atomic_write(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)  # a handle, not a name: the archive's inner name stays "archive"
+        try:
+            torch.save(obj, handle)  # a handle, not a name: the archive's inner name stays "archive"
+        except RuntimeError as err:
+            # a full disk inside torch's zip writer surfaces as "unexpected pos 30 vs 0" (its __exit__
+            # fails too); the OSError it hides is what atomic_write names after the checkpoint
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
 
 
 def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str = "state dict") -> None:

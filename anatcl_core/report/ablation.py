@@ -29,7 +29,7 @@ from anatcl_core.data.freesurfer import select_channels
 from anatcl_core.evaluation import reliability
 from anatcl_core.report import plots
 from anatcl_core.report.figures import save_figures
-from anatcl_core.report.tables import summarise
+from anatcl_core.report.tables import summarise, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _ablation_tables(status: list[AblationStatus], probes: dict[tuple[str, int],
         if not item.run:
             continue
         mean, std = summarise(long, item.run)
-        pd.concat({"mean": mean, "std": std}, axis=1).to_csv(tables_dir / f"ablation_{item.name}.tsv", sep="\t")
+        write_tsv(pd.concat({"mean": mean, "std": std}, axis=1), tables_dir / f"ablation_{item.name}.tsv")
         text = mean.map(lambda v: f"{v:.3f}") + " ± " + std.map(lambda v: f"{v:.3f}")
         text.index = [labels.get(m, m) for m in mean.index]
         text.columns.name = None
@@ -234,7 +234,7 @@ def build_study(probes: dict[tuple[str, int], dict], ablations: dict[str, tuple[
     reference = descriptor_ratings(arrays_dir, channels)
     table = reliability_table(probes, present, reference)
     if table.size:
-        table.to_csv(tables_dir / "reliability.tsv", sep="\t")
+        write_tsv(table, tables_dir / "reliability.tsv")
         table.index = [labels.get(m, m) for m in table.index]
         tables["reliability"] = table
     per_dim = icc_distributions(probes, embedding_seed, reference)

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import Field
 
+from anatcl_core.atomic import write_text
 from anatcl_core.config import NonNegativeInt, PositiveInt, Text, section
 from anatcl_core.cores import one_blas_thread
 from anatcl_core.data.freesurfer import Channels
@@ -27,7 +28,7 @@ from anatcl_core.report.finding_measures import RunMeasures, travelling_ratings
 from anatcl_core.report.embedding import embedding_figure
 from anatcl_core.report.figures import save_figures
 from anatcl_core.report.results import Results, budget_epochs
-from anatcl_core.report.tables import format_table, headline_metrics, numeric_tables
+from anatcl_core.report.tables import format_table, headline_metrics, numeric_tables, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -123,19 +124,17 @@ def make_tables(results: Results, config: ReportConfig, out_dir: str | Path | No
     tables["power"] = power.resolution_table(pairs, vs_uncnn)
     if out_dir is not None:
         folder = Path(out_dir) / "tables"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, (mean, std) in numeric.items():
-            pd.concat({"mean": mean, "std": std}, axis=1).to_csv(folder / f"{name}.tsv", sep="\t")
-        for name, frame in claim_numeric.items():
-            frame.to_csv(folder / f"{name}.tsv", sep="\t")
-        for name in ("paired_vs_random", "paired_vs_uncnn", "feature_cost", "power"):
-            if name in tables:
-                tables[name].to_csv(folder / f"{name}.tsv", sep="\t")
-        found.to_csv(folder / "findings.tsv", sep="\t")
+        written = {name: pd.concat({"mean": mean, "std": std}, axis=1) for name, (mean, std) in numeric.items()}
+        written.update(claim_numeric)
+        written.update({name: tables[name] for name in ("paired_vs_random", "paired_vs_uncnn", "feature_cost", "power")
+                        if name in tables})
+        written["findings"] = found
+        for name, frame in written.items():
+            write_tsv(frame, folder / f"{name}.tsv")
         verdicts = {"findings": findings.findings_metrics(found), "power": power.power_metrics(tables["power"])}
-        (Path(out_dir) / FINDINGS_FILE).write_text(json.dumps(verdicts, indent=2) + "\n")
+        write_text(Path(out_dir) / FINDINGS_FILE, json.dumps(verdicts, indent=2) + "\n")
         headline = headline_metrics(results, numeric, claims.claim_metrics(claim_numeric, pairs))
-        (Path(out_dir) / "metrics.json").write_text(json.dumps(headline, indent=2) + "\n")
+        write_text(Path(out_dir) / "metrics.json", json.dumps(headline, indent=2) + "\n")
     return tables
 
 

@@ -12,12 +12,15 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from anatcl_core.atomic import atomic_open
+
 
 def save_figures(figures: Mapping[str, Figure], folder: str | Path, dpi: int) -> dict[str, Path]:
     """Save each figure as ``folder/<name>.png`` (without matplotlib's version tag, so the bytes
-    depend only on the drawing) and return name -> path."""
+    depend only on the drawing), each atomically, and return name -> path."""
     paths = {}
     for name, fig in figures.items():
         paths[name] = Path(folder) / f"{name}.png"
-        fig.savefig(paths[name], dpi=dpi, metadata={"Software": None})
+        with atomic_open(paths[name]) as handle:  # format given: the temp name's suffix is no image type
+            fig.savefig(handle, format="png", dpi=dpi, metadata={"Software": None})
     return paths

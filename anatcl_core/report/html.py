@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from anatcl_core.atomic import write_text
 from anatcl_core.cores import one_blas_thread
 from anatcl_core.report import claims, findings, power, random_networks, sections as report_sections
 from anatcl_core.report.ablation import Study
@@ -274,8 +275,5 @@ def write_report(results: Results, tables: dict[str, pd.DataFrame], figures: dic
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(config.title)}</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
-    out = Path(out_dir) / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
-    return out
+    return write_text(Path(out_dir) / "report.html", page)
 

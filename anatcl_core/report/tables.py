@@ -7,9 +7,12 @@ the result tables here and the ablation tables (:mod:`anatcl_core.report.ablatio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from anatcl_core.atomic import atomic_write
 from anatcl_core.report.results import Results
 
 
@@ -79,3 +82,10 @@ def headline_metrics(results: Results, numeric: dict[str, tuple[pd.DataFrame, pd
         entry.update(claim_metrics.get(method, {}))
         headline[method] = entry
     return headline
+
+
+def write_tsv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """``frame`` (index included) as a tab-separated table at ``path``, atomically; returns ``path``."""
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, sep="\t")
+    return Path(path)
