@@ -22,7 +22,7 @@ To add a field, declare it with its type and constraint, and give its value in `
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -67,6 +67,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):  # `? [a, b]`: SafeLoader's own "found unhashable key"
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first on line {seen[key]}; YAML would keep "
@@ -95,6 +97,8 @@ def load_params(path: str | Path) -> dict[str, Any]:
                           f"{err.start})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    except RecursionError:  # PyYAML recurses once per level: `[[[[...]]]]` thousands deep
+        raise ConfigError(f"{path}: YAML nested too deeply; expected a few levels of sections and keys") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return data

@@ -137,6 +137,10 @@ FILES = {
     "date-value": (b"report:\n  title: 2024-01-01\n", "not date"),
     "section-not-mapping": (b"evaluate: 5\n", "expected a mapping"),
     "missing-section": (b"synth: {}\n", "no section 'evaluate'"),
+    # found by tests/test_fuzz_readers.py: a list as a key raised TypeError (unhashable) in our loader
+    "list-as-key": (b"report:\n  ? [a, b]\n  : 1\n", "unhashable key"),
+    # found by tests/test_fuzz_readers.py: PyYAML's RecursionError escaped
+    "deep-nesting": (b"evaluate: " + b"[" * 50000 + b"]" * 50000 + b"\n", "nested too deeply"),
 }
 
 
@@ -187,3 +191,30 @@ def test_train_refuses_a_device_before_loading(device, tmp_path):
         cli.main(["--method", "random", "--device", device, "--arrays-dir", str(tmp_path / "none"),
                     "--out-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("which", ["params", "profile"])
+def test_profile_nested_too_deeply_is_refused_naming_the_file(which, tmp_path):
+    """Found by tests/test_fuzz_readers.py: ruamel.yaml's RecursionError escaped apply_profile."""
+    from anatcl_core.cli.profile import apply_profile
+
+    paths = {"params": tmp_path / "params.yaml", "profile": tmp_path / "profile.yaml"}
+    paths["params"].write_text("report:\n  title: r\n", encoding="utf-8")
+    paths["profile"].write_text("report:\n  title: s\n", encoding="utf-8")
+    paths[which].write_text("report: {title: " + "[" * 900 + "]" * 900 + "}\n", encoding="utf-8")
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        apply_profile(paths["profile"], paths["params"])
+    assert "\n" not in str(err.value) and str(paths[which]) in str(err.value), str(err.value)
+    assert "nested too deeply" in str(err.value)
+    assert snapshot(tmp_path) == before
+
+
+def test_profile_key_not_in_params_names_the_profile(tmp_path):
+    """Found by tests/test_fuzz_readers.py: the refusal named the key but not the profile file."""
+    from anatcl_core.cli.profile import apply_profile
+
+    (tmp_path / "params.yaml").write_text("report:\n  title: r\n", encoding="utf-8")
+    (tmp_path / "profile.yaml").write_text("report:\n  titel: s\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"profile.yaml: profile key report.titel is not in the parameter file"):
+        apply_profile(tmp_path / "profile.yaml", tmp_path / "params.yaml")

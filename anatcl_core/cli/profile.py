@@ -98,10 +98,20 @@ def apply_profile(profile: str | Path, params: str | Path = "params.yaml") -> Mu
     """
     load_params(params)
     load_params(profile)
-    parser = _round_trip()
-    document = parser.load(Path(params).read_text(encoding="utf-8"))
-    overlay_into(document, parser.load(Path(profile).read_text(encoding="utf-8")) or {})
+    document, overlay = (_load_round_trip(Path(path)) for path in (params, profile))
+    try:
+        overlay_into(document, overlay or {})
+    except ConfigError as err:
+        raise ConfigError(f"{profile}: {err}") from None
     return document
+
+
+def _load_round_trip(path: Path) -> Any:
+    """``path`` in round-trip mode; it has loaded strictly already, but ruamel recurses deeper per level."""
+    try:
+        return _round_trip().load(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply; expected a few levels of sections and keys") from None
 
 
 def dump(document: MutableMapping) -> str:
