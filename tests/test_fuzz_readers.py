@@ -139,18 +139,6 @@ def _ids(root: Path) -> list[str]:
 #: Readers the fuzzing caught letting a foreign exception out, not yet fixed at their boundary (issue 23):
 #: expected to fail (not strict: at CI size a case may draw no failing example; remove the entry with the fix).
 KNOWN_FINDINGS = {
-    "data.arrays.load_table": "pandas EmptyDataError / UnicodeDecodeError and json errors escape",
-    "data.arrays.load_cohort": "pandas / numpy errors (truncated .npy: EOFError) escape",
-    "data.arrays.load_arrays": "pandas / numpy errors escape (as load_cohort)",
-    "data.resources.load_roi_file": "numpy's EOFError / ValueError / IsADirectoryError escape",
-    "data.resources.read_roi_table": "numpy's EOFError / ValueError escape (via load_roi_file)",
-    "data.resources.read_roi_csv": "pandas ParserError / EmptyDataError / UnicodeDecodeError escape",
-    "data.resources.read_tables": "pandas errors (read_roi_csv) and resource/ text not UTF-8 escape",
-    "data.resources.table_order": "UnicodeDecodeError of resource/*.txt, RecursionError of resources.json escape",
-    "data.resources.declared_names": "UnicodeDecodeError of resource/*.txt, RecursionError of resources.json escape",
-    "data.stacking.read_cohort": "a manifest's roi given as a folder: numpy's IsADirectoryError escapes",
-    "data.stacking.read_manifest_cohort": "a manifest's roi given as a folder: numpy's IsADirectoryError escapes",
-    "data.volume_header.read_header": "gzip/zlib errors of a damaged .nii.gz header escape (load_volume wraps them)",
     "evaluation.external.read_features": "pandas EmptyDataError / ParserError escape",
     "export.sandbox.read_requirements": "FileNotFoundError / UnicodeDecodeError from pathlib escape",
     "live.read_curves": "pandas errors of a damaged curve .tsv escape",
@@ -158,10 +146,11 @@ KNOWN_FINDINGS = {
     "model.registry.read_yaml": "PyYAML's RecursionError (deep nesting) and UnicodeDecodeError escape",
     "model.registry.read_pins": "PyYAML's RecursionError and UnicodeDecodeError escape (via read_yaml)",
     "model.registry.load_registry": "PyYAML's RecursionError and UnicodeDecodeError escape (via read_yaml)",
-    "data.stacking.read_openbhb": "numpy's EOFError of a truncated per-subject .npy escapes",
 }
 #: Readers that are not fuzzed here, with the reason. Anything else the scan finds needs a case.
 NOT_FUZZED = {
+    **{f"data.files.{name}": "the guarded reads every reader above goes through (its cases damage what they read)"
+       for name in ("read_text", "read_json", "read_npy", "read_csv")},
     "model.checkpoint.load_state_dict_checked": "reads no file: checks a state dict already loaded by safe_load",
     "synth.base.load_base": "takes a voxel size, reads only the template shipped in the package",
     "synth.measures.read_pretraining": "statistics of the synthetic generator's own output for its checks, never a user's files",
