@@ -138,15 +138,7 @@ def _ids(root: Path) -> list[str]:
 
 #: Readers the fuzzing caught letting a foreign exception out, not yet fixed at their boundary (issue 23):
 #: expected to fail (not strict: at CI size a case may draw no failing example; remove the entry with the fix).
-KNOWN_FINDINGS = {
-    "evaluation.external.read_features": "pandas EmptyDataError / ParserError escape",
-    "export.sandbox.read_requirements": "FileNotFoundError / UnicodeDecodeError from pathlib escape",
-    "live.read_curves": "pandas errors of a damaged curve .tsv escape",
-    "report.claims.load_predictions": "numpy / zipfile errors of a damaged predictions.npz escape",
-    "model.registry.read_yaml": "PyYAML's RecursionError (deep nesting) and UnicodeDecodeError escape",
-    "model.registry.read_pins": "PyYAML's RecursionError and UnicodeDecodeError escape (via read_yaml)",
-    "model.registry.load_registry": "PyYAML's RecursionError and UnicodeDecodeError escape (via read_yaml)",
-}
+KNOWN_FINDINGS: dict[str, str] = {}
 #: Readers that are not fuzzed here, with the reason. Anything else the scan finds needs a case.
 NOT_FUZZED = {
     **{f"data.files.{name}": "the guarded reads every reader above goes through (its cases damage what they read)"
