@@ -3,14 +3,12 @@
 A :class:`Case` writes a valid input under an empty folder (its sizes, values and ids drawn), says
 what the reader must give back for it, and calls the reader. The fuzz test then damages one of the
 files it wrote (:mod:`fuzz_mutations`) and calls the reader again. Shapes stay tiny so that a few
-hundred examples per reader run in seconds.
+hundred examples per reader run in seconds. The checkpoints' inputs are in :mod:`fuzz_checkpoints`.
 """
 
 from __future__ import annotations
 
-import functools
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,47 +177,6 @@ def read_profile(root: Path) -> dict:
     from anatcl_core.cli.profile import apply_profile, dump
 
     return yaml.safe_load(dump(apply_profile(root / "profile.yaml", root / "params.yaml")))
-
-
-# ---------------------------------------------------------------------------------- checkpoints
-def build_plain_checkpoint(root: Path, draw: Draw) -> dict:
-    import torch
-
-    from anatcl_core.model.checkpoint import save_checkpoint
-
-    obj = {"w": torch.from_numpy(small_array(draw)), "epoch": draw(st.integers(0, 99)),
-           "note": draw(st.text(max_size=8)), "history": draw(st.lists(FINITE32.map(float), max_size=3))}
-    save_checkpoint(obj, root / "checkpoint.pt")
-    return obj
-
-
-def same_checkpoint(got: dict, expected: dict) -> bool:
-    return set(got) == set(expected) and same_arrays(got["w"], expected["w"]) and \
-        all(got[k] == expected[k] for k in expected if k != "w")
-
-
-@functools.cache
-def trained_bytes(with_run: bool) -> bytes:
-    """A narrow ResNet-18 checkpoint in our format (with or without the run record), built once."""
-    import torch
-    from test_checkpoint import PRE_RUN_CONFIG
-
-    from anatcl_core.model.checkpoint import save_checkpoint
-    from anatcl_core.model.network import build_model
-    from anatcl_core.model.trained import model_config
-
-    torch.manual_seed(0)
-    model = build_model(base_width=4, projection_dim=16)
-    config = {**PRE_RUN_CONFIG, "base_width": 4, "projection_dim": 16} if with_run else model_config(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint({"model": model.state_dict(), "config": config, "epoch": 1}, Path(tmp) / "c.pt")
-        return (Path(tmp) / "c.pt").read_bytes()
-
-
-def build_trained(with_run: bool) -> Callable[[Path, Draw], None]:
-    def build(root: Path, draw: Draw) -> None:
-        (root / "checkpoint.pt").write_bytes(trained_bytes(with_run))
-    return build
 
 
 # ------------------------------------------------------------------------------ stacked cohorts

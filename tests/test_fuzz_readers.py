@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import fuzz_cases as fc
+import fuzz_checkpoints as fck
 import pytest
 from fuzz_mutations import mutations
 from hypothesis import HealthCheck, Phase, given, settings
@@ -106,14 +107,14 @@ CASES: dict[str, fc.Case] = {
     "config.load_section": fc.Case(fc.build_repo_params, lambda r: _section(r, "cohort")),
     "cli.profile.apply_profile": fc.Case(fc.build_profile, fc.read_profile, lambda g, e: g == e),
     "model.checkpoint.safe_load": fc.Case(
-        fc.build_plain_checkpoint, lambda r: checkpoint.safe_load(r / "checkpoint.pt"), fc.same_checkpoint),
-    "model.trained.load_trained": fc.Case(fc.build_trained(False), lambda r: trained.load_trained(r / "checkpoint.pt")),
-    "model.trained.load_model": fc.Case(fc.build_trained(False), lambda r: trained.load_model(r / "checkpoint.pt")),
+        fck.build_plain_checkpoint, lambda r: checkpoint.safe_load(r / "checkpoint.pt"), fck.same_checkpoint),
+    "model.trained.load_trained": fc.Case(fck.build_trained(False), lambda r: trained.load_trained(r / "checkpoint.pt")),
+    "model.trained.load_model": fc.Case(fck.build_trained(False), lambda r: trained.load_model(r / "checkpoint.pt")),
     "model.trained.inspect_checkpoint": fc.Case(
-        fc.build_trained(False), lambda r: trained.inspect_checkpoint(r / "checkpoint.pt")),
-    "evaluation.embed.load_encoder": fc.Case(fc.build_trained(False), lambda r: embed.load_encoder(r / "checkpoint.pt")),
+        fck.build_trained(False), lambda r: trained.inspect_checkpoint(r / "checkpoint.pt")),
+    "evaluation.embed.load_encoder": fc.Case(fck.build_trained(False), lambda r: embed.load_encoder(r / "checkpoint.pt")),
     "evaluation.features.load_encoder": fc.Case(
-        fc.build_trained(True), lambda r: features.load_encoder(r / "checkpoint.pt")),
+        fck.build_trained(True), lambda r: features.load_encoder(r / "checkpoint.pt")),
     "model.registry.read_yaml": fc.Case(fc.build_pins, lambda r: registry.read_yaml(r / "pins.yaml"), lambda g, e: g == e),
     "model.registry.read_pins": fc.Case(fc.build_pins, registry.read_pins, lambda g, e: g == e),
     "model.registry.load_registry": fc.Case(
