@@ -3,6 +3,7 @@
 #                (independent stages side by side: JOBS=auto, one per usable core)
 #   make test    set up .venv, run the whole test suite
 #   make lab     JupyterLab on the project, from .venv (LAB_ARGS="--port 8890 --no-browser" for more)
+#   make fuzz    the readers' property-based fuzzing at full size (10,000 examples per reader)
 # Only Python 3.11 and pip are needed beforehand.
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +17,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export OMP_WAIT_POLICY := PASSIVE
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test lab env data data-update lock clean-env
+.PHONY: repro test fuzz lab env data data-update lock clean-env
 
 # dvc repro with independent stages side by side, one per core (anatcl_core/cli/pipeline.py); the same
 # outputs, dvc.lock and `dvc status` as a serial `dvc repro`, which works too. JOBS=1: one at a time.
@@ -26,6 +27,12 @@ repro: $(STAMP) data
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Every reader fuzzed with Hypothesis's "full" profile (tests/test_fuzz_readers.py); `make test` runs
+# the same tests at the "ci" size. FUZZ_EXAMPLES=N for another size.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	ANATCL_FUZZ_PROFILE=full ANATCL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m fuzz -q
 
 # Kernels start in the notebook's folder with this environment (venv on PATH, DVC site cache, OpenMP
 # policy); jupytext opens notebooks/*.py as notebooks (default viewer: .jupyter/lab/settings).
@@ -42,10 +49,12 @@ env: $(STAMP)
 # the public index for Linux x86-64, CPU-only from the CPU index); envcheck prints which one and
 # where it will run, with a one-line note (never a failure) when build and machine differ.
 # requirements-test.txt: test-only clients (nidl, anatcl) without their dependencies, whose declared
-# pins conflict with ours (that file says why).
-$(STAMP): requirements.txt constraints.txt requirements-test.txt pyproject.toml
+# pins conflict with ours (that file says why). requirements-dev.txt: test-only tools (hypothesis),
+# pinned by version, not hash: their wheels differ per platform.
+$(STAMP): requirements.txt constraints.txt requirements-test.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m anatcl_core.cli.envcheck

@@ -182,6 +182,8 @@ def parse_params(text: str, where: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{where}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())})") from None
+    except RecursionError:  # belt and braces: StrictLoader stops at MAX_DEPTH long before Python's limit
+        raise ConfigError(f"{where}: YAML nested too deeply; expected a few levels of sections and keys") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of sections at the top level")
     return data

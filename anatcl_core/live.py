@@ -76,10 +76,22 @@ def write_metrics(run_dir: str | Path, metrics: Mapping[str, object]) -> Path:
     return Path(run_dir) / LIVE_DIR / METRICS_FILE
 
 
+def _read_curve(path: Path) -> pd.DataFrame:
+    """One curve's ``step``-indexed table (ValueError naming the file when it is damaged)."""
+    try:  # a foundation: no anatcl_core.data.files here (test_architecture)
+        frame = pd.read_csv(path, sep="\t")
+    except (ValueError, OSError) as err:  # pandas' ParserError / EmptyDataError, UnicodeDecodeError
+        reason = " ".join(str(err).split())[:200]
+        raise ValueError(f"{path}: cannot read ({type(err).__name__}: {reason}); expected a curve table") from None
+    if "step" not in frame.columns or frame["step"].duplicated().any():
+        raise ValueError(f"{path}: no 'step' column or steps repeated; expected one row per step")
+    return frame.set_index("step")
+
+
 def read_curves(run_dir: str | Path) -> pd.DataFrame:
     """A run's curves as one table: ``epoch`` then one column per curve (empty if none)."""
     folder = Path(run_dir) / LIVE_DIR / CURVES_DIR
-    frames = [pd.read_csv(path, sep="\t").set_index("step") for path in sorted(folder.glob("*.tsv"))]
+    frames = [_read_curve(path) for path in sorted(folder.glob("*.tsv"))]
     if not frames:
         return pd.DataFrame(columns=["epoch", "loss"])
     table = pd.concat(frames, axis=1).sort_index()

@@ -355,3 +355,36 @@ def test_inflating_record_is_refused_with_bounded_memory(tmp_path, tiny):
     assert "refused:" in proc.stdout and "2147483648 bytes" in proc.stdout
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     assert peak_kb < 1.5 * 2**20, f"peak {peak_kb} kB"  # under 1.5 GB (measured: ~0.23 GB, torch's import)
+
+
+# --------------------------------------------------------- registry and pins files (issue 23, fuzzing)
+def _yaml_file(t: Path, data: bytes) -> Path:
+    (t / "registry.yaml").write_bytes(data)
+    return t / "registry.yaml"
+
+
+def _registry_case(name: str):
+    from anatcl_core.model import registry
+
+    return {  # PyYAML's RecursionError and UnicodeDecodeError used to escape read_yaml
+        "yaml-nested-deep": (lambda t: _yaml_file(t, b"a: " + b"[" * 100_000 + b"]" * 100_000),
+                             lambda p: registry.read_yaml(p), "YAML nested too deeply"),
+        "yaml-latin1": (lambda t: _yaml_file(t, "checkpoints: {jos\xe9: 1}\n".encode("latin-1")),
+                        lambda p: registry.load_registry([p]), "not UTF-8 text"),
+        "yaml-invalid": (lambda t: _yaml_file(t, b"checkpoints: [unclosed\n"),
+                         lambda p: registry.load_registry([p]), "not valid YAML"),
+        "pins-latin1": (lambda t: (t / registry.PINS_FILE).write_bytes(b"m: caf\xe9\n") and t / registry.PINS_FILE,
+                        lambda p: registry.read_pins(p.parent), "not UTF-8 text"),
+    }[name]
+
+
+@pytest.mark.parametrize("case", ["yaml-nested-deep", "yaml-latin1", "yaml-invalid", "pins-latin1"])
+def test_registry_files_refused_in_one_line_naming_them(case, tmp_path: Path) -> None:
+    from anatcl_core.model.trained import WeightsError
+
+    build, read, problem = _registry_case(case)
+    path = build(tmp_path)
+    with pytest.raises(WeightsError) as caught:
+        read(path)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path}:") and problem in message, message

@@ -886,3 +886,105 @@ def test_a_signal_stops_embed_with_one_line_and_leaves_nothing(tmp_path, checkpo
     lines = [line for line in stderr.splitlines() if "interrupted" in line]
     assert len(lines) == 1 and ("SIGINT" if signum == signal.SIGINT else "SIGTERM") in lines[0]
     assert not out.exists() and not list(tmp_path.glob(".features.csv.*"))
+
+
+# ------------------------------------------------------------------ readers called directly (issue 23)
+# Found by tests/test_fuzz_readers.py: each reader let numpy's, pandas' or the decoders' exception out.
+# Now each raises its module's own error, one line naming the file and what was expected.
+def _cohort_arrays(t: Path) -> Path:
+    from anatcl_core.data.arrays import Cohort, write_cohort
+
+    table = pd.DataFrame({"participant_id": ["sub-1", "sub-2"], "age": [20.0, 30.0]})
+    write_cohort(t / "arrays", "openbhb", Cohort(np.zeros((2, 1, 2, 2, 2), np.float32), table,
+                                                 np.zeros((2, 7, 3), np.float32)))
+    return t / "arrays"
+
+
+def _truncate(path: Path, keep: int) -> Path:
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def _roi_npy(t: Path) -> Path:
+    return npy(t / "roi.npy", np.ones((7, 68), np.float32))
+
+
+def _resource_root(t: Path) -> Path:
+    from anatcl_core.data import resources
+
+    resources.write_resources(t)
+    resources.write_tables(resources.roi_csv_path(t, "train"), ["sub-1"], np.ones((1, 7, 68), np.float32))
+    return t
+
+
+def _manifest_roi_folder(t: Path) -> Path:
+    write_manifest(layout.cohort_path(t, "downstream"), voxel_mm=VOXEL, n=2, fmt="npy")
+    roi = next((layout.cohort_path(t, "downstream") / "roi").glob("*.npy"))
+    roi.unlink()
+    roi.mkdir()
+    return roi
+
+
+def _openbhb_truncated_roi(t: Path) -> Path:
+    write_openbhb(t / "openbhb", voxel_mm=VOXEL, split_sizes=(1, 1, 1))
+    return _truncate(next(p for p in sorted((t / "openbhb").rglob("*.npy")) if layout.DESIKAN_KIND in p.name), 100)
+
+
+def _reader(name: str):
+    from anatcl_core.data import arrays, resources, stacking, volume_header
+
+    return {
+        "arrays-truncated-images": (lambda t: _truncate(_cohort_arrays(t) / "openbhb.npy", 150),
+                                    lambda t: arrays.load_cohort(t / "arrays", "openbhb"), arrays.ArraysError, "cannot read"),
+        "arrays-latin1-table": (lambda t: write(_cohort_arrays(t) / "openbhb.tsv", "participant_id\tage\nJos\xe9\t1\n"
+                                                .encode("latin-1")),
+                                lambda t: arrays.load_table(t / "arrays", "openbhb"), arrays.ArraysError, "UnicodeDecodeError"),
+        "arrays-empty-table": (lambda t: write(_cohort_arrays(t) / "openbhb.tsv", b""),
+                               lambda t: arrays.load_arrays(t / "arrays"), arrays.ArraysError, "EmptyDataError"),
+        "arrays-columns-not-json": (lambda t: write(_cohort_arrays(t) / "openbhb_columns.json", b"{oops"),
+                                    lambda t: arrays.load_table(t / "arrays", "openbhb"), arrays.ArraysError, "not valid JSON"),
+        "roi-npy-truncated": (lambda t: _truncate(_roi_npy(t), 200), lambda t: resources.read_roi_table(t / "roi.npy"),
+                              resources.ResourceError, "cannot read"),
+        "roi-npy-folder": (lambda t: (t / "roi.npy").mkdir() or t / "roi.npy",
+                           lambda t: resources.load_roi_file(t / "roi.npy"), resources.ResourceError, "a folder"),
+        "roi-csv-ragged": (lambda t: write(t / "roi.csv", b"participant_id,session,a\n\"x,1\n"),
+                           lambda t: resources.read_roi_csv(t / "roi.csv"), resources.ResourceError, "cannot read"),
+        "roi-csv-latin1": (lambda t: write(resources.roi_csv_path(_resource_root(t), "train"),
+                                           "participant_id,session,a\nJos\xe9,1,2\n".encode("latin-1")),
+                           lambda t: resources.read_tables(t, "train"), resources.ResourceError, "UnicodeDecodeError"),
+        "resource-txt-latin1": (lambda t: write(_resource_root(t) / "resource" / resources.CHANNELS_FILE, b"CT\xe9\n"),
+                                lambda t: resources.declared_names(t), resources.ResourceError, "not UTF-8 text"),
+        "resources-json-deep": (lambda t: write(_resource_root(t) / "resource" / resources.RESOURCES_JSON,
+                                                b"[" * 100_000 + b"]" * 100_000),
+                                lambda t: resources.table_order(t), resources.ResourceError, "nested too deeply"),
+        "manifest-roi-folder": (_manifest_roi_folder, lambda t: stacking.read_cohort(t, "downstream", progress=False),
+                                resources.ResourceError, "a folder"),
+        "manifest-roi-folder-direct": (_manifest_roi_folder,
+                                       lambda t: stacking.read_manifest_cohort(layout.cohort_path(t, "downstream"),
+                                                                               progress=False),
+                                       resources.ResourceError, "a folder"),
+        "openbhb-roi-truncated": (_openbhb_truncated_roi, lambda t: stacking.read_openbhb(t / "openbhb", progress=False),
+                                  resources.ResourceError, "cannot read"),
+        "header-gz-garbage": (lambda t: write(t / "map.nii.gz", b"\x1f\x8b\x08\x00" + b"garbage" * 20),
+                              lambda t: volume_header.read_header(t / "map.nii.gz"), volume_header.VolumeError,
+                              "cannot read the NIfTI header"),
+    }[name]
+
+
+READER_CASES = ("arrays-truncated-images", "arrays-latin1-table", "arrays-empty-table", "arrays-columns-not-json",
+                "roi-npy-truncated", "roi-npy-folder", "roi-csv-ragged", "roi-csv-latin1", "resource-txt-latin1",
+                "resources-json-deep", "manifest-roi-folder", "manifest-roi-folder-direct", "openbhb-roi-truncated",
+                "header-gz-garbage")
+
+
+@pytest.mark.parametrize("case", READER_CASES)
+def test_reader_refuses_a_damaged_file_in_one_line_naming_it(case, tmp_path: Path) -> None:
+    build, read, error, problem = _reader(case)
+    damaged = build(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(error) as caught:
+        read(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 500, message
+    assert message.startswith(f"{damaged}:") and problem in message, message
+    assert snapshot(tmp_path) == before

@@ -386,3 +386,30 @@ def test_a_killed_writers_partial_folder_is_removed_by_the_next(tmp_path):
     with atomic_dir(tmp_path / "data") as temporary:
         (temporary / "f").write_text("x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.parametrize("which", ["params", "profile"])
+def test_profile_nested_too_deeply_is_refused_naming_the_file(which, tmp_path):
+    """Found by tests/test_fuzz_readers.py: ruamel.yaml's RecursionError escaped apply_profile."""
+    from anatcl_core.cli.profile import apply_profile
+
+    paths = {"params": tmp_path / "params.yaml", "profile": tmp_path / "profile.yaml"}
+    paths["params"].write_text("report:\n  title: r\n", encoding="utf-8")
+    paths["profile"].write_text("report:\n  title: s\n", encoding="utf-8")
+    paths[which].write_text("report: {title: " + "[" * 900 + "]" * 900 + "}\n", encoding="utf-8")
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        apply_profile(paths["profile"], paths["params"])
+    assert "\n" not in str(err.value) and str(paths[which]) in str(err.value), str(err.value)
+    assert "nested more than 20 levels" in str(err.value)
+    assert snapshot(tmp_path) == before
+
+
+def test_profile_key_not_in_params_names_the_profile(tmp_path):
+    """Found by tests/test_fuzz_readers.py: the refusal named the key but not the profile file."""
+    from anatcl_core.cli.profile import apply_profile
+
+    (tmp_path / "params.yaml").write_text("report:\n  title: r\n", encoding="utf-8")
+    (tmp_path / "profile.yaml").write_text("report:\n  titel: s\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"profile.yaml: profile key report.titel is not in the parameter file"):
+        apply_profile(tmp_path / "profile.yaml", tmp_path / "params.yaml")

@@ -199,3 +199,54 @@ def test_compare_prints_one_line_per_entry_whatever_the_file_names(tmp_path: Pat
     assert status == 1
     assert lines[1:] == ["  differs: x.tsv\\n  differs: forged.tsv"], lines
     assert lines[0].startswith("2 entries compared: 1 differ")
+
+
+# ------------------------------------------------ files of runs and submissions (issue 23, fuzzing)
+def _file(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _run_file_case(name: str):
+    import numpy as np
+
+    from anatcl_core import live
+    from anatcl_core.evaluation import external
+    from anatcl_core.export import sandbox
+    from anatcl_core.report import claims
+
+    def npz(t: Path) -> Path:
+        path = t / "run" / "predictions.npz"
+        path.parent.mkdir()
+        np.savez(path, y_true=np.zeros(50), y_pred=np.ones(50))
+        return _file(path, path.read_bytes()[:300])  # a truncated zip: numpy / zipfile errors used to escape
+
+    return {
+        "features-empty": (lambda t: _file(t / "features.csv", b""),
+                           lambda t: external.read_features(t / "features.csv", ["a"], 2), ValueError, "EmptyDataError"),
+        "features-ragged": (lambda t: _file(t / "features.csv", b"subject_id,f0,f1\na,1,2\nb,1,2,3,4\n"),
+                            lambda t: external.read_features(t / "features.csv", ["a"], 2), ValueError, "ParserError"),
+        "curve-latin1": (lambda t: _file(t / live.LIVE_DIR / live.CURVES_DIR / "loss.tsv", b"step\tloss\n1\t\xe9\n"),
+                         live.read_curves, ValueError, "UnicodeDecodeError"),
+        "predictions-truncated": (npz, lambda t: claims.load_predictions({"m": [t / "run"]}), ValueError, "cannot read"),
+        "requirements-latin1": (lambda t: _file(t / "requirements.txt", b"numpy==1.0  # caf\xe9\n"),
+                                lambda t: sandbox.read_requirements(t / "requirements.txt"), sandbox.SandboxError,
+                                "not UTF-8 text"),
+        "requirements-missing": (lambda t: t / "requirements.txt",
+                                 lambda t: sandbox.read_requirements(t / "requirements.txt"), sandbox.SandboxError,
+                                 "missing file"),
+    }[name]
+
+
+@pytest.mark.parametrize("case", ["features-empty", "features-ragged", "curve-latin1", "predictions-truncated",
+                                  "requirements-latin1", "requirements-missing"])
+def test_run_files_refused_in_one_line_naming_them(case, tmp_path: Path) -> None:
+    build, read, error, problem = _run_file_case(case)
+    path = build(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(error) as caught:
+        read(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path}:") and problem in message, message
+    assert snapshot(tmp_path) == before

@@ -118,7 +118,10 @@ def apply_profile(profile: str | Path, params: str | Path = "params.yaml") -> Mu
     params_text, profile_text = _read(params), _read(profile)
     parser = _round_trip()
     document = parser.load(params_text)
-    overlay_into(document, parser.load(profile_text))
+    try:
+        overlay_into(document, parser.load(profile_text))
+    except ConfigError as err:  # a profile key params.yaml lacks: say which file holds it
+        raise ConfigError(f"{profile}: {err}") from None
     return document
 
 

@@ -24,10 +24,17 @@ import pandas as pd
 
 from anatcl_core.atomic import atomic_open, atomic_write, write_text
 from anatcl_core.data import io, layout
+from anatcl_core.data.files import PANDAS_ERRORS, one_line, read_csv, read_json, read_npy
 
 
 #: dtype names (as ``str(dtype)`` spells them) of text columns: read as text, never parsed as numbers.
 TEXT_DTYPES: tuple[str, ...] = ("object", "str", "string")
+#: What the cohort stage writes, as the errors name it.
+EXPECTED = "the cohort stage's arrays (rerun the cohort stage)"
+
+
+class ArraysError(ValueError):
+    """A file of the cohort stage's arrays that cannot be read back (damaged, or not what it wrote)."""
 
 
 @dataclass
@@ -68,16 +75,24 @@ def load_table(arrays_dir: str | Path, name: str) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: naming the missing file (the cohort stage has not run, or failed validation).
+        ArraysError: naming a file that is damaged or does not hold what the cohort stage wrote.
     """
     paths = files(arrays_dir, name)
     for key in ("table", "columns"):
         if not paths[key].is_file():
             raise FileNotFoundError(f"{paths[key]}: not found; expected the cohort stage's arrays "
                                     "(run the cohort stage; it writes them once validation passes)")
-    dtypes = json.loads(paths["columns"].read_text())
+    dtypes = read_json(paths["columns"], f"{{column: dtype}} of {EXPECTED}", ArraysError)
+    if not isinstance(dtypes, dict) or not all(isinstance(d, str) for d in dtypes.values()):
+        raise ArraysError(f"{paths['columns']}: {type(dtypes).__name__}; expected {{column: dtype}} of {EXPECTED}")
     text = {c: str for c, d in dtypes.items() if d in TEXT_DTYPES}  # "0012" stays "0012"
-    table = pd.read_csv(paths["table"], sep="\t", dtype=text, keep_default_na=False, na_values=[""])
-    return table.astype(dtypes)
+    table = read_csv(paths["table"], f"a table of {EXPECTED}", ArraysError,
+                     sep="\t", dtype=text, keep_default_na=False, na_values=[""])
+    try:
+        return table.astype(dtypes)
+    except (*PANDAS_ERRORS, KeyError) as err:  # KeyError: a column of the JSON not in the table
+        raise ArraysError(f"{paths['table']}: columns do not match {paths['columns'].name} "
+                          f"({one_line(err)}); expected {EXPECTED}") from None
 
 
 def load_cohort(arrays_dir: str | Path, name: str, crop=None) -> Cohort:
@@ -85,17 +100,20 @@ def load_cohort(arrays_dir: str | Path, name: str, crop=None) -> Cohort:
 
     Raises:
         FileNotFoundError: a file is missing (see :func:`load_table`).
-        ValueError: the files disagree on the number of subjects (rerun the cohort stage).
+        ArraysError: a damaged file, or the files disagree on the number of subjects (rerun the cohort stage).
     """
     paths = files(arrays_dir, name)
     table = load_table(arrays_dir, name)
     for key in ("images", "descriptors"):
         if not paths[key].is_file():
             raise FileNotFoundError(f"{paths[key]}: not found; expected the cohort stage's arrays")
-    images = np.load(paths["images"], mmap_mode="r")  # (N, 1, X, Y, Z)
-    descriptors = np.load(paths["descriptors"])  # (N, 7, R)
+    images = read_npy(paths["images"], f"(N, 1, X, Y, Z) images of {EXPECTED}", ArraysError, mmap_mode="r")
+    descriptors = read_npy(paths["descriptors"], f"(N, 7, R) ROI tables of {EXPECTED}", ArraysError)
+    for key, array, ndim in (("images", images, 5), ("descriptors", descriptors, 3)):
+        if array.ndim != ndim:
+            raise ArraysError(f"{paths[key]}: shape {array.shape}; expected {ndim} axes ({EXPECTED})")
     if not len(images) == len(descriptors) == len(table):
-        raise ValueError(f"{paths['images']}: {len(images)} images, {len(descriptors)} ROI tables and "
+        raise ArraysError(f"{paths['images']}: {len(images)} images, {len(descriptors)} ROI tables and "
                          f"{len(table)} table rows; expected one each per subject (rerun the cohort stage)")
     return Cohort(io.center_crop(images, io.resolve_crop(crop, images.shape[-3:])), table, descriptors)
 

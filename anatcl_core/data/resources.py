@@ -34,6 +34,7 @@ import pandas as pd
 
 from anatcl_core.atomic import atomic_write, write_text
 from anatcl_core.data import layout
+from anatcl_core.data.files import PANDAS_ERRORS, one_line, read_csv, read_json, read_npy, read_text
 from anatcl_core.data.freesurfer import CHANNELS, DESIKAN_COLUMNS, PUBLISHED_CHANNELS, canonical_channel
 
 RESOURCE_DIR = "resource"
@@ -70,7 +71,8 @@ def csv_folders(root: str | Path, splits: Sequence[str] = layout.SPLITS) -> list
 
 
 def _read_lines(path: Path) -> tuple[str, ...]:
-    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    text = read_text(path, "one Desikan name a line (UTF-8 text)", ResourceError)
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def declared_names(root: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
@@ -90,11 +92,13 @@ def declared_names(root: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]] 
         if (folder / name).is_file():
             found[key][name] = _read_lines(folder / name)
     if (folder / RESOURCES_JSON).is_file():
-        try:
-            desikan = json.loads((folder / RESOURCES_JSON).read_text()).get("desikan_roi", {})
-        except (json.JSONDecodeError, AttributeError) as err:
-            raise ResourceError(f"{folder / RESOURCES_JSON}: not a JSON object ({err})") from None
+        content = read_json(folder / RESOURCES_JSON, "a JSON object with desikan_roi", ResourceError)
+        desikan = content.get("desikan_roi", {}) if isinstance(content, dict) else None
+        if not isinstance(desikan, dict):
+            raise ResourceError(f"{folder / RESOURCES_JSON}: not a JSON object with a desikan_roi object")
         for key in found:
+            if desikan.get(key) and not isinstance(desikan[key], list):
+                raise ResourceError(f"{folder / RESOURCES_JSON}: desikan_roi.{key} is no list; expected a list of names")
             if desikan.get(key):
                 found[key][f"{RESOURCES_JSON} desikan_roi.{key}"] = tuple(str(n) for n in desikan[key])
     names = []
@@ -150,8 +154,11 @@ def load_roi_file(path: str | Path) -> np.ndarray:
     """A per-subject ROI ``.npy`` as stored, a leading singleton axis dropped (``(1, 7, R)`` -> ``(7, R)``).
 
     Unchecked, for the validator to report what is wrong; readers use :func:`read_roi_table`.
+
+    Raises:
+        ResourceError: naming the file, if it is no regular file or numpy cannot read it.
     """
-    table = np.load(path, allow_pickle=False)
+    table = read_npy(path, "a (7, R) FreeSurfer ROI table in .npy", ResourceError)
     return table[0] if table.ndim == 3 and table.shape[0] == 1 else table
 
 
@@ -181,12 +188,17 @@ def read_roi_csv(path: str | Path, n_channels: int = len(CHANNELS)) -> tuple[lis
             or duplicate ids.
     """
     sniff = not str(path).endswith(".csv")  # the release's .csv are comma-separated; sniff anything else
-    frame = pd.read_csv(path, sep=None if sniff else ",", engine="python" if sniff else "c",
-                        dtype={"participant_id": str})  # fmt: skip
+    frame = read_csv(path, "an OpenBHB ROI CSV (participant_id, session, values)", ResourceError,
+                     sep=None if sniff else ",", engine="python" if sniff else "c", dtype={"participant_id": str})
     if "participant_id" not in frame.columns:
         raise ValueError(f"{path}: expected a 'participant_id' column, got {list(frame.columns)[:5]}")
+    if frame.empty:
+        raise ResourceError(f"{path}: header only, no rows; expected one row per participant")
     meta = {"participant_id", "session"} | {c for c in frame.columns if str(c).startswith("Unnamed")}
-    values = frame[[c for c in frame.columns if c not in meta]].to_numpy(dtype=np.float32)
+    try:
+        values = frame[[c for c in frame.columns if c not in meta]].to_numpy(dtype=np.float32)
+    except PANDAS_ERRORS as err:
+        raise ResourceError(f"{path}: values that are not numbers ({one_line(err)}); expected an OpenBHB ROI CSV") from None
     if values.shape[1] == 0 or values.shape[1] % n_channels:
         raise ValueError(f"{path}: {values.shape[1]} value columns; expected a multiple of {n_channels}")
     ids = frame["participant_id"].str.strip().tolist()

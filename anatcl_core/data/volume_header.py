@@ -9,11 +9,14 @@ calls these on every map it reads.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from anatcl_core.data.files import check_regular, one_line
 
 #: Most voxels one map may hold (2**24, 64 MiB as float32): over twice CAT12's grid at 1 mm, far
 #: above the model's 1.5 mm input; checked from the header (or ``.npy`` shape) before any voxel is read.
@@ -79,10 +82,18 @@ def check_header(header: nib.Nifti1Header, path: Path) -> None:
 
 
 def read_header(path: Path) -> nib.Nifti1Header:
-    """The NIfTI-1 or -2 header of ``path``: its first 540 bytes only (inflated from ``.gz``)."""
+    """The NIfTI-1 or -2 header of ``path``: its first 540 bytes only (inflated from ``.gz``).
+
+    Raises:
+        VolumeError: no regular file, a damaged gzip stream, or no NIfTI header.
+    """
+    check_regular(path, "a NIfTI map (.nii or .nii.gz)", VolumeError)
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        head = handle.read(540)
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(540)
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise VolumeError(f"{path}: cannot read the NIfTI header ({one_line(err)}); expected a NIfTI map") from None
     sizes = {int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")}
     if not sizes & {348, 540}:  # NIfTI-1 / NIfTI-2 header size, either byte order
         raise VolumeError(f"{path}: not a NIfTI file (header size field {head[:4].hex() or 'missing'}; "

@@ -28,6 +28,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from anatcl_core.data import arrays, io, layout
+from anatcl_core.data.files import PANDAS_ERRORS, one_line, read_csv
 from anatcl_core.evaluation import evaluate, protocol
 from anatcl_core.export import sandbox
 
@@ -56,7 +57,8 @@ def read_features(path: Path, ids: list[str], dim: int) -> np.ndarray:
     Raises:
         ValueError: a header, width or subject set that is not the contract's (naming the file).
     """
-    frame = pd.read_csv(path, dtype={"subject_id": str})
+    frame = read_csv(path, f"a features CSV (subject_id,f0..f{dim - 1})", ValueError, dtype={"subject_id": str},
+                     keep_default_na=False, na_values={f"f{j}": ["", "nan", "NaN"] for j in range(dim)})  # id "None" stays
     expected = ["subject_id", *(f"f{j}" for j in range(dim))]
     if list(frame.columns) != expected:
         raise ValueError(f"{path}: columns {list(frame.columns)[:3]}... ({frame.shape[1]}); expected "
@@ -65,7 +67,10 @@ def read_features(path: Path, ids: list[str], dim: int) -> np.ndarray:
     missing = sorted(set(ids) - set(frame.index))
     if missing or frame.index.duplicated().any():
         raise ValueError(f"{path}: subjects {missing[:5]} missing or ids repeated; expected one row per map")
-    return frame.loc[ids].to_numpy(np.float64)
+    try:
+        return frame.loc[ids].to_numpy(np.float64)
+    except PANDAS_ERRORS as err:
+        raise ValueError(f"{path}: values that are not numbers ({one_line(err)}); expected f0..f{dim - 1} floats") from None
 
 
 def external_features(folder: str | Path, cohorts: dict[str, arrays.Cohort], timeout_s: float = 3 * 3600.0,

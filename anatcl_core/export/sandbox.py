@@ -27,6 +27,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from anatcl_core.data.files import read_text
+
 #: What BrainFMBench's validator installs beside a folder's requirements.
 VALIDATOR_PACKAGES = ("numpy", "nibabel", "PyYAML")
 NETWORK_EVENTS = ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
@@ -59,10 +61,11 @@ def read_requirements(path: Path) -> list[Requirement]:
     """The pinned ``name==version`` lines of a requirements file (comments and blanks skipped).
 
     Raises:
-        SandboxError: a line that is not one exact pin, naming the file and the line.
+        SandboxError: no regular UTF-8 file, or a line that is not one exact pin, naming the file (and line).
     """
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = read_text(path, "a requirements file of name==version pins", SandboxError)
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

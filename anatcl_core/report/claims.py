@@ -19,9 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from anatcl_core.data.files import read_npy
 from anatcl_core.evaluation import paired
 
 PREDICTIONS_FILE = "predictions.npz"
+
+
+def _read_predictions(path: Path) -> dict[str, np.ndarray]:
+    """A run's ``predictions.npz`` as a dict (ValueError naming the file when it is damaged)."""
+    saved = read_npy(path, "a run's predictions.npz (arrays of the evaluation)")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: a single array; expected a run's predictions.npz (named arrays)")
+    return saved
 
 
 def load_predictions(folders: dict[str, list[Path]]) -> dict[str, list[dict]]:
@@ -32,8 +41,7 @@ def load_predictions(folders: dict[str, list[Path]]) -> dict[str, list[dict]]:
         for folder in paths:
             path = Path(folder) / PREDICTIONS_FILE
             if path.exists():
-                with np.load(path, allow_pickle=False) as saved:
-                    runs.append({k: saved[k] for k in saved.files})
+                runs.append(_read_predictions(path))
         if runs:
             out[method] = runs
     return out
