@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from refusal import snapshot
 
 from anatcl_core.cli import profile
-from anatcl_core.config import load_params, load_section
+from anatcl_core.config import load_params, load_section, parse_params, read_params_text
 from anatcl_core.data import arrays, io, manifest, openbhb, resources, stacking, validate_tables, volume_header
 from anatcl_core.evaluation import embed, external, features
 from anatcl_core.export import sandbox
@@ -45,7 +45,9 @@ from anatcl_core.report import claims
 PACKAGE = Path(io.__file__).resolve().parents[1]
 CI_EXAMPLES = 60
 # No shrinking: a reader's slow failing example shrunk for minutes; the unshrunk one is reported.
-_SHARED = dict(deadline=timedelta(seconds=10), database=None, derandomize=True, print_blob=True,
+# The deadline bounds a hang, it is no speed test: one tiny read takes well under a second, but on 2 shared
+# cores under a loaded suite an example once passed 10 s (then Hypothesis calls it flaky).
+_SHARED = dict(deadline=timedelta(seconds=60), database=None, derandomize=True, print_blob=True,
                phases=(Phase.explicit, Phase.generate),
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", max_examples=CI_EXAMPLES, **_SHARED)
@@ -54,11 +56,9 @@ PROFILE = settings.get_profile(os.environ.get("ANATCL_FUZZ_PROFILE", "ci"))
 
 
 def _section(root: Path, name: str):
-    from conftest import SECTION_CLASSES
-    import importlib
+    from anatcl_core.sections import section_class
 
-    module, cls = SECTION_CLASSES[name].split(":")
-    return load_section(root / "params.yaml", name, getattr(importlib.import_module(module), cls))
+    return load_section(root / "params.yaml", name, section_class(name))
 
 
 #: ``module.function`` -> its case. A reader that returns problems instead of raising has ``refuses=False``.
@@ -105,6 +105,9 @@ CASES: dict[str, fc.Case] = {
         fc.build_cohort_data("downstream"), lambda r: stacking.read_cohort(r, "downstream", progress=False)),
     "config.load_params": fc.Case(fc.build_params, lambda r: load_params(r / "params.yaml"), lambda g, e: g == e),
     "config.load_section": fc.Case(fc.build_repo_params, lambda r: _section(r, "cohort")),
+    # the bytes-to-text step of load_params (size cap, UTF-8): valid text reads back as written
+    "config.read_params_text": fc.Case(fc.build_params, lambda r: read_params_text(r / "params.yaml"),
+                                       lambda got, expected: parse_params(got, "params.yaml") == expected),
     "cli.profile.apply_profile": fc.Case(fc.build_profile, fc.read_profile, lambda g, e: g == e),
     "model.checkpoint.safe_load": fc.Case(
         fck.build_plain_checkpoint, lambda r: checkpoint.safe_load(r / "checkpoint.pt"), fck.same_checkpoint),
