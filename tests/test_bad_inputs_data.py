@@ -905,6 +905,20 @@ def _truncate(path: Path, keep: int) -> Path:
     return path
 
 
+def _npy_shape_overflow(path: Path) -> Path:
+    """A ``.npy`` whose header shape multiplies past int64 (found by the fuzzer: numpy's memmap then
+    raised ``OverflowError: memory mapped length must be positive``)."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[8:10], "little")
+    header = data[10:10 + size].decode("latin1")
+    start, end = header.index("'shape': (") + len("'shape': ("), header.index(")", header.index("'shape': ("))
+    shape = f"{2**31 - 1}, {2**31 - 1}, 32767, 1, 1"
+    header = (header[:start] + shape + header[end:]).rstrip()
+    header = header + " " * (size - 1 - len(header)) + "\n"
+    assert len(header) == size, "the test's header no longer fits"
+    return write(path, data[:10] + header.encode("latin1") + data[10 + size:])
+
+
 def _roi_npy(t: Path) -> Path:
     return npy(t / "roi.npy", np.ones((7, 68), np.float32))
 
@@ -936,6 +950,9 @@ def _reader(name: str):
     return {
         "arrays-truncated-images": (lambda t: _truncate(_cohort_arrays(t) / "openbhb.npy", 150),
                                     lambda t: arrays.load_cohort(t / "arrays", "openbhb"), arrays.ArraysError, "cannot read"),
+        "arrays-images-shape-overflow": (lambda t: _npy_shape_overflow(_cohort_arrays(t) / "openbhb.npy"),
+                                         lambda t: arrays.load_cohort(t / "arrays", "openbhb"), arrays.ArraysError,
+                                         "OverflowError"),
         "arrays-latin1-table": (lambda t: write(_cohort_arrays(t) / "openbhb.tsv", "participant_id\tage\nJos\xe9\t1\n"
                                                 .encode("latin-1")),
                                 lambda t: arrays.load_table(t / "arrays", "openbhb"), arrays.ArraysError, "UnicodeDecodeError"),
@@ -971,7 +988,7 @@ def _reader(name: str):
     }[name]
 
 
-READER_CASES = ("arrays-truncated-images", "arrays-latin1-table", "arrays-empty-table", "arrays-columns-not-json",
+READER_CASES = ("arrays-truncated-images", "arrays-images-shape-overflow", "arrays-latin1-table", "arrays-empty-table", "arrays-columns-not-json",
                 "roi-npy-truncated", "roi-npy-folder", "roi-csv-ragged", "roi-csv-latin1", "resource-txt-latin1",
                 "resources-json-deep", "manifest-roi-folder", "manifest-roi-folder-direct", "openbhb-roi-truncated",
                 "header-gz-garbage")

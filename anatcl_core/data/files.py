@@ -27,7 +27,8 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, 
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 #: What numpy raises for a damaged ``.npy`` / ``.npz`` (bad header, truncated data, broken zip records).
 NUMPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, MemoryError, KeyError, NotImplementedError,
-                RuntimeError, zipfile.BadZipFile, zlib.error)
+                RuntimeError, zipfile.BadZipFile, zlib.error,
+                OverflowError, TypeError)  # memmap of a header whose shape leaves no data; a header dict of odd types
 #: What pandas raises for a damaged table (ParserError / EmptyDataError / UnicodeDecodeError are ValueErrors).
 PANDAS_ERRORS = (ValueError, TypeError, OSError, csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError)
 
