@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import stat
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -28,7 +29,7 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, 
 #: What numpy raises for a damaged ``.npy`` / ``.npz`` (bad header, truncated data, broken zip records).
 NUMPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, MemoryError, KeyError, NotImplementedError,
                 RuntimeError, zipfile.BadZipFile, zlib.error,
-                OverflowError, TypeError)  # memmap of a header whose shape leaves no data; a header dict of odd types
+                OverflowError, TypeError, tokenize.TokenError)  # memmap past int64; odd header dicts; a cut header
 #: What pandas raises for a damaged table (ParserError / EmptyDataError / UnicodeDecodeError are ValueErrors).
 PANDAS_ERRORS = (ValueError, TypeError, OSError, csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError)
 

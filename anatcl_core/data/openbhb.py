@@ -61,6 +61,9 @@ def read_participants(root: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: participants.tsv not found (expected an OpenBHB root)")
     check_tsv(path)  # header plus rows of its width (TableError names the line)
     frame = pd.read_csv(path, sep="\t", dtype={"participant_id": str, "split": str})
+    if "participant_id" in frame.columns:  # ids as written: pandas would read an id "NA" or "null" as missing
+        frame["participant_id"] = pd.read_csv(path, sep="\t", usecols=["participant_id"], dtype=str,
+                                              keep_default_na=False)["participant_id"]
     missing = [c for c in REQUIRED_PARTICIPANT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {layout.PARTICIPANTS_COLUMNS}")

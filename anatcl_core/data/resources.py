@@ -173,6 +173,8 @@ def read_roi_table(path: str | Path) -> np.ndarray:
     table = load_roi_file(path)
     if table.ndim != 2 or table.shape[0] != len(CHANNELS):
         raise ValueError(f"{path}: ROI table of shape {table.shape}; expected (7, R)")
+    if table.dtype.kind not in "biuf":  # strings, voids, dates: numpy's own refusal would not name the file
+        raise ResourceError(f"{path}: ROI table of dtype {table.dtype}; expected numbers")
     return np.asarray(table, dtype=np.float32)
 
 

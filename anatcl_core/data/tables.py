@@ -61,9 +61,18 @@ def _check_fields(path: Path, line: int, fields: list[str], header: list[str]) -
     for number, value in enumerate(fields):
         bad = _control_character(value)
         if bad is not None:
-            column = header[number] if number < len(header) else f"field {number + 1}"
-            raise TableError(f"{path}: line {line}: {column} {value!r} holds the control character "
+            name = header[number] if number < len(header) else None
+            column = f"field {number + 1}" if name is None else name if name.isprintable() and len(name) <= 60 \
+                else _shown(name)
+            raise TableError(f"{path}: line {line}: {column} {_shown(value)} holds the control character "
                              f"{bad!r}; expected printable text")
+
+
+def _shown(text: str) -> str:
+    """``repr(text)`` cut to 60 characters: one line, whatever a cell holds (a stray quote can make a
+    cell of the whole file, newlines included)."""
+    shown = repr(text)
+    return shown if len(shown) <= 60 else f"{shown[:50]}... ({len(text):,} characters)"
 
 
 def _check_header(path: Path, header: list[str]) -> None:

@@ -72,7 +72,8 @@ def read_requirements(path: Path) -> list[Requirement]:
         try:
             requirement = Requirement(line)
         except InvalidRequirement as err:
-            raise SandboxError(f"{path}:{number}: {line!r} is not a requirement ({err})") from None
+            raise SandboxError(f"{path}:{number}: {line!r} is not a requirement "
+                               f"({' '.join(str(err).split())})") from None
         pins = [s for s in requirement.specifier if s.operator == "=="]
         if len(pins) != 1 or len(requirement.specifier) != 1 or "*" in pins[0].version:
             raise SandboxError(f"{path}:{number}: {line!r} is not pinned; expected exactly name==version")
