@@ -11,6 +11,8 @@ import hashlib
 import logging
 from pathlib import Path
 
+import pytest
+
 from anatcl_core.cli import main as cli
 
 SUMMARY_SUFFIX = " problem(s)"  # validate's closing count on stderr
@@ -47,3 +49,16 @@ def assert_refused(status: int, lines: list[str], names: str, problem: str) -> N
     assert len(lines) == 1, f"expected one message line, got {lines}"
     assert names in lines[0], f"{names!r} not named in {lines[0]!r}"
     assert problem.lower() in lines[0].lower(), f"{problem!r} not said in {lines[0]!r}"
+
+
+def assert_read_refused(build, read, error: type[BaseException], problem: str, root: Path) -> None:
+    """``build(root)`` writes a damaged file and returns its path; ``read(root)`` must raise ``error``
+    in one line that starts with that path and says ``problem``, leaving ``root`` as it was."""
+    damaged = build(root)
+    before = snapshot(root)
+    with pytest.raises(error) as caught:
+        read(root)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 500, message
+    assert message.startswith(f"{damaged}:") and problem in message, message
+    assert snapshot(root) == before

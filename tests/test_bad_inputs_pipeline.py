@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from refusal import assert_refused, run_cli, snapshot
+from refusal import assert_read_refused, assert_refused, run_cli, snapshot
 from test_pipeline_parallel import toy_project
 
 from anatcl_core.cli import pipeline
@@ -242,11 +242,4 @@ def _run_file_case(name: str):
 @pytest.mark.parametrize("case", ["features-empty", "features-ragged", "curve-latin1", "predictions-truncated",
                                   "requirements-latin1", "requirements-missing"])
 def test_run_files_refused_in_one_line_naming_them(case, tmp_path: Path) -> None:
-    build, read, error, problem = _run_file_case(case)
-    path = build(tmp_path)
-    before = snapshot(tmp_path)
-    with pytest.raises(error) as caught:
-        read(tmp_path)
-    message = str(caught.value)
-    assert "\n" not in message and message.startswith(f"{path}:") and problem in message, message
-    assert snapshot(tmp_path) == before
+    assert_read_refused(*_run_file_case(case), tmp_path)
