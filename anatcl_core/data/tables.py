@@ -20,8 +20,10 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-from anatcl_core.data.files import not_regular
+from anatcl_core.data.files import check_regular, read_text
 
+#: What a table file is expected to be, in refusals.
+TABLE = "a tab-separated table"
 #: Largest participants.tsv / manifest.tsv read (64 MiB).
 MAX_TABLE_BYTES = 64 * 2**20
 #: Longest line of such a table, in characters (1 MiB: a thousand columns of 1,000 characters).
@@ -36,19 +38,14 @@ class TableError(ValueError):
 
 
 def _read_text(path: Path) -> str:
-    """The file as UTF-8 text, refused before reading when it is no regular file or too large."""
-    reason = not_regular(path)
-    if reason:
-        raise TableError(f"{path}: {reason}; expected a tab-separated table")
+    """The file as UTF-8 text (:func:`~anatcl_core.data.files.read_text`), refused before reading
+    when it is no regular file or larger than :data:`MAX_TABLE_BYTES`."""
+    check_regular(path, TABLE, TableError)
     size = path.stat().st_size
     if size > MAX_TABLE_BYTES:
         raise TableError(f"{path}: {size} bytes; expected at most {MAX_TABLE_BYTES} ({MAX_TABLE_BYTES // 2**20} "
                          "MiB) for a participants or manifest table")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise TableError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
-                         f"{err.start})") from None
+    return read_text(path, TABLE, TableError)
 
 
 def _control_character(text: str) -> str | None:
