@@ -63,8 +63,7 @@ def _synthetic_maps(voxel_mm, n=3):
     sites = cohorts.pretraining_sites(config)
     for i in range(n):
         site = sites[i % len(sites)]
-        anatomy = sample_anatomy(config, population, cohorts.generator(7, "pretrain", 1, i), 25.0 + 15 * i, i % 2,
-                                 site.fs_ct, site.fs_sa)  # fmt: skip
+        anatomy = sample_anatomy(config, population, cohorts.generator(7, "pretrain", 1, i), 25.0 + 15 * i, i % 2)
         yield render(base, anatomy, site, cohorts.generator(7, "render", 1, i), config)
 
 

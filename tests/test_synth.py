@@ -144,7 +144,7 @@ def test_orientation_left_anterior_superior(tmp_path):
     base = load_base(config.voxel_mm)
     population = make_population(cohorts.generator(0, "population", 0))
     site = cohorts.make_site(config, 0, (20.0, 40.0), cohorts.generator(0, "site", 0))
-    anatomy = sample_anatomy(config, population, np.random.default_rng(0), 30.0, 1, 0.0, 0.0)
+    anatomy = sample_anatomy(config, population, np.random.default_rng(0), 30.0, 1)
     boosted = anatomy.log_modulation.copy()
     boosted[[CLASSES.index("lh-superiorfrontal"), CLASSES.index("lh-rostralmiddlefrontal")]] += 0.7
     maps = []

@@ -17,7 +17,7 @@ from conftest import params_section
 
 from anatcl_core.data import layout
 from anatcl_core.data.freesurfer import DESIKAN_COLUMNS, channel_index
-from anatcl_core.synth import checks, synthesize
+from anatcl_core.synth import checks, outside_tables, synthesize
 from anatcl_core.synth.cohorts import TASKS
 
 FAST = params_section("synth", voxel_mm=9.0)
@@ -48,7 +48,7 @@ def calibration(tmp_path_factory, request) -> dict[str, checks.Check]:
 
 
 def _assert_rows(calibration, *prefixes: str, expected: int | None = None) -> None:
-    rows = [r for name, r in calibration.items() if name.startswith(prefixes)]
+    rows = [r for name, r in calibration.items() if name.startswith(prefixes) and not r.info]
     assert rows and (expected is None or len(rows) == expected), sorted(calibration)
     failed = [f"{r.name}: {r.value:.3f} (target {r.target}; {r.reference})" for r in rows if not r.passed]
     assert not failed, "\n".join(failed)
@@ -77,9 +77,26 @@ def test_every_study_has_five_sites_with_different_case_shares(calibration):
 
 
 @pytest.mark.slow
-def test_every_task_solvable_from_descriptors_across_sites_not_from_age_and_sex(calibration):
-    _assert_rows(calibration, *(f"{task}: descriptors, leave" for task in TASKS), expected=len(TASKS))
+def test_task_difficulty_is_as_published_for_tables_and_voxels_not_from_age_and_sex(calibration):
+    _assert_rows(calibration, *(f"{task}: tables, leave" for task in TASKS), expected=len(TASKS))
+    _assert_rows(calibration, *(f"{task}: 64 voxel PCs, leave" for task in TASKS), expected=len(TASKS))
+    _assert_rows(calibration, *(f"{task}: voxels minus tables" for task in TASKS), expected=len(TASKS))
     _assert_rows(calibration, *(f"{task}: age + sex" for task in TASKS), expected=len(TASKS))
+    assert all(checks.FAMILY[task] in checks.CEILINGS for task in TASKS)  # no task without a published band
+
+
+@pytest.mark.slow
+def test_brain_age_from_voxels_no_worse_than_from_tables_on_unseen_sites(calibration):
+    _assert_rows(calibration, "brain age, unseen sites:", expected=1)
+    assert calibration["brain age, seen sites: tables MAE minus voxels MAE (y)"].info  # reported, not a target
+
+
+@pytest.mark.slow
+def test_tables_are_a_noisy_measurement_and_signal_lives_outside_them(calibration):
+    _assert_rows(calibration, "tables: test-retest ICC", expected=3)
+    _assert_rows(calibration, *(f"{g}: Cohen's d of latent" for g in ("scz", "ad")),
+                 expected=len(outside_tables.SUBCORTICAL_TARGETS))
+    _assert_rows(calibration, *(f"{t}: Cohen's d of focal" for t in TASKS), expected=len(outside_tables.FOCAL_TARGETS))
 
 
 @pytest.mark.slow
@@ -108,7 +125,9 @@ def test_conditions_act_in_the_expected_direction(cohort):
 
     assert contrast("ad", entorhinal) < contrast("mci", entorhinal) < 0
     assert contrast("scz_a", ct.mean(1)) < 0 and contrast("scz_b", ct.mean(1)) < 0
-    assert contrast("asd", frontal) > 0 > contrast("asd", temporal)  # thicker frontal, thinner temporal
+    # thicker frontal, thinner temporal cortex (ENIGMA's |d| ~0.2 each: in measured tables of this size only
+    # their difference is resolved)
+    assert contrast("asd", np.log(frontal) - np.log(temporal)) > 0
     groups = manifest.assign(group=np.select([manifest["dx_ad"] == 1, manifest["dx_mci"] == 1], ["ad", "mci"], "cn"))
     mmse = groups[groups["score_mmse"].notna()].groupby("group")["score_mmse"].mean()
     assert mmse["ad"] < mmse["mci"] < mmse["cn"] <= 30
@@ -123,8 +142,13 @@ def test_travelling_heads_share_anatomy_not_scanner(cohort):
     tables = np.stack([np.load(root / p) for p in manifest["roi"]])
     first = manifest["subject"] == manifest["subject"].iloc[0]
     same = np.log(tables[first])  # one subject at every site
-    others = np.log(tables[~first])
-    # across sites only the sites' measurement offsets (~2 %) change a subject's descriptors
-    assert np.abs(same - same.mean(0)).max() < 0.1
-    assert np.abs(same.mean(0) - others.mean(0)).mean() > 2 * np.abs(same - same.mean(0)).mean()
+    # across sites only the measurement changes a subject's descriptors: the site's offsets (~2 %) and
+    # each scan's own error (thickness 4.5 %, area 1.5 %, volume 3 %)
+    spread = np.abs(same - same.mean(0))
+    assert spread.mean() < 0.05 and spread[:, 0].mean() < spread[:, 2].mean()  # area steadier than thickness
+    # yet the subject dominates: between-subject share of the variance of each region's CT, GMV and SA
+    logs = np.log(tables[:, :3]).reshape(len(tables), -1)
+    by_subject = pd.DataFrame(logs).groupby(manifest["subject"].to_numpy())
+    within, between = by_subject.var(ddof=1).mean(0), by_subject.mean().var(ddof=1)
+    assert np.median(between / (between + within)) > 0.6
     assert manifest.groupby("subject")["site"].nunique().eq(FAST.n_sites).all()

@@ -32,8 +32,17 @@ before any encoder was trained on this data; the generator is never tuned on how
 **Descriptors: individual anatomy dominates.** In the FreeSurfer descriptors, each region and
 measure z-scored as the anatomical kernel sees them, the main variation is a few latent regional
 patterns independent of age (:data:`.anatomy.PATTERNS`): they explain more descriptor variance
-than age, site or sex. Images are rendered from the descriptors (the summed GM of each atlas region
-tracks the generated GM volume, median r > 0.9).
+than age, site or sex.
+
+**Tables are a measurement; maps see more than tables.** Each subject has a latent anatomy
+(:mod:`.anatomy`: 68 cortical regions, 19 subcortical and cerebellar structures, ventricles, focal
+changes inside regions); the map is rendered from it and each scan's FreeSurfer table is a separate
+noisy measurement of it (:mod:`.measurement`: test-retest ICC of regional thickness in [0.82, 0.95],
+area and volume in [0.97, 0.995], REFERENCE.md §6; the site's global and regional offsets). The
+summed GM of each atlas region still tracks the table's GM volume (median r > 0.9). Age and every
+condition also act where the Desikan tables do not look: subcortical volumes (ENIGMA's d: checked on
+the latent volumes, :mod:`.outside_tables`) and focal spots inside regions (:mod:`.focal`: VBM peaks
+of ageing, AD and schizophrenia; checked as within-region contrasts on the maps).
 
 **Recruitment like real multi-site studies** (:data:`.cohorts.STUDIES`): an ADNI-like study
 (AD, MCI, controls; tasks ``ad``, ``mci``), two schizophrenia studies as in SchizConnect
@@ -57,18 +66,28 @@ makes each task solvable from the true descriptors. Targets (Cohen's d, cases - 
   and temporal regions (van Erp et al., Biol Psychiatry 2018, ENIGMA). Checked: mean thickness d in
   [-0.8, -0.3], area in [-0.5, -0.1].
 * Autism: small effects, thicker frontal and thinner temporal cortex, regional |d| up to ~0.2
-  (van Rooij et al., Am J Psychiatry 2018, ENIGMA). Checked: largest regional thickness |d| <= 0.5.
-  Deviation, stated: at ENIGMA's effect sizes no descriptor classifier would reach the
-  benchmark's requirement below, so the signature is ~2x ENIGMA's (largest regional |d| ~0.4).
-* Every task: the true descriptors reach leave-site-out balanced accuracy >= 0.75 (logistic,
-  C by inner CV on the training sites; the benchmark's requirement, issue 9), and pooled CV
-  costs 0-7 points less (Nunes et al. 2020; Rozycki et al. 2018; Dufumier et al. 2024).
+  (van Rooij et al., Am J Psychiatry 2018, ENIGMA). Checked: largest regional thickness |d| <= 0.35.
+
+**Difficulty as published, not maximised** (:data:`.checks.CEILINGS`). Two model-free probes,
+logistic on the measured tables and on 64 voxel PCs (C by inner CV on the training sites), scored
+leave-site-out, must each land in the published band of the task's family: AD vs controls
+[0.80, 0.95] (~0.85-0.9: Cuingnet et al., NeuroImage 2011; Wen et al., Med Image Anal 2020), MCI
+[0.60, 0.82], schizophrenia [0.62, 0.80] (external AUC 0.75, Dufumier et al., NeuroImage 2024;
+72-77 % across sites, Rozycki et al. 2018), autism and its subtypes [0.50, 0.68] (< 60 %, Haar et
+al., Cereb Cortex 2016; external AUC 0.63, Dufumier 2024). Tables vs voxels as published: alike for
+AD and MCI (|difference| <= 0.07, Cuingnet 2011); for psychiatric tasks voxels no worse than tables
+(>= -0.05; VBM models vs ENIGMA-scale regional classifiers at 0.55-0.65, Nunes et al. 2020); brain
+age on unseen sites at least as good from voxels as from the tables (BrainFMBench; the seen-site
+comparison is reported as info, and there the tables still win). The earlier requirement that every
+task reach >= 0.75 from the descriptors is dropped: it made the tables an oracle. Benchmark power
+comes from subjects and repeats (the report states the smallest paired difference resolved).
 
 Pieces: :mod:`.base` (real MNI152 GM template and Desikan-Killiany atlas from installed
 packages, resampled to CAT12's grid at ``voxel_mm``), :mod:`.anatomy` (descriptor model),
 :mod:`.cohorts` (sites, recruitment, clinical scores), :mod:`.render` (images), :mod:`.generate`
-(:func:`synthesize`, files), :mod:`.config` (:class:`SynthConfig`), :mod:`.measures` and
-:mod:`.checks` (calibration). Sex is coded 1 male, 0 female. Downstream tasks (``dx_<task>``):
+(:func:`synthesize`, files), :mod:`.measurement` (FreeSurfer tables), :mod:`.focal` (within-region
+spots), :mod:`.config` (:class:`SynthConfig`), :mod:`.measures`, :mod:`.checks` and
+:mod:`.outside_tables` (calibration). Sex is coded 1 male, 0 female. Downstream tasks (``dx_<task>``):
 ``ad``, ``mci`` (sharing the ADNI-like controls), ``scz_a``, ``scz_b``, ``asd``, ``autistic``,
 ``asperger``, ``pddnos`` (the four sharing the ABIDE-like controls); scores ``score_mmse``,
 ``score_cdr`` (whole ADNI-like study), ``score_panss`` (schizophrenia cases of both studies),

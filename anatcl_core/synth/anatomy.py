@@ -2,11 +2,14 @@
 
 Log-scale model for Desikan region ``r`` (68 columns, OpenBHB order)::
 
-    log CT_r = log CT0_r + age_effect * k_r * T_ct(age) + sum_l z_l * latent_sd * c_l * w_lr
-               + site_ct + e_r
+    log CT_r = log CT0_r + age_effect * k_r * T_ct(age) + sum_l z_l * latent_sd * c_l * w_lr + e_r
     log SA_r = log SA0_r + age_effect * T_sa(age) + 0.8 * log(TIV / TIV0)
-               + sum_l z_l * latent_sd * a_l * w_lr + site_sa + e'_r
+               + sum_l z_l * latent_sd * a_l * w_lr + e'_r
     GMV_r    = CT_r * SA_r * exp(e''_r)
+
+This is the subject's true anatomy, which the map is rendered from; the FreeSurfer table of a scan
+is a separate noisy measurement of it (:mod:`.measurement`), and GM also changes inside regions
+(:mod:`.focal`), where no table looks.
 
 ``T`` are non-linear lifespan trajectories (integrated annual rates: fast childhood thinning,
 slow adult decline, faster again after ~65; surface area grows until ~10), ``k_r`` makes
@@ -15,9 +18,9 @@ independent of age and sex, each loading on a smooth spatial pattern ``w_l`` (:d
 Gaussian in distance from anchor regions) with channel weights ``c_l`` (thickness) and ``a_l``
 (area). ``e`` are idiosyncratic region noises (``region_sd``). Conditions (:data:`CONDITIONS`)
 shift ``z`` along their patterns in proportion to a severity and add their own regional effects.
-The other four FreeSurfer channels follow CT and SA (thickness SD ~ 0.28 CT; curvature integrals
-~ sqrt(SA)). Subcortical volumes follow TIV, age, the medial-temporal factor (hippocampus,
-amygdala) and disease; the lateral ventricles grow with age and disease.
+Subcortical volumes (and cerebellar GM) follow TIV, age, the medial-temporal factor (hippocampus,
+amygdala) and each condition's subcortical effects (ENIGMA's); the lateral ventricles grow with age
+and disease.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anatcl_core.data.freesurfer import DESIKAN_REGIONS
+from anatcl_core.synth import focal
 from anatcl_core.synth.base import SUBCORTICAL, region_centroids_mm
 
 N_CORTICAL = 2 * len(DESIKAN_REGIONS)
@@ -42,8 +46,6 @@ _SA0 = (1000, 600, 2200, 1500, 450, 3000, 5000, 3200, 1000, 4500, 2500, 3000, 17
 _SUB0 = (4000, 4000, 1500, 1500, 7500, 7500, 3500, 3500, 5000, 5000, 1800, 1800, 500, 500,
          4000, 4000, 50000, 50000, 20000)  # fmt: skip
 TIV0_CM3 = 1450.0
-#: Decimals kept per FreeSurfer channel (SA mm^2, GMV mm^3, CT mm, CT SD, three curvature indices).
-_DECIMALS = (1, 1, 4, 4, 4, 4, 4)
 
 #: Latent anatomical patterns: name, anchor regions, thickness weight, area weight.
 PATTERNS: tuple[tuple[str, tuple[str, ...], float, float], ...] = (
@@ -61,8 +63,13 @@ _PATTERN_WIDTH_MM = 22.0
 #: latent SDs (the univariate effect the meta-analyses report), a regional signature (log CT
 #: change per region at severity 1: small per region, spread over the regions the literature
 #: names), widespread log CT change (times severity^2 for AD, whose thinning spreads late; times
-#: severity otherwise), widespread log SA change, hippocampal/amygdala log volume and
-#: lateral-ventricle log growth at severity 1.
+#: severity otherwise), widespread log SA change, subcortical log volume changes (both sides) and
+#: lateral-ventricle log growth at severity 1. Subcortical effects give the d of the meta-analyses
+#: (between-subject SD of log volume ~0.15 for hippocampus/amygdala, ~0.09 elsewhere): AD
+#: hippocampus -1.5 (Shi 2009), amygdala close to it (Poulin et al., Psychiatry Res 2011), smaller
+#: thalamus and putamen (de Jong et al., Brain 2008); schizophrenia hippocampus -0.46, amygdala -0.31,
+#: thalamus -0.31, accumbens -0.25, pallidum +0.21 (van Erp et al., Mol Psychiatry 2016, ENIGMA);
+#: autism pallidum, putamen, amygdala, accumbens ~-0.1 (van Rooij 2018).
 _AD_SIGNATURE = ("entorhinal", "parahippocampal", "inferiortemporal", "temporalpole", "inferiorparietal",
                  "supramarginal", "precuneus", "superiorparietal", "superiorfrontal")  # Dickerson 2009
 _SCZ_SIGNATURE = ("fusiform", "parahippocampal", "superiortemporal", "inferiortemporal", "middletemporal",
@@ -72,12 +79,16 @@ _ASD_FRONTAL = ("superiorfrontal", "rostralmiddlefrontal", "caudalmiddlefrontal"
 _ASD_TEMPORAL = ("superiortemporal", "middletemporal", "inferiortemporal", "fusiform", "entorhinal")  # thinner
 CONDITIONS: dict[str, dict] = {
     "ad": dict(pattern="medial_temporal", sign=-1.0, signature={r: -0.04 for r in _AD_SIGNATURE},
-               widespread_ct=-0.02, widespread_sa=0.0, hippocampus=-0.15, ventricles=0.35),
+               widespread_ct=-0.02, widespread_sa=0.0, ventricles=0.35,
+               subcortical={"Hippocampus": -0.15, "Amygdala": -0.12, "Thalamus-Proper": -0.04, "Putamen": -0.04}),
     "scz": dict(pattern="fronto_temporal", sign=-1.0, signature={r: -0.03 for r in _SCZ_SIGNATURE},
-                widespread_ct=-0.015, widespread_sa=-0.01, hippocampus=-0.03, ventricles=0.12),
+                widespread_ct=-0.015, widespread_sa=-0.01, ventricles=0.12,
+                subcortical={"Hippocampus": -0.07, "Amygdala": -0.045, "Thalamus-Proper": -0.03,
+                             "Accumbens-area": -0.025, "Pallidum": 0.02}),
     "asd": dict(pattern="association_area", sign=1.0,
-                signature={**{r: 0.025 for r in _ASD_FRONTAL}, **{r: -0.025 for r in _ASD_TEMPORAL}},
-                widespread_ct=0.0, widespread_sa=0.0, hippocampus=-0.01, ventricles=0.0),
+                signature={**{r: 0.0125 for r in _ASD_FRONTAL}, **{r: -0.0125 for r in _ASD_TEMPORAL}},
+                widespread_ct=0.0, widespread_sa=0.0, ventricles=0.0,
+                subcortical={"Pallidum": -0.01, "Putamen": -0.01, "Amygdala": -0.01, "Accumbens-area": -0.01}),
 }  # fmt: skip
 
 
@@ -160,52 +171,43 @@ class Anatomy:
     """One subject's generated anatomy.
 
     Attributes:
-        table: ``(7, 68)`` float32 FreeSurfer Desikan table (OpenBHB channel order).
+        log_ct, log_sa, log_gmv: ``(68,)`` true log thickness (mm), area (mm^2) and GM volume (mm^3)
+            of each Desikan region (a scan's table measures them: :mod:`.measurement`).
         log_modulation: ``(len(CLASSES),)`` log GM volume of each class relative to the template.
         log_area: ``(68,)`` log surface-area change relative to the reference (drives deformation).
         log_ventricles: lateral-ventricle log-enlargement relative to a 20-year-old.
         volumes_cm3: dict with ``tiv``, ``gmv``, ``wmv``, ``csfv``.
         factors: ``(L,)`` the latent pattern factors ``z`` (after any condition's shift).
+        focal: ``(focal.N_AMPLITUDES,)`` log amplitudes of the within-region spots (:mod:`.focal`).
     """
 
-    table: np.ndarray
+    log_ct: np.ndarray
+    log_sa: np.ndarray
+    log_gmv: np.ndarray
     log_modulation: np.ndarray
     log_area: np.ndarray
     log_ventricles: float
     volumes_cm3: dict
     factors: np.ndarray
+    focal: np.ndarray
 
 
 def _condition_effects(config, z: np.ndarray, condition: str | None,
-                       severity: float) -> tuple[np.ndarray, float, float, float]:
+                       severity: float) -> tuple[np.ndarray, float, np.ndarray, float]:
     """Shift the latent factors ``z`` (in place) along the condition's pattern and return its regional
-    effects: ``(ct_specific (68,), sa_specific, hippocampus, ventricles)`` in log units (zeros if healthy)."""
+    effects: ``(ct_specific (68,), sa_specific, subcortical (len(SUBCORTICAL),), ventricles)`` in log
+    units (zeros if healthy)."""
     if condition is None:
-        return np.zeros(N_CORTICAL), 0.0, 0.0, 0.0
+        return np.zeros(N_CORTICAL), 0.0, np.zeros(len(SUBCORTICAL)), 0.0
     spec = CONDITIONS[condition]
     effect = getattr(config, f"{condition}_effect")
     z[PATTERN_NAMES.index(spec["pattern"])] += spec["sign"] * effect * severity
     signature = np.array([spec["signature"].get(r, 0.0) for _ in range(2) for r in DESIKAN_REGIONS])
     spread = severity if condition == "ad" else 1.0
     ct_specific = severity * (signature + spec["widespread_ct"] * spread)
-    return ct_specific, severity * spec["widespread_sa"], severity * spec["hippocampus"], severity * spec["ventricles"]
-
-
-def _desikan_table(log_sa: np.ndarray, log_gmv: np.ndarray, log_ct: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
-    """The ``(7, 68)`` float32 FreeSurfer table from log area, volume and thickness (curvatures follow
-    thickness and the root of the area, with 4 % jitter), rounded to FreeSurfer's precision."""
-    table = np.empty((7, N_CORTICAL))
-    table[0], table[1], table[2] = np.exp(log_sa), np.exp(log_gmv), np.exp(log_ct)
-    jitter = np.exp(0.04 * rng.standard_normal((4, N_CORTICAL)))
-    root_area = np.sqrt(table[0])
-    table[3] = 0.28 * table[2] * jitter[0]
-    table[4] = 0.40 * root_area * jitter[1]
-    table[5] = 0.08 * root_area * jitter[2]
-    table[6] = 0.05 * root_area * jitter[3]
-    # FreeSurfer-like precision; also keeps files identical across CPUs whose exp/log differ by an ulp
-    table = np.stack([np.round(row, decimals) for row, decimals in zip(table, _DECIMALS)])
-    return table.astype(np.float32)
+    subcortical = np.array([spec["subcortical"].get(s.removeprefix("Left-").removeprefix("Right-"), 0.0)
+                            for s in SUBCORTICAL])  # fmt: skip
+    return ct_specific, severity * spec["widespread_sa"], severity * subcortical, severity * spec["ventricles"]
 
 
 def _brain_volumes(log_tiv: float, log_gmv: np.ndarray, log_sub: np.ndarray, age: float,
@@ -218,19 +220,19 @@ def _brain_volumes(log_tiv: float, log_gmv: np.ndarray, log_sub: np.ndarray, age
 
 
 def sample_anatomy(config, population: Population, rng: np.random.Generator, age: float, sex: int,
-                   site_ct: float, site_sa: float, condition: str | None = None,
-                   severity: float = 0.0) -> Anatomy:
+                   condition: str | None = None, severity: float = 0.0) -> Anatomy:
     """Draw one subject's anatomy (module docstring gives the model).
 
-    The draws from ``rng`` come in a fixed order (factors, head size, regional noise, table jitter,
-    subcortical noise, ventricles, white matter): the cohort's bytes depend on it.
+    The draws from ``rng`` come in a fixed order (factors, head size, regional noise, subcortical
+    noise, ventricles, white matter, focal spots): the cohort's bytes depend on it. The site plays
+    no part: it changes how the anatomy is measured (:mod:`.measurement`, :mod:`.render`), not the
+    anatomy.
 
     Args:
         config: :class:`~anatcl_core.synth.config.SynthConfig`.
         population: from :func:`make_population`.
         rng: the subject's own generator.
         age: years; sex: 1 male, 0 female.
-        site_ct, site_sa: the site's log offsets of FreeSurfer thickness and area.
         condition: ``None`` (healthy) or a key of :data:`CONDITIONS`; severity: >= 0.
 
     Raises:
@@ -239,7 +241,7 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
     if condition is not None and condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; expected one of {sorted(CONDITIONS)}")
     z = rng.standard_normal(len(PATTERNS))  # latent factors, independent of age and sex
-    ct_specific, sa_specific, hippocampus, ventricles = _condition_effects(config, z, condition, severity)
+    ct_specific, sa_specific, subcortical, ventricles = _condition_effects(config, z, condition, severity)
 
     log_tiv = np.log(TIV0_CM3) + 0.09 * (sex - 0.5) - 0.10 * np.exp(-(age - 6.0) / 4.0)
     log_tiv += config.head_size_sd * rng.standard_normal()
@@ -250,25 +252,25 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
 
     ct_ref, sa_ref = np.log(np.tile(_CT0, 2)), np.log(np.tile(_SA0, 2).astype(float))
     log_ct = (ct_ref + config.age_effect * population.aging * trajectory_ct(age) + pattern_ct
-              + site_ct + ct_specific + noise[0])  # fmt: skip
+              + ct_specific + noise[0])  # fmt: skip
     log_ct = np.log(_soft_max(np.exp(log_ct), knee=4.0, limit=4.9))  # FreeSurfer rarely reports > 5 mm
     log_area = (config.age_effect * trajectory_sa(age) + 0.8 * log_tiv_rel + pattern_sa
-                + site_sa + sa_specific + noise[1])  # fmt: skip
+                + sa_specific + noise[1])  # fmt: skip
     log_sa = sa_ref + log_area
     log_gmv = log_ct + log_sa + 0.3 * noise[2]
-    table = _desikan_table(log_sa, log_gmv, log_ct, rng)
 
     # subcortical volumes relative to the template (index 68+ of CLASSES)
     n_sub = len(SUBCORTICAL)
     log_sub = (log_tiv_rel + config.age_effect * trajectory_subcortical(age)
                + config.region_sd * rng.standard_normal(n_sub))  # fmt: skip
     medial = np.array(["Hippocampus" in s or "Amygdala" in s for s in SUBCORTICAL])
-    log_sub = log_sub + medial * (config.latent_sd * z[0] + hippocampus)
+    log_sub = log_sub + medial * config.latent_sd * z[0] + subcortical
     log_cortex = log_gmv - (ct_ref + sa_ref)
     log_modulation = np.concatenate([log_cortex, log_sub])  # (len(CLASSES),)
 
     log_vent = config.age_effect * trajectory_ventricles(age) + ventricles + 0.15 * rng.standard_normal()
     volumes = _brain_volumes(log_tiv, log_gmv, log_sub, age, rng)
-    return Anatomy(table=table, log_modulation=log_modulation,
+    spots = focal.amplitudes(config, rng, config.age_effect * float(trajectory_ct(age)), condition, severity)
+    return Anatomy(log_ct=log_ct, log_sa=log_sa, log_gmv=log_gmv, log_modulation=log_modulation,
                    log_area=log_area, log_ventricles=float(log_vent), volumes_cm3=volumes,
-                   factors=z)  # fmt: skip
+                   factors=z, focal=spots)  # fmt: skip

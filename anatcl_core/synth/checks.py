@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,35 +17,9 @@ import pandas as pd
 
 from anatcl_core.data import layout
 from anatcl_core.data.freesurfer import DEFAULT_CHANNELS, channel_index, select_channels
-from anatcl_core.synth import measures
+from anatcl_core.synth import measures, outside_tables
+from anatcl_core.synth.outside_tables import Check, healthy_factors
 from anatcl_core.synth.base import load_base
-
-
-@dataclass(frozen=True)
-class Check:
-    """One row of the calibration table: what, the value measured, its target and whether it holds."""
-
-    name: str
-    value: float
-    target: str
-    reference: str
-    passed: bool
-
-
-def healthy_factors(config) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Re-draw the pretraining cohort's anatomy (no rendering): ids, ``(N, L)`` factors, ``(N, 7, 68)``."""
-    from anatcl_core.synth import cohorts
-    from anatcl_core.synth.anatomy import make_population, sample_anatomy
-
-    population = make_population(cohorts.generator(config.seed, "population", 0))
-    sites = cohorts.pretraining_sites(config)
-    table = cohorts.pretraining_table(config, sites)
-    draws = [
-        sample_anatomy(config, population, cohorts.generator(config.seed, "pretrain", 1, i), row.age, row.sex,
-                       sites[row.site].fs_ct, sites[row.site].fs_sa)
-        for i, row in enumerate(table.itertuples(index=False))
-    ]  # fmt: skip
-    return list(table["participant_id"]), np.stack([d.factors for d in draws]), np.stack([d.table for d in draws])
 
 
 def _r2(design: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -112,6 +85,7 @@ def run_checks(out_dir: str | Path, config) -> list[Check]:
         rows.append(Check(f"brain age ext/int MAE, ridge on {name} ({e['external_test']:.1f}/{e['internal_test']:.1f} y)",
                           e["ratio"], f"<= {bound}", "OpenBHB baselines: 3.5-7.1 / 2.55-2.72 y",
                           e["ratio"] <= bound))  # fmt: skip
+    rows.extend(_age_sign_checks(ages))
     for name, study in measures.study_recruitment(layout.cohort_path(out, "downstream")).items():
         rows.append(Check(f"study {name}: sites", study["n_sites"], ">= 5", "issue 9; ABIDE I: 17 sites",
                           study["n_sites"] >= 5))  # fmt: skip
@@ -119,15 +93,9 @@ def run_checks(out_dir: str | Path, config) -> list[Check]:
                           study["share_max"] - study["share_min"], "spread >= 0.1, all in [0.3, 0.7]",
                           "ABIDE I: 30-70 % per site", study["share_max"] - study["share_min"] >= 0.1
                           and _band(study["share_min"], 0.3, 0.7) and _band(study["share_max"], 0.3, 0.7)))  # fmt: skip
-    for task, acc in measures.task_accuracy(layout.cohort_path(out, "downstream")).items():
-        rows.append(Check(f"{task}: descriptors, leave-site-out bal. acc.", acc["descriptors"], ">= 0.75",
-                          "issue 9 (solvable from FreeSurfer)", acc["descriptors"] >= 0.75))  # fmt: skip
-        cost = acc["descriptors_pooled"] - acc["descriptors"]
-        rows.append(Check(f"{task}: descriptors, pooled CV minus leave-site-out", cost, "<= 0.07 (info)",
-                          "Nunes 2020, Rozycki 2018: 0-7 points", True))  # fmt: skip
-        rows.append(Check(f"{task}: age + sex, leave-site-out bal. acc.", acc["age_sex"], "<= 0.62",
-                          "matched within site", acc["age_sex"] <= 0.62))  # fmt: skip
+    rows.extend(_difficulty_checks(measures.task_accuracy(layout.cohort_path(out, "downstream"))))
     rows.extend(_effect_checks(measures.effect_sizes(layout.cohort_path(out, "downstream"), config.voxel_mm)))
+    rows.extend(outside_tables.checks(out, config))
     shares = descriptor_variance_shares(config)
     rows.append(Check("descriptors: latent anatomy share of variance", shares["latent"],
                       f"> age {shares['age']:.2f}, site {shares['site']:.2f}, sex {shares['sex']:.2f}",
@@ -135,7 +103,7 @@ def run_checks(out_dir: str | Path, config) -> list[Check]:
                       shares["latent"] > max(shares["age"], shares["site"], shares["sex"])))  # fmt: skip
     r = region_sum_agreement(layout.cohort_path(out, "openbhb"), config.voxel_mm)
     rows.append(Check("images: median r(regional GM sum, FreeSurfer GMV)", r, "> 0.9",
-                      "design: images rendered from descriptors", r > 0.9))  # fmt: skip
+                      "design: maps and tables measure one anatomy", r > 0.9))  # fmt: skip
     return rows
 
 
@@ -147,8 +115,55 @@ EFFECT_TARGETS: tuple[tuple[str, str, float, float, str], ...] = (
     ("scz_a", "mean_ct", -0.8, -0.3, "van Erp 2018: -0.53"),
     ("scz_b", "mean_ct", -0.8, -0.3, "van Erp 2018: -0.53"),
     ("scz_a", "total_sa", -0.5, -0.1, "van Erp 2018: -0.25"),
-    ("asd", "max_regional_ct", 0.0, 0.5, "van Rooij 2018: <~0.2"),
+    ("asd", "max_regional_ct", 0.0, 0.35, "van Rooij 2018: <~0.2"),
 )
+
+
+#: Published leave-site-out ceilings per task family (low, high, source) for both model-free probes.
+CEILINGS: dict[str, tuple[float, float, str]] = {
+    "ad": (0.80, 0.95, "AD vs CN ~0.85-0.9 (Cuingnet 2011; Wen 2020)"),
+    "mci": (0.60, 0.82, "MCI vs CN: between autism and AD (Cuingnet 2011)"),
+    "scz": (0.62, 0.80, "SCZ ~0.7-0.75 (Dufumier 2024 ext. AUC 0.75; Rozycki 2018)"),
+    "asd": (0.50, 0.68, "autism ~0.6 (Haar 2016 < 0.6; Dufumier 2024 ext. AUC 0.63)"),
+}
+#: Task family of every downstream task.
+FAMILY = {"ad": "ad", "mci": "mci", "scz_a": "scz", "scz_b": "scz", "asd": "asd", "autistic": "asd",
+          "asperger": "asd", "pddnos": "asd"}
+
+
+def _difficulty_checks(accuracy: dict[str, dict[str, float]]) -> list[Check]:
+    """Per task: both probes inside the family's published ceiling band, the sign of tables vs voxels
+    as published, age + sex at chance, and (info) what pooled CV would have said."""
+    rows = []
+    for task, acc in accuracy.items():
+        low, high, source = CEILINGS[FAMILY.get(task, "asd")]
+        for probe, label in (("descriptors", "tables"), ("voxels", "64 voxel PCs")):
+            rows.append(Check(f"{task}: {label}, leave-site-out bal. acc.", acc[probe], f"in [{low}, {high}]",
+                              source, _band(acc[probe], low, high)))  # fmt: skip
+        gap = acc["voxels"] - acc["descriptors"]
+        if FAMILY.get(task) in ("ad", "mci"):
+            rows.append(Check(f"{task}: voxels minus tables", gap, "|.| <= 0.07",
+                              "Cuingnet 2011: voxel- and thickness-based alike", abs(gap) <= 0.07))  # fmt: skip
+        else:
+            rows.append(Check(f"{task}: voxels minus tables", gap, ">= -0.05",
+                              "VBM (Dufumier 2024) >= regional FreeSurfer (Nunes 2020)", gap >= -0.05))  # fmt: skip
+        cost = acc["descriptors_pooled"] - acc["descriptors"]
+        rows.append(Check(f"{task}: tables, pooled CV minus leave-site-out", cost, "<= 0.07 (info)",
+                          "Nunes 2020, Rozycki 2018: 0-7 points", cost <= 0.07, info=True))  # fmt: skip
+        rows.append(Check(f"{task}: age + sex, leave-site-out bal. acc.", acc["age_sex"], "<= 0.62",
+                          "matched within site", acc["age_sex"] <= 0.62))  # fmt: skip
+    return rows
+
+
+def _age_sign_checks(ages: dict[str, dict[str, float]]) -> list[Check]:
+    """Brain age from voxels at least as good as from the tables on unseen sites (target); seen sites: info."""
+    voxels, tables = ages["voxel_pcs"], ages["descriptors"]
+    source = "BrainFMBench: voxel features 5.1 y vs Desikan 9.1 y (NKI)"
+    unseen = tables["external_test"] - voxels["external_test"]
+    seen = tables["internal_test"] - voxels["internal_test"]
+    return [Check("brain age, unseen sites: tables MAE minus voxels MAE (y)", unseen, ">= 0", source, unseen >= 0),
+            Check("brain age, seen sites: tables MAE minus voxels MAE (y)", seen, ">= 0 (info)", source, seen >= 0,
+                  info=True)]
 
 
 def _effect_checks(effects: dict[str, dict[str, float]]) -> list[Check]:
@@ -166,7 +181,9 @@ def format_table(rows: list[Check]) -> str:
     width = max(len(r.name) for r in rows)
     lines = [f"{'check':<{width}}  {'value':>7}  {'target':<36}  {'ok':<4}  reference"]
     for r in rows:
-        lines.append(f"{r.name:<{width}}  {r.value:>7.3f}  {r.target:<36}  {'yes' if r.passed else 'NO':<4}  {r.reference}")
+        verdict = ("yes" if r.passed else "NO") + ("*" if r.info else "")
+        lines.append(f"{r.name:<{width}}  {r.value:>7.3f}  {r.target:<36}  {verdict:<4}  {r.reference}")
+    lines.append("* info: reported as it comes, not a target (the exit status ignores it)")
     return "\n".join(lines)
 
 
@@ -181,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = run_checks(args.data, load_section(args.params, "synth", SynthConfig))
     sys.stdout.write(format_table(rows) + "\n")
-    return 0 if all(r.passed for r in rows) else 1
+    return 0 if all(r.passed or r.info for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from anatcl_core.data.freesurfer import DESIKAN_COLUMNS
 from anatcl_core.synth.base import CLASSES
 
 #: Recruitment age ranges (years) of pretraining sites, cycled over site codes. They overlap, and the
@@ -54,7 +55,7 @@ CASE_SHARE_SPREAD = 0.6
 SITE_DEPENDENT: tuple[str, ...] = (
     "Thalamus-Proper", "Caudate", "Putamen", "Pallidum", "Accumbens-area", "VentralDC", "Cerebellum-Cortex", "Brain-Stem",
 )  # fmt: skip
-PURPOSES = ("population", "site", "pretrain", "downstream", "travelling", "render")
+PURPOSES = ("population", "site", "pretrain", "downstream", "travelling", "render", "measure")
 
 
 def generator(seed: int, purpose: str, *index: int) -> np.random.Generator:
@@ -73,6 +74,8 @@ class Site:
         noise_sd: voxel noise SD. fwhm_mm: extra smoothing. bias: ``(9,)`` coefficients of a
             smooth multiplicative bias field (log), on linear and quadratic coordinate terms.
         fs_ct, fs_sa: log offsets of the site's FreeSurfer thickness and area measurements.
+        fs_regional: ``(3, 68)`` the site's regional log offsets of thickness, area and volume
+            (:mod:`.measurement`; field strength and coil change some regions more than others).
         tissue: ``(len(CLASSES),)`` log gain of each GM class in this site's segmentation: deep GM
             and cerebellum (whose GM probability depends most on T1 contrast and coverage) vary by
             site; cortex, hippocampus and amygdala get 0.
@@ -90,6 +93,7 @@ class Site:
     fs_ct: float
     fs_sa: float
     tissue: np.ndarray
+    fs_regional: np.ndarray
 
 
 def make_site(config, code: int, ages: tuple[float, float], rng: np.random.Generator, male: float = 0.5) -> Site:
@@ -104,6 +108,8 @@ def make_site(config, code: int, ages: tuple[float, float], rng: np.random.Gener
         bias=config.site_bias * rng.standard_normal(9) / 3.0,
         fs_ct=float(0.02 * rng.standard_normal()), fs_sa=float(0.01 * rng.standard_normal()),
         tissue=_tissue_gains(config.site_tissue_sd, rng),
+        fs_regional=np.array([[config.fs_site_regional_sd], [config.fs_site_regional_sd / 2],
+                              [config.fs_site_regional_sd]]) * rng.standard_normal((3, len(DESIKAN_COLUMNS))),
     )  # fmt: skip
 
 

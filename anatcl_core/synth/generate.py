@@ -29,6 +29,7 @@ from anatcl_core.synth import cohorts
 from anatcl_core.synth.anatomy import make_population, sample_anatomy
 from anatcl_core.synth.base import Base, destrieux_columns, load_base, neuromorphometrics
 from anatcl_core.synth.config import SynthConfig
+from anatcl_core.synth.measurement import freesurfer_table
 from anatcl_core.synth.render import render
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class _Writer:
         self._pool: ProcessPoolExecutor | None = None
 
     def subjects(self, specs: list[tuple]) -> Iterator[tuple]:
-        """``(anatomy, image)`` of each ``(anat_key, render_key, site, age, sex, condition, severity)``, in order."""
+        """``(anatomy, table, image)`` of each ``(anat_key, render_key, site, age, sex, condition, severity)``,
+        in order: the subject's anatomy, the scan's FreeSurfer table and map."""
         if self.workers <= 1:
             _init_worker(self.config)
             results = map(_render_one, specs)
@@ -101,8 +103,14 @@ def _render_one(spec: tuple) -> tuple:
     anat_key, render_key, site, age, sex, condition, severity = spec
     config, base = _WORKER["config"], _WORKER["base"]
     anatomy = sample_anatomy(config, _WORKER["population"], cohorts.generator(config.seed, *anat_key), age, sex,
-                             site.fs_ct, site.fs_sa, condition=condition, severity=severity)
-    return anatomy, render(base, anatomy, site, cohorts.generator(config.seed, *render_key), config)
+                             condition=condition, severity=severity)
+    return anatomy, scan_table(config, anatomy, site, render_key), \
+        render(base, anatomy, site, cohorts.generator(config.seed, *render_key), config)
+
+
+def scan_table(config: SynthConfig, anatomy, site, render_key: tuple) -> np.ndarray:
+    """The FreeSurfer table of the scan rendered with ``render_key`` (its own measurement generator)."""
+    return freesurfer_table(config, anatomy, site, cohorts.generator(config.seed, "measure", *render_key[1:]))
 
 
 def _write_pretraining(writer: _Writer, root: Path) -> None:
@@ -113,13 +121,13 @@ def _write_pretraining(writer: _Writer, root: Path) -> None:
     tables: dict[str, list] = {"train": [], "val": []}  # per split folder: (participant_id, (7, 68))
     specs = [(("pretrain", 1, index), ("render", 1, index), sites[row.site], row.age, row.sex, None, 0.0)
              for index, row in enumerate(table.itertuples(index=False))]
-    for row, (anatomy, image) in zip(table.itertuples(index=False), writer.subjects(specs)):
+    for row, (anatomy, roi, image) in zip(table.itertuples(index=False), writer.subjects(specs)):
         site = sites[row.site]
         folder = layout.subject_dir(root, row.split, row.participant_id)
         folder.mkdir(parents=True, exist_ok=True)
         np.save(layout.subject_file(root, row.split, row.participant_id, layout.VBM_KIND), image[None])
-        np.save(layout.subject_file(root, row.split, row.participant_id, layout.DESIKAN_KIND), anatomy.table)
-        tables[layout.SPLIT_FOLDER[row.split]].append((row.participant_id, anatomy.table))
+        np.save(layout.subject_file(root, row.split, row.participant_id, layout.DESIKAN_KIND), roi)
+        tables[layout.SPLIT_FOLDER[row.split]].append((row.participant_id, roi))
         volumes = {k: round(v, 2) for k, v in anatomy.volumes_cm3.items()}
         rows.append(dict(participant_id=row.participant_id, study=_STUDY_NAMES[row.site % len(_STUDY_NAMES)],
                          sex=row.sex, age=row.age, site=row.site, siteXacq=row.site * 10 + int(site.field_t > 2),
@@ -161,11 +169,11 @@ def _write_resource_images(root: Path, base: Base, voxel_mm: float) -> None:
     table.to_csv(folder / resources.NEUROMORPHOMETRICS_LABELS_FILE, sep=";", index=False)
 
 
-def _write_manifest_subject(root: Path, pid: str, anatomy, image, affine) -> dict:
+def _write_manifest_subject(root: Path, pid: str, table, image, affine) -> dict:
     image_path = Path("mri") / f"mwp1sub-{pid}.nii.gz"
     roi_path = Path("roi") / f"sub-{pid}_desikan.npy"
     write_nifti_gz(image, affine, root / image_path)
-    np.save(root / roi_path, anatomy.table)
+    np.save(root / roi_path, table)
     return dict(image=image_path.as_posix(), roi=roi_path.as_posix())
 
 
@@ -182,8 +190,8 @@ def _write_downstream(writer: _Writer, root: Path) -> None:
     rows = []
     specs = [(("downstream", 1, index), ("render", 2, index), sites[row.site], row.age, row.sex,
               row.condition or None, row.severity) for index, row in enumerate(table.itertuples(index=False))]
-    for row, (anatomy, image) in zip(table.itertuples(index=False), writer.subjects(specs)):
-        paths = _write_manifest_subject(root, row.participant_id, anatomy, image, writer.base.affine)
+    for row, (_, roi, image) in zip(table.itertuples(index=False), writer.subjects(specs)):
+        paths = _write_manifest_subject(root, row.participant_id, roi, image, writer.base.affine)
         rows.append(dict(participant_id=row.participant_id, image=paths["image"], age=row.age, sex=row.sex,
                          site=row.site, roi=paths["roi"]))  # fmt: skip
     manifest = pd.concat([pd.DataFrame(rows), cohorts.clinical_scores(table, config.seed)], axis=1)
@@ -198,13 +206,13 @@ def _write_travelling(writer: _Writer, root: Path) -> None:
         draw = cohorts.generator(config.seed, "travelling", 0, subject)
         age, sex = float(np.round(draw.uniform(20.0, 60.0), 2)), int(draw.random() < 0.5)
         for site in cohorts.pretraining_sites(config):
-            # the same anatomy generator at every site: only the site's measurement offsets differ
+            # the same anatomy generator at every site: only the scans and their measurements differ
             scans.append((str(400001 + subject), site, age, sex))
             specs.append((("travelling", 1, subject), ("render", 3, subject, site.code), site, age, sex, None, 0.0))
     rows = []
-    for (subject_id, site, age, sex), (anatomy, image) in zip(scans, writer.subjects(specs)):
+    for (subject_id, site, age, sex), (_, roi, image) in zip(scans, writer.subjects(specs)):
         pid = f"{subject_id}-{site.code}"
-        paths = _write_manifest_subject(root, pid, anatomy, image, writer.base.affine)
+        paths = _write_manifest_subject(root, pid, roi, image, writer.base.affine)
         rows.append(dict(participant_id=pid, image=paths["image"], age=age, sex=sex, site=site.code,
                          roi=paths["roi"], subject=subject_id))  # fmt: skip
     columns = list(layout.MANIFEST_COLUMNS) + ["subject"]

@@ -179,11 +179,15 @@ def pooled_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> 
     return float(balanced_accuracy_score(labels, predicted))
 
 
-def task_accuracy(root: Path) -> dict[str, dict[str, float]]:
-    """Per task: leave-site-out balanced accuracy of the true descriptors and of age + sex, and the
-    descriptors' pooled (site-ignoring) accuracy."""
-    manifest, tables, _ = read_manifest(root)
+def task_accuracy(root: Path, n_components: int = 64, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per task: leave-site-out balanced accuracy of the two model-free probes, linear on the measured
+    FreeSurfer tables (``descriptors``) and on ``n_components`` voxel PCs (``voxels``; PCA fitted once on
+    every map of the cohort, no label seen), and of age + sex; and the tables' pooled (site-ignoring)
+    accuracy."""
+    manifest, tables, maps = read_manifest(root, images=True)
     desc = descriptor_features(tables)
+    pcs = PCA(n_components, random_state=seed).fit_transform(_brain_voxels(maps))
+    del maps
     out = {}
     for column in task_columns(manifest):
         member = manifest[column].notna().to_numpy()
@@ -193,6 +197,7 @@ def task_accuracy(root: Path) -> dict[str, dict[str, float]]:
         out[column.removeprefix(layout.DX_PREFIX)] = dict(
             n=int(member.sum()), n_cases=int(labels.sum()),
             descriptors=leave_site_out_accuracy(desc[member], labels, sites),
+            voxels=leave_site_out_accuracy(pcs[member], labels, sites),
             descriptors_pooled=pooled_accuracy(desc[member], labels),
             age_sex=leave_site_out_accuracy(np.column_stack([age, age**2 / 100.0, sex]), labels, sites),
         )  # fmt: skip
@@ -239,3 +244,21 @@ def effect_sizes(root: Path, voxel_mm: float) -> dict[str, dict[str, float]]:
             hippocampus_gm=cohens_d(hippocampus[member], labels),
         )  # fmt: skip
     return out
+
+
+def focal_contrast(root: Path, voxel_mm: float, spot: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per map, the log ratio of GM inside a spot of :mod:`.focal` (both sides) to GM in the rest of the
+    regions it lies in: what a within-region (VBM) analysis sees and a regional table cannot."""
+    from anatcl_core.synth import focal
+    from anatcl_core.synth.base import load_base
+
+    index = focal.SPOT_NAMES.index(spot)
+    field = focal.basis(voxel_mm)[[index, index + len(focal.SPOTS)]].sum(0)  # (G,) class-centred
+    in_gm = load_base(voxel_mm).classes >= 0
+    manifest = pd.read_csv(Path(root) / layout.MANIFEST_FILE, sep="\t", dtype={"participant_id": str})
+    core, rest = field > 0.2 * field.max(), field < 0
+    values = []
+    for path in manifest["image"]:
+        gm = np.asarray(nib.load(Path(root) / path).dataobj)[in_gm]
+        values.append(np.log(gm[core].sum() + 1e-6) - np.log(gm[rest].sum() + 1e-6))
+    return manifest, np.array(values)

@@ -6,7 +6,8 @@ Order of operations, each vectorised over the whole grid:
    ``exp(log_modulation[class])`` (cortical GMV_r relative to the reference, subcortical volumes),
    blended across region borders by a normalised Gaussian (``transition_mm`` FWHM). Because the
    map is modulated (Jacobian-scaled), summing it over a region gives the region's GM volume.
-   The site's segmentation gain of deep GM and cerebellum (``Site.tissue``) enters here too.
+   The site's segmentation gain of deep GM and cerebellum (``Site.tissue``) enters here too, and
+   the subject's focal within-region changes (:mod:`.focal`, centred within each class).
 2. Deformation: surface-area differences push borders outward (sampling along the gradient of
    the smoothed log-area field, ``deformation_mm`` of shift for a 10 % area change per cm) and
    enlarged lateral ventricles push periventricular GM away from their centres.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from anatcl_core.synth import focal
 from anatcl_core.synth.anatomy import N_CORTICAL, Anatomy
 from anatcl_core.synth.base import Base
 from anatcl_core.synth.cohorts import Site
@@ -89,6 +91,7 @@ def render(base: Base, anatomy: Anatomy, site: Site, rng: np.random.Generator, c
     # 1. region modulation, blended across borders
     log_mod = np.where(in_gm, anatomy.log_modulation[classes] + site.tissue[classes], 0.0)
     log_mod = _blend(log_mod, weight, _sigma_vox(config.transition_mm, voxel_mm))
+    log_mod[in_gm] += anatomy.focal @ focal.basis(voxel_mm)
     image = base.gm * np.exp(log_mod)
 
     # 2. deformation: area gradients and ventricle growth (displacements in voxels)
