@@ -130,3 +130,37 @@ def test_a_kernel_in_notebooks_makes_no_nested_dvc_project(tmp_path):
     assert git("status", "--porcelain") == ""
     assert (clone / ".dvc" / "site_cache").is_dir()  # the project's own, git-ignored
     assert (clone / "outputs" / "scratch" / "check" / "dvclive" / "metrics.json").is_file()
+
+
+#: The exploration notebook run as a plain Jupyter kernel runs it: papermill with the ``python3`` kernel, started
+#: in notebooks/, none of make's or DVC's variables set, the executed copy written outside the project.
+RUN_NOTEBOOK = """
+import sys, jupytext, papermill
+notebook = jupytext.read("explore.py")
+papermill.execute_notebook(notebook, sys.argv[1], kernel_name="python3", language="python", progress_bar=False)
+"""
+
+
+def test_the_exploration_notebook_run_from_notebooks_leaves_the_work_tree_clean(tiny_pipeline, tmp_path):
+    """Issue 23: a whole notebook (explore.py, the one users open in JupyterLab), run from notebooks/
+    without make's environment on a finished run, leaves nothing that `git status` shows and no nested .dvc."""
+    clone = tmp_path / "clone"
+    shutil.copytree(tiny_pipeline.root, clone, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", ".dvc_site"))
+    shutil.copyfile(REPO / ".gitignore", clone / ".gitignore")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=clone,
+                              check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "a finished run")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DVC_", "ANATCL_", "MAKE", "MFLAGS")) and k != project.SITE_CACHE_ENV}
+    env.update(PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
+    run = subprocess.run([sys.executable, "-c", RUN_NOTEBOOK, str(tmp_path / "explore.ipynb")], cwd=clone / "notebooks",
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "explore.ipynb").stat().st_size > 10_000  # executed, with its tables and figures
+    assert not (clone / "notebooks" / ".dvc").exists()
+    assert git("status", "--porcelain", "--untracked-files=all") == ""

@@ -99,7 +99,7 @@ def _cumulative(rate, ages: np.ndarray, anchor: float = 20.0) -> np.ndarray:
     return np.interp(ages, grid, integral) - np.interp(anchor, grid, integral)
 
 
-def _soft_max(values: np.ndarray, knee: float, limit: float) -> np.ndarray:
+def soft_max(values: np.ndarray, knee: float, limit: float) -> np.ndarray:
     """Identity below ``knee``, then a tanh approach to ``limit``."""
     span = limit - knee
     return np.where(values > knee, knee + span * np.tanh(np.maximum(values - knee, 0.0) / span), values)
@@ -253,7 +253,7 @@ def sample_anatomy(config, population: Population, rng: np.random.Generator, age
     ct_ref, sa_ref = np.log(np.tile(_CT0, 2)), np.log(np.tile(_SA0, 2).astype(float))
     log_ct = (ct_ref + config.age_effect * population.aging * trajectory_ct(age) + pattern_ct
               + ct_specific + noise[0])  # fmt: skip
-    log_ct = np.log(_soft_max(np.exp(log_ct), knee=4.0, limit=4.9))  # FreeSurfer rarely reports > 5 mm
+    log_ct = np.log(soft_max(np.exp(log_ct), knee=4.0, limit=4.9))  # FreeSurfer rarely reports > 5 mm
     log_area = (config.age_effect * trajectory_sa(age) + 0.8 * log_tiv_rel + pattern_sa
                 + sa_specific + noise[1])  # fmt: skip
     log_sa = sa_ref + log_area

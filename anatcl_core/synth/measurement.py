@@ -13,12 +13,15 @@ drawn per scan: the same subject scanned twice (or at two sites) gets two tables
 (FreeSurfer reliability studies, ``REFERENCE.md`` §6; e.g. Iscan et al., Hum Brain Mapp 2015), and not
 1: a table is a noisy measurement. Scanner effects: a global and a regional offset per site and
 channel, within the < 10 % cross-site variability of thickness and subcortical volumes (Busa et al.,
-ISMRM 2006). The other four channels follow the measured thickness and area.
+ISMRM 2006). Like FreeSurfer's, a measured thickness stays below 5 mm. The other four channels follow the
+measured thickness and area.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from anatcl_core.synth.anatomy import soft_max
 
 #: Decimals kept per FreeSurfer channel (SA mm^2, GMV mm^3, CT mm, CT SD, three curvature indices).
 _DECIMALS = (1, 1, 4, 4, 4, 4, 4)
@@ -54,4 +57,5 @@ def freesurfer_table(config, anatomy, site, rng: np.random.Generator) -> np.ndar
     log_sa = anatomy.log_sa + site.fs_sa + site.fs_regional[1] + config.fs_area_error * error[1]
     log_gmv = (anatomy.log_gmv + site.fs_ct + site.fs_sa + site.fs_regional[2]
                + config.fs_volume_error * error[2])  # fmt: skip
+    log_ct = np.log(soft_max(np.exp(log_ct), knee=4.0, limit=4.9))  # FreeSurfer clamps thickness at 5 mm
     return desikan_table(log_sa, log_gmv, log_ct, rng)
