@@ -123,13 +123,13 @@ def checks(out: Path, config) -> list[Check]:
         member = table["study"].isin(studies).to_numpy() & table["group"].isin([group, "control"]).to_numpy()
         columns = [SUBCORTICAL.index(f"{side}-{structure}") for side in ("Left", "Right")]
         d = measures.cohens_d(volumes[member][:, columns].mean(1), (table["group"][member] == group).to_numpy().astype(int))
-        rows.append(Check(f"{group}: Cohen's d of latent {structure} volume", d, f"in [{low}, {high}]", reference,
+        rows.append(Check(f"latent {structure} volume, {group}: Cohen's d", d, f"in [{low}, {high}]", reference,
                           low <= d <= high))  # fmt: skip
     downstream = layout.cohort_path(out, "downstream")
     for spot, task, low, high, reference in FOCAL_TARGETS:
         manifest, contrast = measures.focal_contrast(downstream, config.voxel_mm, spot)
         member = manifest[layout.DX_PREFIX + task].notna().to_numpy()
         d = measures.cohens_d(contrast[member], manifest.loc[member, layout.DX_PREFIX + task].astype(int).to_numpy())
-        rows.append(Check(f"{task}: Cohen's d of focal {spot} contrast (maps)", d, f"in [{low}, {high}]", reference,
+        rows.append(Check(f"focal {spot} contrast (maps), {task}: Cohen's d", d, f"in [{low}, {high}]", reference,
                           low <= d <= high))  # fmt: skip
     return rows
