@@ -91,6 +91,19 @@ def test_the_site_cache_is_the_roots_from_any_folder(tree, monkeypatch):
     assert project.use_site_cache() == "/elsewhere"
 
 
+def _committed(clone: Path, message: str):
+    """Make ``clone`` a git repository with everything in it committed; return a ``git(*args) -> stdout`` there."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=clone,
+                              check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", message)
+    return git
+
+
 #: What a notebook run from notebooks/ does with DVC: resolve its paths, then log through dvclive
 #: (pretrain and evaluate, via anatcl_core.live), which opens the DVC project of the working directory.
 NOTEBOOK_CODE = """
@@ -113,13 +126,7 @@ def test_a_kernel_in_notebooks_makes_no_nested_dvc_project(tmp_path):
         (clone / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, clone / name)  # the work tree's files, committed or not
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=clone,
-                              check=True, capture_output=True, text=True).stdout
-
-    git("init", "-q")
-    git("add", "-A")
-    git("commit", "-qm", "scratch clone")
+    git = _committed(clone, "scratch clone")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}  # as a plain jupyter lab
     env.update(PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE")
     run = subprocess.run([sys.executable, "-c", NOTEBOOK_CODE], cwd=clone / "notebooks", env=env,
@@ -148,13 +155,7 @@ def test_the_exploration_notebook_run_from_notebooks_leaves_the_work_tree_clean(
     shutil.copytree(tiny_pipeline.root, clone, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", ".dvc_site"))
     shutil.copyfile(REPO / ".gitignore", clone / ".gitignore")
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=clone,
-                              check=True, capture_output=True, text=True).stdout
-
-    git("init", "-q")
-    git("add", "-A")
-    git("commit", "-qm", "a finished run")
+    git = _committed(clone, "a finished run")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DVC_", "ANATCL_", "MAKE", "MFLAGS")) and k != project.SITE_CACHE_ENV}
     env.update(PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
