@@ -194,6 +194,10 @@ def read_roi_csv(path: str | Path, n_channels: int = len(CHANNELS)) -> tuple[lis
                      sep=None if sniff else ",", engine="python" if sniff else "c", dtype={"participant_id": str})
     if "participant_id" not in frame.columns:
         raise ValueError(f"{path}: expected a 'participant_id' column, got {list(frame.columns)[:5]}")
+    # ids as written: pandas would read an id "NULL" or "NA" as missing (the values keep its NA rules)
+    frame["participant_id"] = read_csv(path, "an OpenBHB ROI CSV (participant_id, session, values)", ResourceError,
+                                       sep=None if sniff else ",", engine="python" if sniff else "c",
+                                       usecols=["participant_id"], dtype=str, keep_default_na=False)["participant_id"]
     if frame.empty:
         raise ResourceError(f"{path}: header only, no rows; expected one row per participant")
     meta = {"participant_id", "session"} | {c for c in frame.columns if str(c).startswith("Unnamed")}
