@@ -39,9 +39,10 @@ class Check:
     info: bool = False
 
 
-def healthy_factors(config, session: int = 1) -> tuple[list[str], np.ndarray, np.ndarray]:
+def healthy_factors(config, sessions: tuple[int, ...] = (1,)) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Re-draw the pretraining cohort's anatomy (no rendering): ids, ``(N, L)`` factors and ``(N, 7, 68)``
-    FreeSurfer tables; ``session`` 1 gives the tables as written, another number a retest of every scan."""
+    FreeSurfer tables, or ``(N, S, 7, 68)`` for several ``sessions``: session 1 gives the tables as written,
+    another number a retest of every scan (the same anatomy, measured again)."""
     from anatcl_core.synth import cohorts
     from anatcl_core.synth.anatomy import make_population, sample_anatomy
     from anatcl_core.synth.generate import scan_table
@@ -53,12 +54,17 @@ def healthy_factors(config, session: int = 1) -> tuple[list[str], np.ndarray, np
     for i, row in enumerate(table.itertuples(index=False)):
         anatomy = sample_anatomy(config, population, cohorts.generator(config.seed, "pretrain", 1, i), row.age, row.sex)
         factors.append(anatomy.factors)
-        tables.append(scan_table(config, anatomy, sites[row.site], ("render", session, i)))
-    return list(table["participant_id"]), np.stack(factors), np.stack(tables)
+        tables.append([scan_table(config, anatomy, sites[row.site], ("render", s, i)) for s in sessions])
+    tables = np.array(tables)
+    return list(table["participant_id"]), np.stack(factors), tables[:, 0] if len(sessions) == 1 else tables
 
 
 def icc_consistency(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """ICC(3,1) (two-way mixed, consistency) of each column of two ``(N, K)`` sessions."""
+    """ICC(3,1) (two-way mixed, consistency) of each column of two ``(N, K)`` sessions.
+
+    The same quantity as :func:`anatcl_core.evaluation.reliability.icc` with ``kind="3,1"``, which lies
+    above the generator (``tests/test_architecture.py``): the generator's checks keep their own.
+    """
     both = np.stack([first, second], axis=-1)  # (N, K, 2)
     n = len(both)
     subject = both.mean(-1)
@@ -70,14 +76,12 @@ def icc_consistency(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def retest_icc(config) -> dict[str, float]:
-    """Median regional test-retest ICC of log thickness (CT), area (SA) and volume (GMV)."""
+    """Median regional test-retest ICC(3,1) of log thickness (CT), area (SA) and volume (GMV)."""
     from anatcl_core.data.freesurfer import channel_index
 
-    _, _, first = healthy_factors(config, 1)
-    _, _, second = healthy_factors(config, 9)
-    return {name: float(np.median(icc_consistency(np.log(first[:, channel_index(name)]),
-                                                  np.log(second[:, channel_index(name)]))))
-            for name in ("CT", "SA", "GMV")}  # fmt: skip
+    _, _, sessions = healthy_factors(config, (1, 9))  # (N, 2, 7, 68): one anatomy, two measurements
+    log = {name: np.log(sessions[:, :, channel_index(name)]) for name in ("CT", "SA", "GMV")}
+    return {name: float(np.median(icc_consistency(x[:, 0], x[:, 1]))) for name, x in log.items()}
 
 
 def latent_subcortical(config) -> tuple[object, np.ndarray]:
