@@ -165,8 +165,33 @@ def read_params_text(path: str | Path) -> str:
                           f"{err.start})") from None
 
 
+def strict_yaml(text: str, where: str | Path, error: type[Exception] = None) -> Any:
+    """Parse YAML text with :class:`StrictLoader`: the one YAML reader of the project's own files
+    (parameter files, profiles, weights registries and pins).
+
+    Args:
+        text: the file's text; where: the file's name for messages; error: the exception class
+            raised (default :class:`ConfigError`).
+
+    Raises:
+        ``error``: not YAML (PyYAML's scanner raises a bare ``ValueError`` for an escape such as
+            ``"\\U00110000"`` beyond Unicode, caught here too) or a rule of :class:`StrictLoader` broken.
+    """
+    error = error or ConfigError
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
+    except _Refused as err:
+        raise error(f"{where}: {err}") from None
+    except yaml.YAMLError as err:
+        raise error(f"{where}: not valid YAML ({' '.join(str(err).split())})") from None
+    except ValueError as err:  # chr() of a \U escape beyond U+10FFFF, inside PyYAML's scanner
+        raise error(f"{where}: not valid YAML ({err}; an escape beyond Unicode?)") from None
+    except RecursionError:  # belt and braces: StrictLoader stops at MAX_DEPTH long before Python's limit
+        raise error(f"{where}: YAML nested too deeply; expected a few levels of keys") from None
+
+
 def parse_params(text: str, where: str | Path) -> dict[str, Any]:
-    """Parse parameter-file text with :class:`StrictLoader` into a dict of sections.
+    """Parse parameter-file text with :func:`strict_yaml` into a dict of sections.
 
     Args:
         text: the file's text (:func:`read_params_text`).
@@ -176,14 +201,7 @@ def parse_params(text: str, where: str | Path) -> dict[str, Any]:
         ConfigError: not YAML, a rule of :class:`StrictLoader` broken, or a top level that is not a
             mapping.
     """
-    try:
-        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
-    except _Refused as err:
-        raise ConfigError(f"{where}: {err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())})") from None
-    except RecursionError:  # belt and braces: StrictLoader stops at MAX_DEPTH long before Python's limit
-        raise ConfigError(f"{where}: YAML nested too deeply; expected a few levels of sections and keys") from None
+    data = strict_yaml(text, where)
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of sections at the top level")
     return data

@@ -368,17 +368,23 @@ def _registry_case(name: str):
 
     return {  # PyYAML's RecursionError and UnicodeDecodeError used to escape read_yaml
         "yaml-nested-deep": (lambda t: _yaml_file(t, b"a: " + b"[" * 100_000 + b"]" * 100_000),
-                             lambda p: registry.read_yaml(p), "YAML nested too deeply"),
+                             lambda p: registry.read_yaml(p), "nested more than 20 levels deep"),
         "yaml-latin1": (lambda t: _yaml_file(t, "checkpoints: {jos\xe9: 1}\n".encode("latin-1")),
                         lambda p: registry.load_registry([p]), "not UTF-8 text"),
         "yaml-invalid": (lambda t: _yaml_file(t, b"checkpoints: [unclosed\n"),
                          lambda p: registry.load_registry([p]), "not valid YAML"),
+        # make fuzz at 1,500 examples: PyYAML's scanner raised a bare ValueError from chr()
+        "yaml-escape-beyond-unicode": (lambda t: _yaml_file(t, b'checkpoints: {a: "\\U00110000"}\n'),
+                                       lambda p: registry.load_registry([p]), "not valid YAML"),
+        "yaml-alias": (lambda t: _yaml_file(t, b"x: &a [1]\ncheckpoints: {m: *a}\n"),
+                       lambda p: registry.load_registry([p]), "take no aliases"),
         "pins-latin1": (lambda t: (t / registry.PINS_FILE).write_bytes(b"m: caf\xe9\n") and t / registry.PINS_FILE,
                         lambda p: registry.read_pins(p.parent), "not UTF-8 text"),
     }[name]
 
 
-@pytest.mark.parametrize("case", ["yaml-nested-deep", "yaml-latin1", "yaml-invalid", "pins-latin1"])
+@pytest.mark.parametrize("case", ["yaml-nested-deep", "yaml-latin1", "yaml-invalid", "yaml-escape-beyond-unicode",
+                                  "yaml-alias", "pins-latin1"])
 def test_registry_files_refused_in_one_line_naming_them(case, tmp_path: Path) -> None:
     from anatcl_core.model.trained import WeightsError
 

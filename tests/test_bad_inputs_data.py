@@ -944,6 +944,18 @@ def _openbhb_truncated_roi(t: Path) -> Path:
     return _truncate(next(p for p in sorted((t / "openbhb").rglob("*.npy")) if layout.DESIKAN_KIND in p.name), 100)
 
 
+def _openbhb_roi_shapes_differ(t: Path) -> Path:
+    write_openbhb(t / "openbhb", voxel_mm=VOXEL, split_sizes=(1, 1, 1))
+    roi = sorted(p for p in (t / "openbhb").rglob("*.npy") if layout.DESIKAN_KIND in p.name)[-1]
+    return npy(roi, np.ones((7, 60), np.float32))  # make fuzz at 1,500 examples: numpy's stacking error
+
+
+def _manifest_roi_shapes_differ(t: Path) -> Path:
+    write_manifest(layout.cohort_path(t, "downstream"), voxel_mm=VOXEL, n=3, fmt="npy")
+    roi = sorted((layout.cohort_path(t, "downstream") / "roi").glob("*.npy"))[-1]
+    return npy(roi, np.ones((7, 60), np.float32))
+
+
 def _reader(name: str):
     from anatcl_core.data import arrays, resources, stacking, volume_header
 
@@ -982,6 +994,12 @@ def _reader(name: str):
                                        resources.ResourceError, "a folder"),
         "openbhb-roi-truncated": (_openbhb_truncated_roi, lambda t: stacking.read_openbhb(t / "openbhb", progress=False),
                                   resources.ResourceError, "cannot read"),
+        "openbhb-roi-shapes-differ": (_openbhb_roi_shapes_differ,
+                                      lambda t: stacking.read_openbhb(t / "openbhb", progress=False),
+                                      resources.ResourceError, "ROI table of shape (7, 60)"),
+        "manifest-roi-shapes-differ": (_manifest_roi_shapes_differ,
+                                       lambda t: stacking.read_cohort(t, "downstream", progress=False),
+                                       resources.ResourceError, "ROI table of shape (7, 60)"),
         "header-gz-garbage": (lambda t: write(t / "map.nii.gz", b"\x1f\x8b\x08\x00" + b"garbage" * 20),
                               lambda t: volume_header.read_header(t / "map.nii.gz"), volume_header.VolumeError,
                               "cannot read the NIfTI header"),
@@ -991,7 +1009,8 @@ def _reader(name: str):
 READER_CASES = ("arrays-truncated-images", "arrays-images-shape-overflow", "arrays-latin1-table",
                 "arrays-empty-table", "arrays-columns-not-json", "roi-npy-truncated", "roi-npy-folder",
                 "roi-csv-ragged", "roi-csv-latin1", "resource-txt-latin1", "resources-json-deep",
-                "manifest-roi-folder", "manifest-roi-folder-direct", "openbhb-roi-truncated", "header-gz-garbage")
+                "manifest-roi-folder", "manifest-roi-folder-direct", "openbhb-roi-truncated", "openbhb-roi-shapes-differ",
+                "manifest-roi-shapes-differ", "header-gz-garbage")
 
 
 @pytest.mark.parametrize("case", READER_CASES)

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from anatcl_core.data import io, layout
 from anatcl_core.data.freesurfer import CHANNELS, DEFAULT_CHANNELS, select_channels
 from anatcl_core.data.openbhb import encode_sex
-from anatcl_core.data.resources import read_roi_table
+from anatcl_core.data.resources import read_roi_table, stack_roi_tables
 from anatcl_core.data.tables import check_tsv
 
 
@@ -139,7 +139,8 @@ class ManifestDataset(Dataset):
 
     def descriptor_tables(self) -> np.ndarray:
         """``(N, 7, R)`` raw ROI tables of every subject (NaN rows where the manifest gives no ``roi``)."""
-        return np.stack([self.descriptor_table(i) for i in range(len(self))])
+        return stack_roi_tables((self.descriptor_table(i) for i in range(len(self))),
+                                lambda i: self.frame["roi"].iloc[i] or f"row {i + 1} (no roi: NaN)")
 
     def images(self, dtype: type = np.float32, progress: bool = True, workers: int | None = None) -> np.ndarray:
         """Every image, cropped, stacked ``(N, 1, X, Y, Z)``.

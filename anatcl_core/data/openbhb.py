@@ -143,7 +143,13 @@ class OpenBHB(Dataset):
 
     def descriptor_tables(self) -> np.ndarray:
         """``(N, 7, 68)`` tables of the selected split(s), for fitting the descriptor normaliser."""
-        return np.stack([self.descriptor_table(i) for i in range(len(self))])
+        return resources.stack_roi_tables((self.descriptor_table(i) for i in range(len(self))), self._roi_source)
+
+    def _roi_source(self, index: int) -> str:
+        """Where subject ``index``'s ROI table comes from (messages)."""
+        if self._roi_csv is not None:
+            return f"participant {self.participants['participant_id'].iloc[index]} of the ROI CSV(s)"
+        return str(self.path(index, layout.DESIKAN_KIND))
 
     def images(self, dtype: type = np.float32, progress: bool = True, workers: int | None = None) -> np.ndarray:
         """Every selected image, cropped, stacked: ``(N, 1, X, Y, Z)`` of ``dtype``.

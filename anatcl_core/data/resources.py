@@ -178,6 +178,27 @@ def read_roi_table(path: str | Path) -> np.ndarray:
     return np.asarray(table, dtype=np.float32)
 
 
+def stack_roi_tables(tables, where) -> np.ndarray:
+    """``(N, 7, R)``: per-subject tables stacked, every one the shape most of them have.
+
+    Args:
+        tables: the subjects' ``(7, R)`` tables, in order.
+        where: subject index -> the file (or id) a table came from, for the message.
+
+    Raises:
+        ResourceError: naming the first table whose shape differs from the most common one
+            (numpy's own error names no file).
+    """
+    tables = list(tables)
+    shapes = [t.shape for t in tables]
+    usual = max(dict.fromkeys(shapes), key=shapes.count) if shapes else None  # ties: the first seen
+    for i, shape in enumerate(shapes):
+        if shape != usual:
+            raise ResourceError(f"{where(i)}: ROI table of shape {shape}; the cohort's other tables are "
+                                f"{usual} ({shapes.count(usual)} of {len(shapes)})")
+    return np.stack(tables) if tables else np.zeros((0, len(CHANNELS), len(DESIKAN_COLUMNS)), np.float32)
+
+
 def read_roi_csv(path: str | Path, n_channels: int = len(CHANNELS)) -> tuple[list[str], np.ndarray]:
     """One ROI CSV as ``(participant_ids, tables (N, n_channels, R))`` in the file's own order.
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from anatcl_core.atomic import atomic_write
+from anatcl_core.config import strict_yaml
 from anatcl_core.data.files import read_text
 from anatcl_core.model.trained import FORMATS, WeightsError
 
@@ -50,15 +51,11 @@ def read_yaml(path: Path) -> dict:
     """A YAML file that must hold a mapping (empty file: {}).
 
     Raises:
-        WeightsError: naming the file: no regular UTF-8 file, not YAML, nested too deeply, no mapping.
+        WeightsError: naming the file: no regular UTF-8 file, not YAML (or a rule of the strict loader
+            broken: aliases, duplicate keys, nesting), no mapping.
     """
     text = read_text(path, "a YAML mapping", WeightsError)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise WeightsError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
-    except RecursionError:  # PyYAML recurses once per level: `[[[[...]]]]` thousands deep
-        raise WeightsError(f"{path}: YAML nested too deeply; expected a mapping of names") from None
+    data = strict_yaml(text, path, WeightsError) or {}
     if not isinstance(data, dict):
         raise WeightsError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
     return data
