@@ -121,6 +121,34 @@ def test_ridge_path_matches_sklearn_pipeline():
         np.testing.assert_allclose(pred, ref, rtol=1e-8, atol=1e-8)
 
 
+def test_wide_features_give_sklearns_predictions_from_their_row_space():
+    """More features than subjects (the un-CNN's 3,528 on a few hundred): ridge and the class-balanced
+    logistic path are fitted in the training rows' span, and predict what scikit-learn's
+    StandardScaler -> model pipeline predicts on the full features (both solved tightly)."""
+    rng = np.random.default_rng(7)
+    x, xt = rng.normal(size=(30, 200)) * rng.uniform(0.5, 3, 200), rng.normal(size=(12, 200))
+    x[:, 5] = 1.0  # a constant column, as dead feature channels give
+    y = x[:, :3].sum(1) + rng.normal(size=30)
+    z, zt = probes._row_space(*probes._standardise(x, xt))
+    assert z.shape == (30, 29)  # centring leaves N - 1 directions
+    for a, pred in zip([0.1, 10.0], probes.ridge_path(x, y, xt, [0.1, 10.0])):
+        np.testing.assert_allclose(pred, make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(x, y).predict(xt),
+                                   rtol=1e-8, atol=1e-8)
+    labels = (y > np.median(y)).astype(int)
+    labels[:4] = 1  # imbalanced: class weights matter
+    for c, model, xs_test in probes._logistic_path(x, labels, xt, [0.01, 1.0], balanced=True):
+        model.set_params(tol=1e-10, max_iter=100_000).fit(z, labels, sample_weight=model_weights(labels))
+        ref = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", tol=1e-10,
+                                                                 max_iter=100_000)).fit(x, labels)
+        np.testing.assert_allclose(model.decision_function(xs_test), ref.decision_function(xt), rtol=1e-4, atol=1e-4)
+
+
+def model_weights(labels: np.ndarray) -> np.ndarray:
+    """scikit-learn's class_weight="balanced" as per-subject weights."""
+    counts = np.bincount(labels)
+    return (len(labels) / (2 * counts))[labels]
+
+
 def test_selection_matches_grid_search():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(60, 10))
