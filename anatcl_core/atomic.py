@@ -121,7 +121,7 @@ def atomic_write(path: str | Path, mode: int | None = None) -> Iterator[Path]:
 def atomic_open(path: str | Path, mode: str = "wb", **kwargs) -> Iterator[IO]:
     """:func:`atomic_write`, opened: yields the temp file's handle (``mode`` ``"wb"`` or ``"w"``).
 
-    For writers that take a handle (``np.save``, ``np.savez_compressed``, ``Figure.savefig`` with
+    For writers that take a handle (``np.save``, ``np.savez``, ``Figure.savefig`` with
     ``format=``): given the temp path they would add their own suffix or guess the format from it.
     The handle is closed before the file is synced and renamed.
     """

@@ -119,6 +119,14 @@ def test_probes_quick(tmp_path):
     assert result["added_s"] > 0 and result["ratio"] == pytest.approx(result["added_s"] / result["today_s"])
 
 
+def test_logistic_quick_compares_the_lean_path_with_sklearn(tmp_path):
+    result = run_quick("bench_logistic.py", tmp_path / "logistic.json")
+    assert result["benchmark"] == "logistic" and [r["task"] for r in result["rows"]] == ["dx_a", "dx_b"]
+    for row in result["rows"]:
+        assert row["same_predictions"] == 1.0 and row["max_abs_diff"] < 1e-6, row
+        assert row["sklearn_s"] > 0 and row["lean_s"] > 0 and row["ratio"] == pytest.approx(row["sklearn_s"] / row["lean_s"])
+
+
 @pytest.mark.slow
 def test_pipeline_benchmark_splits_a_finished_run(tiny_pipeline, tmp_path):
     from conftest import TINY

@@ -12,7 +12,7 @@ from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from anatcl_core.evaluation import metrics, probes
+from anatcl_core.evaluation import linear, metrics, probes
 
 EVALUATE = params_section("evaluate")
 #: Smaller CV than params.yaml's; the grids and the seed are the pipeline's.
@@ -121,7 +121,29 @@ def test_ridge_path_matches_sklearn_pipeline():
         np.testing.assert_allclose(pred, ref, rtol=1e-8, atol=1e-8)
 
 
-def test_wide_features_give_sklearns_predictions_from_their_row_space():
+def _balanced_reference(x, labels, c, **options):
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", **options)).fit(x, labels)
+
+
+def test_binary_logistic_path_predicts_what_sklearns_logistic_regression_predicts():
+    """The lean binary logistic (scikit-learn's objective, solver and stopping rule without its
+    per-call overhead) along a warm-started C path, against LogisticRegression fitted afresh."""
+    rng = np.random.default_rng(8)
+    x, xt = rng.normal(size=(150, 12)) * rng.uniform(0.5, 3, 12), rng.normal(size=(40, 12))
+    labels = (x[:, 0] + x[:, 1] + rng.normal(size=150) > 1).astype(int)  # imbalanced
+    grid = [1e-3, 1e-2, 1e-1, 1.0]
+    scaler = StandardScaler().fit(x)
+    ref = LogisticRegression(class_weight="balanced", warm_start=True)  # the same warm-started path
+    for c, model, xs_test in probes.logistic_path(x, labels, xt, grid, balanced=True):
+        ref.set_params(C=c).fit(scaler.transform(x), labels)
+        np.testing.assert_allclose(model.decision_function(xs_test), ref.decision_function(scaler.transform(xt)),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(model.predict(xs_test), ref.predict(scaler.transform(xt)))
+        fresh = _balanced_reference(x, labels, c)  # and a fresh fit, within the solver's tolerance
+        np.testing.assert_allclose(model.decision_function(xs_test), fresh.decision_function(xt), atol=1e-2)
+
+
+def test_wide_features_give_sklearns_predictions_from_their_row_space(monkeypatch):
     """More features than subjects (the un-CNN's 3,528 on a few hundred): ridge and the class-balanced
     logistic path are fitted in the training rows' span, and predict what scikit-learn's
     StandardScaler -> model pipeline predicts on the full features (both solved tightly)."""
@@ -129,24 +151,17 @@ def test_wide_features_give_sklearns_predictions_from_their_row_space():
     x, xt = rng.normal(size=(30, 200)) * rng.uniform(0.5, 3, 200), rng.normal(size=(12, 200))
     x[:, 5] = 1.0  # a constant column, as dead feature channels give
     y = x[:, :3].sum(1) + rng.normal(size=30)
-    z, zt = probes._row_space(*probes._standardise(x, xt))
+    z, _ = linear.row_space(*linear.standardise(x, xt))
     assert z.shape == (30, 29)  # centring leaves N - 1 directions
     for a, pred in zip([0.1, 10.0], probes.ridge_path(x, y, xt, [0.1, 10.0])):
         np.testing.assert_allclose(pred, make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(x, y).predict(xt),
                                    rtol=1e-8, atol=1e-8)
     labels = (y > np.median(y)).astype(int)
     labels[:4] = 1  # imbalanced: class weights matter
-    for c, model, xs_test in probes._logistic_path(x, labels, xt, [0.01, 1.0], balanced=True):
-        model.set_params(tol=1e-10, max_iter=100_000).fit(z, labels, sample_weight=model_weights(labels))
-        ref = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", tol=1e-10,
-                                                                 max_iter=100_000)).fit(x, labels)
+    monkeypatch.setattr(linear.BinaryLogistic, "TOL", 1e-10)
+    for c, model, xs_test in probes.logistic_path(x, labels, xt, [0.01, 1.0], balanced=True):
+        ref = _balanced_reference(x, labels, c, tol=1e-10, max_iter=100_000)
         np.testing.assert_allclose(model.decision_function(xs_test), ref.decision_function(xt), rtol=1e-4, atol=1e-4)
-
-
-def model_weights(labels: np.ndarray) -> np.ndarray:
-    """scikit-learn's class_weight="balanced" as per-subject weights."""
-    counts = np.bincount(labels)
-    return (len(labels) / (2 * counts))[labels]
 
 
 def test_selection_matches_grid_search():

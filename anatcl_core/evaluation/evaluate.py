@@ -138,14 +138,15 @@ def evaluate_features(config: EvaluateConfig, x: dict[str, np.ndarray], cohorts:
 def save_outputs(out_dir: str | Path, result: dict, x: dict[str, np.ndarray], ids: dict[str, pd.Series],
                  predictions: dict[str, np.ndarray]) -> None:
     """``probes.json``, ``features.npz`` (``<cohort>_features``, ``<cohort>_ids``) and ``predictions.npz``,
-    each atomically (a handle for numpy: given the temp name it would add ``.npz``)."""
+    each atomically (a handle for numpy: given the temp name it would add ``.npz``). Uncompressed:
+    zlib took 9 s to shrink the un-CNN's 41 MB of features by 7 %."""
     write_text(Path(out_dir) / PROBES_FILE, json.dumps(result, indent=2) + "\n")
     arrays = {FEATURES_FILE: {**{f"{k}_features": v for k, v in x.items()},
                               **{f"{k}_ids": np.asarray(v.astype(str).tolist(), dtype=str) for k, v in ids.items()}},
               PREDICTIONS_FILE: predictions}
     for name, content in arrays.items():
         with atomic_open(Path(out_dir) / name) as handle:
-            np.savez_compressed(handle, **content)
+            np.savez(handle, **content)
 
 
 def _healthy_probes(config: EvaluateConfig, x: np.ndarray, table: pd.DataFrame) -> tuple[dict, dict]:

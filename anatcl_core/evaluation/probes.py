@@ -3,10 +3,10 @@
 Every probe is standardisation -> linear model, its hyper-parameter chosen by an inner CV that only
 ever sees the outer training fold, so no hyper-parameter is chosen on a test subject (nested
 cross-validation, REFERENCE §1.5). This is ``GridSearchCV(Pipeline([StandardScaler, model]))``
-written out (and tested against it): a closed-form ridge path over all alphas from one SVD, and a
-warm-started logistic path over C, ~10x faster than the generic search on these small problems,
-under single-threaded BLAS (two busy cores make threaded BLAS 40x slower here). One row of
-``features`` is one subject, so the folds are subject-level.
+written out (and tested against it) in :mod:`anatcl_core.evaluation.linear`: a closed-form ridge
+path over all alphas from one SVD, and a warm-started logistic path over C, ~10x faster than the
+generic search on these small problems, under single-threaded BLAS (two busy cores make threaded
+BLAS 40x slower here). One row of ``features`` is one subject, so the folds are subject-level.
 
 - Diagnosis: logistic regression (class-balanced), C tuned by inner stratified CV; outer stratified
   K-fold repeated over seeds. Balanced accuracy and ROC-AUC of the out-of-fold predictions, mean
@@ -20,17 +20,18 @@ under single-threaded BLAS (two busy cores make threaded BLAS 40x slower here). 
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
-import sklearn
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
-from threadpoolctl import threadpool_limits
 
+from anatcl_core.evaluation.linear import (  # noqa: F401 (lean_fits, ridge_path, select_alpha: probes' API)
+    lean_fits,
+    logistic_path,
+    ridge_path,
+    select_alpha,
+    select_c,
+)
 from anatcl_core.evaluation.metrics import (
     balanced_accuracy_rows,
     bootstrap_ci,
@@ -43,22 +44,6 @@ from anatcl_core.evaluation.metrics import (
 logger = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------- linear models
-@contextmanager
-def lean_fits() -> Iterator[None]:
-    """Where thousands of small fits run: single-threaded BLAS, scikit-learn's per-call checks off.
-
-    Two busy cores make threaded BLAS 40x slower on these small problems (module docstring).
-    ``assume_finite`` and ``skip_parameter_validation`` are scikit-learn's own switches for inputs
-    already checked: every probe's features are checked finite once (:func:`check_finite`), and
-    the estimators' parameters are fixed here. They took an evaluate stage (~3,000 logistic fits)
-    from 17.9 to 16.6 s on 2 cores with a byte-identical ``probes.json``. (scikit-learn's
-    ``newton-cholesky`` solver was slower here, 18.1 s, and moved the results in the 4th decimal.)
-    """
-    with threadpool_limits(1), sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        yield
-
-
 def check_finite(features: np.ndarray, name: str) -> None:
     """Raise if ``features`` holds NaN or infinity (an encoder that diverged, a broken input)."""
     bad = ~np.isfinite(np.asarray(features, float))
@@ -66,100 +51,6 @@ def check_finite(features: np.ndarray, name: str) -> None:
         rows = np.flatnonzero(bad.any(axis=tuple(range(1, bad.ndim))))
         raise ValueError(f"{name}: {int(bad.sum())} non-finite feature value(s) in {len(rows)} row(s) "
                          f"(first rows {rows[:5].tolist()}); the probes need finite features")
-
-
-def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """z-score every array with the mean and std (ddof 0) of ``train`` (StandardScaler).
-
-    A column constant on ``train`` (a dead feature channel: released AnatCL weights have some) is
-    only shifted by its value, so it is exactly 0 on ``train`` and never divided by a rounding-error
-    std (``np.full(97, 0.1).std()`` is 1.4e-17, not 0) or by zero.
-    """
-    mean, std = train.mean(0), train.std(0)
-    constant = (train == train[:1]).all(0)  # (F,)
-    mean[constant], std[constant] = train[0, constant], 1.0
-    return [(a - mean) / std for a in (train, *others)]
-
-
-def ridge_path(x_train, y_train, x_test, alphas: Sequence[float]) -> np.ndarray:
-    """Predictions of ``StandardScaler -> Ridge(alpha)`` for every alpha, from one SVD.
-
-    With standardised ``X = U S V^T`` and centred ``y``: ``coef(alpha) = V diag(s / (s^2 + alpha)) U^T y``.
-
-    Args:
-        x_train: ``(N, F)``; y_train: ``(N,)``; x_test: ``(M, F)``; alphas: ``A`` penalties.
-
-    Returns:
-        ``(A, M)`` predictions.
-    """
-    xs_train, xs_test = _row_space(*_standardise(x_train, x_test))  # the same predictions, cheaper when F > N
-    y_mean = y_train.mean()
-    u, s, vt = np.linalg.svd(xs_train, full_matrices=False)  # u: N x k, s: k, vt: k x F
-    uty = u.T @ (y_train - y_mean)  # k
-    shrink = s / (s**2 + np.asarray(alphas, float)[:, None])  # A x k
-    coef = (shrink * uty) @ vt  # A x F
-    return coef @ xs_test.T + y_mean  # A x M
-
-
-def _row_space(xs_train: np.ndarray, xs_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both sets in coordinates of the training rows' span, when features outnumber subjects.
-
-    An L2-penalised linear model's optimal weights lie in the span of the (standardised) training
-    rows: the data term's gradient is a combination of them, and the unpenalised intercept does
-    not change that. With the Gram matrix ``X X^T = V diag(lam) V^T``, ``Z = V diag(sqrt(lam))``
-    (``N x k``, ``k``: the rows' rank, ``N - 1`` at most after centring) is ``X`` in an orthonormal
-    basis ``P = X^T V diag(lam)^-1/2`` of that span, so a model fitted on ``Z`` has weights ``beta``
-    with ``w = P beta``, the same penalty ``|beta| = |w|`` and the same predictions
-    ``X_test P beta``: the same optimum, each solver step costing ``k`` instead of ``F`` per
-    subject. For the un-CNN's 3,528 features on a few hundred subjects (benchmarks/README.md).
-    """
-    n, f = xs_train.shape
-    if f <= n:
-        return xs_train, xs_test
-    lam, vec = np.linalg.eigh(xs_train @ xs_train.T)
-    keep = lam > lam[-1] * n * np.finfo(float).eps  # numerically null directions: X has nothing there
-    scale = np.sqrt(lam[keep])
-    basis = vec[:, keep]
-    return basis * scale, (xs_test @ xs_train.T) @ basis / scale
-
-
-def _logistic_path(x_train, y_train, x_test, c_grid, balanced: bool):
-    """Yield ``(C, fitted model, x_test as the model takes it)`` along an increasing C path (warm starts).
-
-    ``balanced``: class-balanced, as ``class_weight="balanced"`` (the same weights, given once
-    as ``sample_weight``: scikit-learn tests the two equal, and the path skips recomputing them
-    at every fit). Wide features are fitted in their row space (:func:`_row_space`).
-    """
-    xs_train, xs_test = _row_space(*_standardise(x_train, x_test))
-    weight = None
-    if balanced:
-        classes, index = np.unique(y_train, return_inverse=True)
-        weight = (len(y_train) / (len(classes) * np.bincount(index)))[index]
-    model = LogisticRegression(max_iter=5000, warm_start=True)
-    for c in sorted(c_grid):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.set_params(C=c).fit(xs_train, y_train, sample_weight=weight)
-        yield c, model, xs_test
-
-
-def select_alpha(x, y, alpha_grid, inner, metric: str) -> float:
-    """Inner-CV choice of the ridge penalty on ``(x, y)`` only (``metric``: "mae" or "r2")."""
-    scores = np.zeros(len(alpha_grid))
-    for train, val in inner.split(x):
-        pred = ridge_path(x[train], y[train], x[val], alpha_grid)  # A x M
-        rows = regression_rows(np.broadcast_to(y[val], pred.shape), pred)
-        scores += -rows["mae"] if metric == "mae" else rows["r2"]
-    return float(alpha_grid[int(np.argmax(scores))])  # ties -> first, as GridSearchCV
-
-
-def select_c(x, y, c_grid, inner, balanced: bool) -> float:
-    """Inner-CV choice of the logistic C on ``(x, y)`` only, by (mean-recall) balanced accuracy."""
-    scores = {c: 0.0 for c in c_grid}
-    for train, val in inner.split(x, y):
-        for c, model, xs_val in _logistic_path(x[train], y[train], x[val], c_grid, balanced):
-            scores[c] += multiclass_balanced_accuracy(y[val], model.predict(xs_val))
-    return float(max(c_grid, key=lambda c: (scores[c], -list(c_grid).index(c))))
 
 
 def _check_xy(features: np.ndarray, target: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +111,7 @@ def diagnosis_probe(
             inner = StratifiedKFold(inner_splits, shuffle=True, random_state=seed + r)
             for train, test in outer.split(x, y):
                 c = select_c(x[train], y[train], c_grid, inner, balanced=True)
-                (_, model, xs_test), = _logistic_path(x[train], y[train], x[test], [c], True)
+                (_, model, xs_test), = logistic_path(x[train], y[train], x[test], [c], True)
                 preds[r, test] = model.predict(xs_test)
                 scores[r, test] = model.decision_function(xs_test)
                 chosen.append(c)
@@ -316,7 +207,7 @@ def brain_age_probe(
             out[f"mae_{split}"] = float(np.mean(np.abs(pred - np.asarray(age, float))))
         inner = StratifiedKFold(cv_splits, shuffle=True, random_state=seed)
         c = select_c(x_tr, site_tr, c_grid, inner, balanced=False)
-        (_, model, xs_in), = _logistic_path(x_tr, site_tr, x_in, [c], False)
+        (_, model, xs_in), = logistic_path(x_tr, site_tr, x_in, [c], False)
         bacc = multiclass_balanced_accuracy(site_in, model.predict(xs_in))
     out.update(
         site_bacc_internal=bacc,

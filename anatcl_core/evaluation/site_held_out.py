@@ -85,7 +85,7 @@ def _fit_predict(x_tr, y_tr, x_te, y_te, task, alpha_grid, c_grid, inner_splits,
     inner = StratifiedKFold(inner_splits, shuffle=True, random_state=seed)
     c = probes.select_c(x_tr, y_tr, c_grid, inner, balanced=True)
     # probes' warm-started logistic path at the chosen C (same model as its diagnosis probe)
-    (_, model, xs_te), = probes._logistic_path(x_tr, y_tr, x_te, [c], True)
+    (_, model, xs_te), = probes.logistic_path(x_tr, y_tr, x_te, [c], True)
     out = {"C": c, "balanced_accuracy": probes.multiclass_balanced_accuracy(y_te, model.predict(xs_te))}
     if len(model.classes_) == 2:
         out["roc_auc"] = float(probes.roc_auc_rows(y_te == model.classes_[1], model.decision_function(xs_te)))

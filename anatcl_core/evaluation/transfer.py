@@ -54,7 +54,7 @@ def _check_task(features, labels, site, name: str):
 
 def fit_predict(x_train, y_train, x_test, c: float) -> tuple[np.ndarray, np.ndarray]:
     """Predicted labels and decision scores of the class-balanced logistic probe at ``C = c``."""
-    (_, model, xs_test), = probes._logistic_path(x_train, y_train, x_test, [c], True)
+    (_, model, xs_test), = probes.logistic_path(x_train, y_train, x_test, [c], True)
     return model.predict(xs_test), model.decision_function(xs_test)
 
 

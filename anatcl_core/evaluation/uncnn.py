@@ -84,8 +84,8 @@ class UnCNN(nn.Module):
         for i, width in enumerate(self.widths):
             separable = i > 0
             blocks.append(nn.Sequential(
-                _conv(c_in, width, separable), nn.GroupNorm(GROUPS, width), nn.ReLU(),
-                _conv(width, width, separable), nn.GroupNorm(GROUPS, width), nn.ReLU()))
+                _conv(c_in, width, separable), nn.GroupNorm(GROUPS, width), nn.ReLU(inplace=True),
+                _conv(width, width, separable), nn.GroupNorm(GROUPS, width), nn.ReLU(inplace=True)))
             c_in = width
         self.blocks = nn.ModuleList(blocks)
         generator = torch.Generator().manual_seed(seed)
