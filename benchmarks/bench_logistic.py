@@ -15,7 +15,6 @@ ratio (a) / (b), the largest difference of decision values and the share of equa
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine, parser  # noqa: E402
+from benchmarks.common import machine, parser, write_json  # noqa: E402
 
 
 def tasks(args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -99,10 +98,7 @@ def main(argv=None) -> dict:
     print(f"all tasks: ratio sklearn / lean {total:.2f}")
     result = {"benchmark": "logistic", "quick": bool(args.quick), "machine": machine(), "features": args.features,
               "c_grid": grid, "rows": rows, "ratio": total}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(result, args.out)}")
     return result
 
 

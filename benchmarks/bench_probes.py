@@ -19,7 +19,6 @@ generated cohort (no data needed), for the test suite's smoke run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine, parser  # noqa: E402
+from benchmarks.common import machine, parser, write_json  # noqa: E402
 
 
 def tiny_cohorts(rng: np.random.Generator, dim: int):
@@ -132,10 +131,7 @@ def main(argv=None) -> dict:
     result = {"benchmark": "probes", "quick": bool(args.quick), "machine": machine(),
               "seconds": times, "today_s": today, "added_s": added, "ratio": added / today,
               "checkpoint": args.checkpoint}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(result, args.out)}")
     return result
 
 

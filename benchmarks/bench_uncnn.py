@@ -17,7 +17,6 @@ run's 2,910 maps); ``--quick``: 4 of them on the 9 mm grid, one repeat.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine, parser  # noqa: E402
+from benchmarks.common import machine, parser, write_json  # noqa: E402
 
 #: Maps of the default run's cohorts (pretraining, downstream, travelling), for --synthetic-mm.
 DEFAULT_COHORT_MAPS = 2910
@@ -97,10 +96,7 @@ def main(argv=None) -> dict:
               f"  cohort ({n_cohort} maps) {row['cohort_cpu_s']:7.1f} cpu s")
     result = {"benchmark": "uncnn", "quick": bool(args.quick), "machine": machine(), "n_volumes": n,
               "cohort_volumes": n_cohort, "grid": list(images.shape[2:]), "cases": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(result, args.out)}")
     return result
 
 
