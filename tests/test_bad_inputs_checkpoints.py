@@ -269,6 +269,8 @@ CASES = {
     "truncated-pickle": (_pickle_edit(lambda d: d[: len(d) // 2]), "truncated or corrupt pickle"),
     "pickle-garbage": (_pickle_edit(lambda d: b"\x80\x02" + bytes(range(200, 256))), "pickle"),
     "pickle-trailing-bytes": (_pickle_edit(lambda d: d + b"extra"), "bytes after the pickle"),
+    # make fuzz at 1,500 examples: torch's unpickler let struct.error out of a string's length cut short
+    "pickle-cut-in-a-length": (_pickle_edit(lambda d: d[: d.index(b"X") + 3]), "unpack requires a buffer"),
     "tensor-outside-storage": (_outside_storage, "storage"),
     "offset-outside-storage": (_offset_outside, "storage"),
     "record-shorter": (_storage_edit(lambda d: d[:100]), "holds 100 bytes; its tensor storage declares 1024"),

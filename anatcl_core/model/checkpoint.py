@@ -31,6 +31,7 @@ import io
 import logging
 import os
 import pickle
+import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -170,7 +171,7 @@ def safe_load(path: str | os.PathLike) -> Any:
         raise UnsafeCheckpointError(f"{path}: refusing to load: {err}; nothing was executed") from None
     except MemoryError:
         raise CheckpointError(f"{path}: the pickle asks for more memory than there is; refused") from None
-    except (pickle.UnpicklingError, EOFError) as err:
+    except (pickle.UnpicklingError, EOFError, struct.error) as err:  # struct: a cut BININT in torch's unpickler
         raise CheckpointError(f"{path}: truncated or corrupt pickle ({_one_line(err)})") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError, ValueError, TypeError,
             KeyError, IndexError, AttributeError, UnicodeDecodeError) as err:
