@@ -165,7 +165,7 @@ def read_params_text(path: str | Path) -> str:
                           f"{err.start})") from None
 
 
-def strict_yaml(text: str, where: str | Path, error: type[Exception] = None) -> Any:
+def strict_yaml(text: str, where: str | Path, error: type[Exception] | None = None) -> Any:
     """Parse YAML text with :class:`StrictLoader`: the one YAML reader of the project's own files
     (parameter files, profiles, weights registries and pins).
 
