@@ -124,3 +124,26 @@ def test_command_parameters_are_notebook_parameters():
 def test_runner_parameters_are_never_booleans():
     assert parse_value("0") == 0 and parse_value("-3") == -3
     assert parse_value("false") == "false" and parse_value("1.5") == "1.5"
+
+
+def test_runner_command_keeps_every_output_and_skips_the_iri_grammar(tmp_path):
+    """The kernel is stopped at once after the last cell (runner docstring): the last cell's output
+    and a file it writes are still there. As a command, the runner loads papermill (and so
+    jsonschema) without the ``rfc3987_syntax`` grammar."""
+    import json
+    import subprocess
+    import sys
+
+    source = tmp_path / "nb.py"
+    source.write_text('# %% tags=["parameters"]\nvalue = 1\n\n# %%\nimport pathlib\n'
+                      f'pathlib.Path({str(tmp_path / "written.txt")!r}).write_text(str(value * 7))\n'
+                      'print("last cell", value * 7)\n')
+    probe = ("import sys; from anatcl_core.cli import runner; "
+             f"code = runner.main([{str(source)!r}, {str(tmp_path / 'out.ipynb')!r}, '-p', 'value', '6']); "
+             "print('jsonschema' in sys.modules, sys.modules.get('rfc3987_syntax', 'absent')); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["True", "None"]  # jsonschema loaded, the grammar refused
+    assert (tmp_path / "written.txt").read_text() == "42"
+    cells = json.loads((tmp_path / "out.ipynb").read_text())["cells"]
+    assert "last cell 42" in "".join("".join(o.get("text", "")) for o in cells[-1]["outputs"])
