@@ -81,7 +81,9 @@ def main(argv=None) -> dict:
     else:
         import torch
 
-        torch.set_num_threads(config.num_threads)
+        from anatcl_core.cores import resolve_threads
+
+        torch.set_num_threads(resolve_threads(config.num_threads))
         crop = "upstream"
         if args.checkpoint:
             encoder, run = feat.load_encoder(args.checkpoint)

@@ -152,3 +152,11 @@ def test_uncnn_quick_states_the_cost_per_volume_beside_the_encoders(tmp_path):
     for case in result["cases"]:
         assert case["cpu_s_per_volume"] > 0 and case["x_encoder"] == pytest.approx(
             case["cpu_s_per_volume"] / encoder["cpu_s_per_volume"])
+
+
+def test_stage_overhead_quick_times_each_piece_both_ways(tmp_path):
+    result = run_quick("bench_stage_overhead.py", tmp_path / "stage_overhead.json")
+    assert [r["piece"] for r in result["rows"]] == ["lock_parse", "runner_imports", "kernel_stop"]
+    for row in result["rows"]:  # the script itself refuses pieces whose two ways give different results
+        assert row["before_s"] > 0 and row["after_s"] > 0 and row["ratio"] == pytest.approx(row["before_s"] / row["after_s"])
+    assert result["saved_per_stage_s"] == pytest.approx(sum(r["saved_per_stage_s"] for r in result["rows"]))
