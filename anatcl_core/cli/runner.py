@@ -13,7 +13,7 @@ The kernel runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller set it: on a 
 cores are shared, OpenMP threads that spin while waiting for a descheduled sibling made 3D
 convolutions ~10x slower (3.6 s instead of 0.32 s per training step, measured on 2 busy cores).
 
-What a stage pays besides its own cells (``make repro`` runs 47 stages; measured on a 2-core AMD
+What a stage pays besides its own cells (``make repro`` runs 48 stages; measured on a 2-core AMD
 EPYC, the pretrain stage of ``random``, whose cells take ~3 s):
 
 - the kernel is stopped at once after the last cell (``shutdown_kernel="immediate"``) instead of
