@@ -13,6 +13,7 @@ import builtins
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
@@ -187,6 +188,14 @@ def _truncated_file(t, good, tiny):
     return t / "bad.pth"
 
 
+def _zip64_locator_on_two_disks(t, good, tiny):
+    """A ZIP64 end-of-archive locator (just before the end record) that says the archive spans 2 disks."""
+    data = good.read_bytes()
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, 0, 2)  # signature, disk, offset, disks
+    (t / "bad.pth").write_bytes(data[:-22 - len(locator)] + locator + data[-22:])
+    return t / "bad.pth"
+
+
 def _pickle_edit(transform):
     return _edit(lambda n, d: (n, transform(d) if n.endswith("/data.pkl") else d))
 
@@ -264,6 +273,8 @@ CASES = {
     "empty-file": (_raw(b""), "not a torch zip checkpoint"),
     "legacy-format": (_legacy, "not a torch zip checkpoint"),
     "truncated-file": (_truncated_file, "not a torch zip checkpoint"),
+    # make fuzz at 5,000 examples: zipfile.is_zipfile let BadZipFile out of a ZIP64 locator naming 2 disks
+    "zip64-locator-two-disks": (_zip64_locator_on_two_disks, "span multiple disks"),
     "crc-storage-record": (_crc_storage, "Bad CRC-32"),
     "crc-pickle-record": (_crc_pickle, "Bad CRC-32"),
     "truncated-pickle": (_pickle_edit(lambda d: d[: len(d) // 2]), "truncated or corrupt pickle"),
@@ -378,6 +389,12 @@ def _registry_case(name: str):
         # make fuzz at 1,500 examples: PyYAML's scanner raised a bare ValueError from chr()
         "yaml-escape-beyond-unicode": (lambda t: _yaml_file(t, b'checkpoints: {a: "\\U00110000"}\n'),
                                        lambda p: registry.load_registry([p]), "not valid YAML"),
+        # make fuzz at 5,000 examples: an integer path reached pathlib (TypeError)
+        "registry-path-not-a-string": (lambda t: _yaml_file(t, b"checkpoints: {m: {format: upstream, path: 0}}\n"),
+                                       lambda p: registry.load_registry([p]), "path 0; expected a string"),
+        "registry-provenance-not-a-mapping": (
+            lambda t: _yaml_file(t, b"checkpoints: {m: {format: upstream, path: m.pth, provenance: 7}}\n"),
+            lambda p: registry.load_registry([p]), "provenance 7; expected a mapping"),
         "yaml-alias": (lambda t: _yaml_file(t, b"x: &a [1]\ncheckpoints: {m: *a}\n"),
                        lambda p: registry.load_registry([p]), "take no aliases"),
         "pins-latin1": (lambda t: (t / registry.PINS_FILE).write_bytes(b"m: caf\xe9\n") and t / registry.PINS_FILE,
@@ -386,7 +403,8 @@ def _registry_case(name: str):
 
 
 @pytest.mark.parametrize("case", ["yaml-nested-deep", "yaml-latin1", "yaml-invalid", "yaml-escape-beyond-unicode",
-                                  "yaml-alias", "pins-latin1"])
+                                  "yaml-alias", "pins-latin1", "registry-path-not-a-string",
+                                  "registry-provenance-not-a-mapping"])
 def test_registry_files_refused_in_one_line_naming_them(case, tmp_path: Path) -> None:
     from anatcl_core.model.trained import WeightsError
 

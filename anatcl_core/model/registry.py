@@ -78,6 +78,11 @@ def parse_entry(name: str, raw: object, source: Path) -> WeightsEntry:
         raise WeightsError(f"{where}: format {raw.get('format')!r}; expected one of {FORMATS}")
     if (raw.get("url") is None) == (raw.get("path") is None):
         raise WeightsError(f"{where}: give exactly one of 'url' and 'path'")
+    for key in ("url", "path", "description"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise WeightsError(f"{where}: {key} {raw[key]!r}; expected a string")
+    if raw.get("provenance") is not None and not isinstance(raw["provenance"], dict):
+        raise WeightsError(f"{where}: provenance {raw['provenance']!r}; expected a mapping")
     sha = raw.get("sha256")
     if sha is not None and not _SHA256.match(str(sha)):
         raise WeightsError(f"{where}: sha256 {sha!r}; expected 64 lower-case hex digits or null")
