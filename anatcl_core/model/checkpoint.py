@@ -144,13 +144,9 @@ def safe_load(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        is_zip = zipfile.is_zipfile(path)
-    except zipfile.BadZipFile as err:  # is_zipfile lets out a ZIP64 locator that names several disks
-        raise CheckpointError(f"{path}: unreadable checkpoint (BadZipFile: {_one_line(err)})") from None
-    if not is_zip:
-        raise CheckpointError(f"{path}: not a torch zip checkpoint (legacy torch<1.6 files are not "
-                              "supported; re-save with a current torch)")
-    try:
+        if not zipfile.is_zipfile(path):  # which lets BadZipFile out (a ZIP64 locator naming several disks)
+            raise CheckpointError(f"{path}: not a torch zip checkpoint (legacy torch<1.6 files are not "
+                                  "supported; re-save with a current torch)")
         with zipfile.ZipFile(path) as archive:
             prefix = _archive_prefix(archive, path)
             size = archive.getinfo(prefix + "data.pkl").file_size
